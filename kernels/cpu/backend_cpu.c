@@ -1,0 +1,77 @@
+/* backend_cpu.c — the CPU backend: OpenBLAS for BLAS, LAPACKE for factorizations. */
+#include <cblas.h>
+#include <lapacke.h>
+
+#include "kernels/backend.h"
+
+static void cpu_sgemm(void *ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    (void)ctx;
+    if (m == 0 || n == 0) return;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+                (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+static void cpu_ssyrk_t(void *ctx, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, float beta,
+                        float *c, int64_t ldc)
+{
+    (void)ctx;
+    if (n == 0) return;
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)n, (int)k, alpha, a, (int)lda, beta, c, (int)ldc);
+}
+
+static void cpu_dsyrk_t(void *ctx, int64_t n, int64_t k, double alpha, const double *a, int64_t lda, double beta,
+                        double *c, int64_t ldc)
+{
+    (void)ctx;
+    if (n == 0) return;
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)n, (int)k, alpha, a, (int)lda, beta, c, (int)ldc);
+}
+
+static qs_status lapack_status(lapack_int info) { return info == 0 ? QS_OK : QS_ERR_NUMERIC; }
+
+static qs_status cpu_spotrf(void *ctx, bool upper, int64_t n, float *a, int64_t lda)
+{
+    (void)ctx;
+    return lapack_status(LAPACKE_spotrf(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+}
+
+static qs_status cpu_spotri(void *ctx, bool upper, int64_t n, float *a, int64_t lda)
+{
+    (void)ctx;
+    return lapack_status(LAPACKE_spotri(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+}
+
+static qs_status cpu_dpotrf(void *ctx, bool upper, int64_t n, double *a, int64_t lda)
+{
+    (void)ctx;
+    return lapack_status(LAPACKE_dpotrf(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+}
+
+static qs_status cpu_dpotri(void *ctx, bool upper, int64_t n, double *a, int64_t lda)
+{
+    (void)ctx;
+    return lapack_status(LAPACKE_dpotri(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+}
+
+static int cpu_threads(void *ctx)
+{
+    (void)ctx;
+    return openblas_get_num_threads();
+}
+
+static const qs_backend_i cpu_backend = {
+    .name = "cpu",
+    .ctx = NULL,
+    .sgemm = cpu_sgemm,
+    .ssyrk_t = cpu_ssyrk_t,
+    .spotrf = cpu_spotrf,
+    .spotri = cpu_spotri,
+    .dsyrk_t = cpu_dsyrk_t,
+    .dpotrf = cpu_dpotrf,
+    .dpotri = cpu_dpotri,
+    .threads = cpu_threads,
+};
+
+const qs_backend_i *qs_backend_cpu(void) { return &cpu_backend; }

@@ -1,0 +1,59 @@
+/* cli.h — the `qshard` command table and helpers every subcommand shares.
+ *
+ * Each subcommand lives in pipeline/cmd_<name>.c and exports
+ *   int qs_cmd_<name>(int argc, char **argv);   (argv[0] is the command name)
+ * returning the process exit code (0 ok, 2 bad input, 3 interrupted, 1 other).
+ * Subcommands parse options with getopt_long and report errors through
+ * qs_cli_report(), which prints exactly one line on stderr.
+ */
+#ifndef QS_CLI_H
+#define QS_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "kernels/status.h"
+
+typedef int (*qs_cmd_fn)(int argc, char **argv);
+
+typedef struct qs_command {
+    const char *name;
+    qs_cmd_fn fn;
+    const char *summary;
+} qs_command;
+
+/* The table (NULL-terminated), used by main and `qshard --help`. */
+extern const qs_command qs_commands[];
+
+int qs_cli_main(int argc, char **argv);
+
+/* Prints "qshard CMD: error: MSG" and returns the exit code for err->code. */
+int qs_cli_report(const char *cmd, const qs_error *err);
+
+/* Prints "qshard CMD: error: <formatted>" and returns 2 (usage / bad input). */
+int qs_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* True when argv has -h/--help; callers then print their usage and return 0. */
+bool qs_cli_wants_help(int argc, char **argv);
+
+/* Strict number parsing for option values ("--bits" "4"). */
+qs_status qs_parse_long(const char *opt, const char *val, long lo, long hi, long *out, qs_error *err);
+qs_status qs_parse_double(const char *opt, const char *val, double *out, qs_error *err);
+/* "80GiB", "512MiB", "1.5e9", "64G" (G = GiB) → bytes. */
+qs_status qs_parse_bytes(const char *opt, const char *val, uint64_t *out, qs_error *err);
+
+/* The subcommands. */
+int qs_cmd_inspect(int argc, char **argv);
+int qs_cmd_synth(int argc, char **argv);
+int qs_cmd_convert(int argc, char **argv);
+int qs_cmd_layer(int argc, char **argv);
+int qs_cmd_tokenize(int argc, char **argv);
+int qs_cmd_eval(int argc, char **argv);
+int qs_cmd_run(int argc, char **argv);
+int qs_cmd_plan(int argc, char **argv);
+int qs_cmd_export(int argc, char **argv);
+int qs_cmd_submit(int argc, char **argv);
+int qs_cmd_status(int argc, char **argv);
+
+#endif

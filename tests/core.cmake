@@ -1,0 +1,6 @@
+# Base types: status, tensors, dtype conversion, CLI helpers, the CPU backend.
+qs_add_unit_test(test_core unit/test_core.c)
+add_test(NAME cli_help COMMAND qshard --help)
+set_tests_properties(cli_help PROPERTIES LABELS unit PASS_REGULAR_EXPRESSION "inspect.*synth.*run")
+add_test(NAME cli_unknown_command COMMAND ${CMAKE_COMMAND} -E env $<TARGET_FILE:qshard> no-such-command)
+set_tests_properties(cli_unknown_command PROPERTIES LABELS unit WILL_FAIL TRUE)
