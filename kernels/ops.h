@@ -1,0 +1,136 @@
+/* ops.h — element-wise math of the transformer forward, shared by CPU and CUDA.
+ *
+ * Like half.h, every function is QS_HD (static inline on the host, __host__
+ * __device__ under nvcc), so the CPU loops in kernels/cpu/ops.c and the future
+ * CUDA kernels compute exactly the same formulas and the CPU tests check both.
+ * Conventions follow Hugging Face transformers (the models we load were
+ * trained with it): norms accumulate in f32 (we use double for the sums, which
+ * only makes them closer to exact), RoPE is rotate-half with inv_freq =
+ * theta^(-2i/d), llama3 rope scaling as in HF's _compute_llama3_parameters,
+ * ALiBi slopes as in HF's build_alibi_tensor.
+ */
+#ifndef QS_OPS_H
+#define QS_OPS_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels/half.h"
+
+/* ---- normalization (one row) ------------------------------------------------ */
+
+/* y = x / sqrt(mean(x²) + eps) * w  (llama RMSNorm). y may alias x. */
+QS_HD void qs_op_rmsnorm_row(const float *x, const float *w, float *y, int64_t n, float eps)
+{
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+    float inv = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * inv) * w[i];
+}
+
+/* y = (x − mean) / sqrt(var + eps) * w + b, biased variance (torch LayerNorm).
+ * b may be NULL. y may alias x. Two passes: the mean first, then the variance
+ * of the centred values, so large offsets do not cancel catastrophically. */
+QS_HD void qs_op_layernorm_row(const float *x, const float *w, const float *b, float *y, int64_t n, float eps)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    double mean = s / (double)n;
+    double v = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)x[i] - mean;
+        v += d * d;
+    }
+    double inv = 1.0 / sqrt(v / (double)n + (double)eps);
+    for (int64_t i = 0; i < n; i++) {
+        float t = (float)(((double)x[i] - mean) * inv) * w[i];
+        y[i] = b ? t + b[i] : t;
+    }
+}
+
+/* ---- rotary position embedding ----------------------------------------------- */
+
+/* inv_freq[i] = theta^(-2i/d) for i in [0, d/2). */
+QS_HD double qs_op_rope_inv_freq(int i, int head_dim, double theta)
+{
+    return 1.0 / pow(theta, (double)(2 * i) / (double)head_dim);
+}
+
+/* Llama 3 frequency scaling of one inv_freq (HF _compute_llama3_parameters):
+ * long wavelengths (> original_max / low_freq_factor) are divided by factor,
+ * short ones (< original_max / high_freq_factor) are kept, and the band in
+ * between is interpolated smoothly between the two. */
+QS_HD double qs_op_rope_llama3_scale(double inv_freq, double factor, double low_freq_factor,
+                                     double high_freq_factor, double original_max_positions)
+{
+    const double pi = 3.14159265358979323846;
+    double low_freq_wavelen = original_max_positions / low_freq_factor;
+    double high_freq_wavelen = original_max_positions / high_freq_factor;
+    double wavelen = 2.0 * pi / inv_freq;
+    if (wavelen > low_freq_wavelen) return inv_freq / factor;
+    if (wavelen < high_freq_wavelen) return inv_freq;
+    double smooth = (original_max_positions / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+    return (1.0 - smooth) * inv_freq / factor + smooth * inv_freq;
+}
+
+/* Rotate-half RoPE of one head vector x[0..d) in place: element i pairs with
+ * i + d/2; cs[i], sn[i] (i < d/2) are cos/sin of position · inv_freq[i]. */
+QS_HD void qs_op_rope_rotate_half(float *x, const float *cs, const float *sn, int head_dim)
+{
+    int h = head_dim / 2;
+    for (int i = 0; i < h; i++) {
+        float x0 = x[i], x1 = x[i + h];
+        x[i] = x0 * cs[i] - x1 * sn[i];
+        x[i + h] = x1 * cs[i] + x0 * sn[i];
+    }
+}
+
+/* ---- activations -------------------------------------------------------------- */
+
+QS_HD float qs_op_silu(float x) { return x / (1.0f + expf(-x)); }
+
+QS_HD float qs_op_relu(float x) { return x > 0.0f ? x : 0.0f; }
+
+/* GELU, tanh approximation (BLOOM's bloom_gelu_forward, torch approximate="tanh"). */
+QS_HD float qs_op_gelu_tanh(float x)
+{
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+/* ---- ALiBi ---------------------------------------------------------------------- */
+
+/* Slope of head h of n_heads (HF build_alibi_tensor): with p the largest power
+ * of two <= n_heads, heads h < p get (2^(-8/p))^(h+1); the remaining heads take
+ * every other slope of the 2p sequence: (2^(-4/p))^(2(h-p)+1). */
+QS_HD double qs_op_alibi_slope(int h, int n_heads)
+{
+    int p = 1;
+    while (p * 2 <= n_heads) p *= 2;
+    if (h < p) return pow(2.0, -8.0 / (double)p * (double)(h + 1));
+    return pow(2.0, -4.0 / (double)p * (double)(2 * (h - p) + 1));
+}
+
+/* ---- online softmax ------------------------------------------------------------ */
+
+/* Running max m and running sum l of exp(s − m) over the scores seen so far.
+ * Start with m = -INFINITY, l = 0. */
+typedef struct qs_softmax_state {
+    float m;
+    float l;
+} qs_softmax_state;
+
+/* Moves the state to max(m, tile_max) and returns the factor by which sums
+ * (l and the value accumulator) computed against the old max must be scaled.
+ * While every score so far is -inf (all masked) the factor is 1 and m stays
+ * -inf, so no NaN (-inf − -inf) is ever formed. */
+QS_HD float qs_op_softmax_rescale(qs_softmax_state *s, float tile_max)
+{
+    float m_new = tile_max > s->m ? tile_max : s->m;
+    if (m_new == -INFINITY) return 1.0f;
+    float alpha = s->m == -INFINITY ? 0.0f : expf(s->m - m_new);
+    s->l *= alpha;
+    s->m = m_new;
+    return alpha;
+}
+
+#endif
