@@ -1,0 +1,255 @@
+/* run_options.c — run options from flags and INI job files. */
+#include "pipeline/run_options.h"
+
+#include <ctype.h>
+#include <ini.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "pipeline/cli.h"
+
+void qs_run_options_default(qs_run_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->method = QS_METHOD_GPTQ;
+    o->bits = 4;
+    o->group_size = 128;
+    o->sym = true;
+    o->true_sequential = true;
+    o->damp = 0.01;
+    o->block_size = 128;
+    o->schedule = QS_SCHEDULE_EXACT;
+    o->micro_batch = 8;
+    strcpy(o->checkpoint_format, "gptq");
+    o->max_shard_size = 4ull << 30;
+    strcpy(o->formats, "gptq");
+    o->slurm.nodes = 1;
+    o->slurm.gpus_per_node = 0;
+    o->slurm.cpus_per_task = 2;
+    strcpy(o->slurm.time, "24:00:00");
+    o->slurm.chain = 1;
+    o->slurm.signal_grace_s = 120;
+}
+
+typedef enum { K_PATH, K_STR, K_INT, K_BOOL, K_DOUBLE, K_BYTES, K_SPECIAL } key_kind;
+
+typedef struct key_def {
+    const char *name;
+    key_kind kind;
+    size_t offset;
+    size_t size;   /* buffer size for K_PATH/K_STR */
+    long lo, hi;   /* K_INT range */
+    const char *help;
+} key_def;
+
+#define F(field) offsetof(qs_run_options, field), sizeof(((qs_run_options *)0)->field)
+
+static const key_def keys[] = {
+    {"model", K_PATH, F(model), 0, 0, "DIR        HF model directory (config.json + safetensors)"},
+    {"model-file", K_STR, F(model_file), 0, 0, "NAME  one .safetensors file inside the model dir"},
+    {"calib", K_PATH, F(calib), 0, 0, "T.npy|T.h5 calibration token set [rows, L]"},
+    {"calib-rows", K_INT, F(calib_rows), 0, 1 << 30, "N      use the first N rows (default all)"},
+    {"work", K_PATH, F(work), 0, 0, "DIR         work dir: journal, checkpoints (resumes when it exists)"},
+    {"out", K_PATH, F(out), 0, 0, "DIR          output directory"},
+    {"method", K_SPECIAL, 0, 0, 0, 0, "rtn|gptq   (default gptq)"},
+    {"bits", K_INT, F(bits), 2, 8, "B           2, 3, 4 or 8 (default 4)"},
+    {"group-size", K_INT, F(group_size), -1, 1 << 20, "G     columns per group, -1 per channel (default 128)"},
+    {"sym", K_SPECIAL, 0, 0, 0, 0, "            symmetric grid (default)"},
+    {"asym", K_SPECIAL, 0, 0, 0, 0, "           asymmetric grid"},
+    {"act-order", K_BOOL, F(act_order), 0, 0, "      columns by decreasing Hessian diagonal (desc_act)"},
+    {"static-groups", K_BOOL, F(static_groups), 0, 0, "  group parameters from the original weights"},
+    {"true-sequential", K_BOOL, F(true_sequential), 0, 0, "quantize q/k/v, o, up/gate, down in turn (default on)"},
+    {"mse", K_BOOL, F(mse), 0, 0, "            MSE clipping search for the grid"},
+    {"damp", K_DOUBLE, F(damp), 0, 0, "D           damping as a fraction of the mean Hessian diagonal (0.01)"},
+    {"block-size", K_INT, F(block_size), 1, 1 << 16, "N     GPTQ lazy-batch block (128)"},
+    {"schedule", K_SPECIAL, 0, 0, 0, 0, "exact|pipelined (default exact)"},
+    {"micro-batch", K_INT, F(micro_batch), 1, 1 << 20, "M    rows per activation hand-off (8)"},
+    {"json", K_BOOL, F(json), 0, 0, "           print a JSON summary"},
+    {"force-resume", K_BOOL, F(force_resume), 0, 0, "   resume despite a fingerprint mismatch where safe"},
+    {"checkpoint-format", K_STR, F(checkpoint_format), 0, 0, "gptq|gptq_v2"},
+    {"max-shard-size", K_BYTES, F(max_shard_size), 0, 0, "SIZE output shard size (4GiB)"},
+    {"formats", K_STR, F(formats), 0, 0, "LIST      exports: gptq,gguf,hdf5 (default gptq)"},
+    {"nodes", K_INT, F(slurm.nodes), 1, 1 << 20, "N          Slurm nodes"},
+    {"gpus-per-node", K_INT, F(slurm.gpus_per_node), 0, 1024, "G  GPUs per node (one rank each)"},
+    {"tasks-per-node", K_INT, F(slurm.tasks_per_node), 0, 1024, "T ranks per node without GPUs"},
+    {"cpus-per-task", K_INT, F(slurm.cpus_per_task), 1, 1024, "C  CPU cores per rank"},
+    {"time", K_STR, F(slurm.time), 0, 0, "HH:MM:SS       Slurm time limit per job"},
+    {"partition", K_STR, F(slurm.partition), 0, 0, "P         Slurm partition"},
+    {"account", K_STR, F(slurm.account), 0, 0, "A           Slurm account"},
+    {"chain", K_INT, F(slurm.chain), 1, 1000, "K             jobs chained with --dependency=singleton"},
+    {"signal-grace", K_INT, F(slurm.signal_grace_s), 10, 86400, "S signal USR1 this many seconds before the limit"},
+    {NULL, 0, 0, 0, 0, 0, NULL},
+};
+
+static bool key_eq(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++) {
+        char x = *a == '_' ? '-' : (char)tolower((unsigned char)*a);
+        char y = *b == '_' ? '-' : (char)tolower((unsigned char)*b);
+        if (x != y) return false;
+    }
+    return *a == *b;
+}
+
+static qs_status parse_bool(const char *key, const char *v, bool *out, qs_error *err)
+{
+    if (!v || !*v || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcmp(v, "1") || !strcasecmp(v, "on"))
+        *out = true;
+    else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcmp(v, "0") || !strcasecmp(v, "off"))
+        *out = false;
+    else
+        return qs_error_set(err, QS_ERR_INPUT, "%s: expected true or false, got '%s'", key, v);
+    return QS_OK;
+}
+
+qs_status qs_run_options_set(qs_run_options *o, const char *key, const char *value, const char *base_dir,
+                             qs_error *err)
+{
+    const key_def *k = NULL;
+    for (const key_def *d = keys; d->name; d++)
+        if (key_eq(key, d->name)) k = d;
+    if (!k) return qs_error_set(err, QS_ERR_INPUT, "unknown option '%s'", key);
+    char *field = (char *)o + k->offset;
+    char opt[80];
+    snprintf(opt, sizeof opt, "--%s", k->name);
+    switch (k->kind) {
+    case K_PATH:
+        if (!value || !*value) return qs_error_set(err, QS_ERR_INPUT, "%s: expected a path", opt);
+        if (base_dir && value[0] != '/') {
+            int n = snprintf(field, k->size, "%s/%s", base_dir, value);
+            if (n < 0 || (size_t)n >= k->size) return qs_error_set(err, QS_ERR_INPUT, "%s: path too long", opt);
+        } else {
+            if (strlen(value) >= k->size) return qs_error_set(err, QS_ERR_INPUT, "%s: path too long", opt);
+            strcpy(field, value);
+        }
+        return QS_OK;
+    case K_STR:
+        if (!value) return qs_error_set(err, QS_ERR_INPUT, "%s: expected a value", opt);
+        if (strlen(value) >= k->size) return qs_error_set(err, QS_ERR_INPUT, "%s: value too long", opt);
+        strcpy(field, value);
+        return QS_OK;
+    case K_INT: {
+        long v;
+        QS_TRY(qs_parse_long(opt, value, k->lo, k->hi, &v, err));
+        *(int *)field = (int)v;
+        return QS_OK;
+    }
+    case K_BOOL: return parse_bool(opt, value, (bool *)field, err);
+    case K_DOUBLE: return qs_parse_double(opt, value, (double *)field, err);
+    case K_BYTES: return qs_parse_bytes(opt, value, (uint64_t *)field, err);
+    case K_SPECIAL: break;
+    }
+    if (!strcmp(k->name, "method")) {
+        if (value && !strcmp(value, "rtn")) o->method = QS_METHOD_RTN;
+        else if (value && !strcmp(value, "gptq")) o->method = QS_METHOD_GPTQ;
+        else return qs_error_set(err, QS_ERR_INPUT, "--method: expected rtn or gptq, got '%s'", value ? value : "");
+    } else if (!strcmp(k->name, "sym") || !strcmp(k->name, "asym")) {
+        bool v;
+        QS_TRY(parse_bool(opt, value, &v, err));
+        o->sym = !strcmp(k->name, "sym") ? v : !v;
+    } else if (!strcmp(k->name, "schedule")) {
+        if (value && !strcmp(value, "exact")) o->schedule = QS_SCHEDULE_EXACT;
+        else if (value && !strcmp(value, "pipelined")) o->schedule = QS_SCHEDULE_PIPELINED;
+        else
+            return qs_error_set(err, QS_ERR_INPUT, "--schedule: expected exact or pipelined, got '%s'",
+                                value ? value : "");
+    }
+    return QS_OK;
+}
+
+typedef struct ini_ctx {
+    qs_run_options *o;
+    const char *path;
+    const char *base;
+    qs_error *err;
+    qs_status st;
+} ini_ctx;
+
+static int on_ini_key(void *user, const char *section, const char *name, const char *value)
+{
+    ini_ctx *c = user;
+    /* sections group keys for readers; names are unique across them */
+    if (c->st != QS_OK) return 0;
+    c->st = qs_run_options_set(c->o, name, value, c->base, c->err);
+    if (c->st != QS_OK) {
+        qs_error_prefix(c->err, "%s: [%s] %s", c->path, section, name);
+        return 0;
+    }
+    return 1;
+}
+
+qs_status qs_run_options_load_job(qs_run_options *o, const char *path, qs_error *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return qs_error_set(err, QS_ERR_INPUT, "%s: cannot open the job file", path);
+    char *copy = strdup(path);
+    char base[QS_PATH_MAX];
+    snprintf(base, sizeof base, "%s", dirname(copy));
+    free(copy);
+    ini_ctx c = {o, path, base, err, QS_OK};
+    int rc = ini_parse_file(f, on_ini_key, &c);
+    fclose(f);
+    if (c.st != QS_OK) return c.st;
+    if (rc != 0) return qs_error_set(err, QS_ERR_INPUT, "%s:%d: not a valid INI line", path, rc);
+    snprintf(o->job_file, sizeof o->job_file, "%s", path);
+    return QS_OK;
+}
+
+qs_status qs_run_options_parse_argv(qs_run_options *o, int argc, char **argv, qs_error *err)
+{
+    int i = 1;
+    if (i < argc && strncmp(argv[i], "--", 2) != 0) {
+        QS_TRY(qs_run_options_load_job(o, argv[i], err));
+        i++;
+    }
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) return qs_error_set(err, QS_ERR_INPUT, "unexpected argument '%s'", a);
+        const char *name = a + 2;
+        char key[64];
+        const char *eq = strchr(name, '=');
+        const char *value = NULL;
+        if (eq) {
+            snprintf(key, sizeof key, "%.*s", (int)(eq - name), name);
+            value = eq + 1;
+        } else {
+            snprintf(key, sizeof key, "%s", name);
+        }
+        const key_def *k = NULL;
+        for (const key_def *d = keys; d->name; d++)
+            if (key_eq(key, d->name)) k = d;
+        if (!k) return qs_error_set(err, QS_ERR_INPUT, "unknown option '--%s'", key);
+        bool is_switch = k->kind == K_BOOL || !strcmp(k->name, "sym") || !strcmp(k->name, "asym");
+        if (!value && !is_switch) {
+            if (i + 1 >= argc) return qs_error_set(err, QS_ERR_INPUT, "--%s needs a value", k->name);
+            value = argv[++i];
+        }
+        QS_TRY(qs_run_options_set(o, k->name, value, NULL, err));
+    }
+    return QS_OK;
+}
+
+qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
+{
+    if (!o->model[0]) return qs_error_set(err, QS_ERR_INPUT, "--model is required (a model directory)");
+    if (!o->calib[0]) return qs_error_set(err, QS_ERR_INPUT, "--calib is required (a token set .npy or .h5)");
+    if (!o->work[0]) return qs_error_set(err, QS_ERR_INPUT, "--work is required (the run's work directory)");
+    if (!o->out[0]) return qs_error_set(err, QS_ERR_INPUT, "--out is required (the output directory)");
+    if (o->bits != 2 && o->bits != 3 && o->bits != 4 && o->bits != 8)
+        return qs_error_set(err, QS_ERR_INPUT, "--bits: expected 2, 3, 4 or 8, got %d", o->bits);
+    if (o->group_size == 0 || o->group_size < -1)
+        return qs_error_set(err, QS_ERR_INPUT, "--group-size: expected a positive size or -1, got %d", o->group_size);
+    if (o->damp < 0 || o->damp > 1) return qs_error_set(err, QS_ERR_INPUT, "--damp: expected [0, 1], got %g", o->damp);
+    if (strcmp(o->checkpoint_format, "gptq") && strcmp(o->checkpoint_format, "gptq_v2"))
+        return qs_error_set(err, QS_ERR_INPUT, "--checkpoint-format: expected gptq or gptq_v2, got '%s'",
+                            o->checkpoint_format);
+    return QS_OK;
+}
+
+void qs_run_options_usage(FILE *f)
+{
+    for (const key_def *d = keys; d->name; d++) fprintf(f, "  --%s %s\n", d->name, d->help);
+}

@@ -1,0 +1,91 @@
+/* run_options.h — everything that defines a quantization run, from flags
+ * and/or a job file.
+ *
+ * Job files are INI (libinih). Keys are the long flag names (with '-' or '_'),
+ * e.g. `bits = 4`, `group-size = 128`, `act-order = true`; sections group
+ * keys for readers ([model], [calibration], [quantization], [run], [output])
+ * and do not change meaning, except [slurm], which holds `qshard submit`'s
+ * options. Relative paths in a job file are relative to the job file's
+ * directory. Flags given on the command line override the file.
+ */
+#ifndef QS_RUN_OPTIONS_H
+#define QS_RUN_OPTIONS_H
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/status.h"
+#include "schedulers/cost_model.h"
+
+#define QS_PATH_MAX 4096
+
+typedef enum qs_method { QS_METHOD_RTN = 0, QS_METHOD_GPTQ } qs_method;
+
+typedef struct qs_slurm_options {
+    int nodes;
+    int gpus_per_node;
+    int cpus_per_task;
+    int tasks_per_node;     /* 0: gpus_per_node (one rank per GPU), 1 on CPU-only nodes */
+    char time[32];
+    char partition[128];
+    char account[128];
+    int chain;
+    int signal_grace_s;     /* --signal=B:USR1@grace */
+    char extra[512];        /* extra #SBATCH lines, ';'-separated */
+} qs_slurm_options;
+
+typedef struct qs_run_options {
+    char job_file[QS_PATH_MAX];
+    char model[QS_PATH_MAX];
+    char model_file[256];   /* a single .safetensors inside model (default: model.safetensors / index) */
+    char calib[QS_PATH_MAX];
+    char work[QS_PATH_MAX];
+    char out[QS_PATH_MAX];
+    /* quantization (every field here changes the numbers: all go into the fingerprint) */
+    qs_method method;
+    int bits;
+    int group_size;         /* -1: per output channel */
+    bool sym;
+    bool act_order;
+    bool static_groups;
+    bool true_sequential;
+    bool mse;
+    double damp;
+    int block_size;
+    int calib_rows;         /* use the first N rows of the calibration set (0: all) */
+    /* run */
+    qs_schedule_kind schedule;
+    int micro_batch;
+    bool json;
+    bool force_resume;
+    /* output */
+    char checkpoint_format[16]; /* "gptq" (v1) or "gptq_v2" */
+    uint64_t max_shard_size;
+    char formats[64];       /* comma list: gptq,gguf,hdf5 */
+    qs_slurm_options slurm;
+} qs_run_options;
+
+void qs_run_options_default(qs_run_options *o);
+
+/* Sets one option by its long name ("group-size" or "group_size"), value as
+ * text ("true"/"false" for switches). base_dir resolves relative paths (NULL:
+ * as given). */
+qs_status qs_run_options_set(qs_run_options *o, const char *key, const char *value, const char *base_dir,
+                             qs_error *err);
+
+/* Reads a job file (INI). */
+qs_status qs_run_options_load_job(qs_run_options *o, const char *path, qs_error *err);
+
+/* `qshard run|submit [JOB_FILE] [--flag value ...]`: argv[0] is the command.
+ * A positional JOB_FILE is loaded first, then flags override it. */
+qs_status qs_run_options_parse_argv(qs_run_options *o, int argc, char **argv, qs_error *err);
+
+/* Checks required fields and consistency (bits, group size, paths). */
+qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err);
+
+/* The flags, for --help. */
+void qs_run_options_usage(FILE *f);
+
+#endif
