@@ -62,6 +62,17 @@ qs_status qs_model_config_load(const char *path, qs_model_config *cfg, qs_error 
 qs_status qs_model_config_parse(const char *json, const char *origin, qs_model_config *cfg, qs_error *err);
 
 const char *qs_arch_name(qs_arch a);
+/* "llama" | "opt" | "bloom" → arch; false for anything else. */
+bool qs_arch_parse(const char *name, qs_arch *out);
+
+/* Fills cfg with the HF defaults of arch (what config.json leaves out):
+ * sizes 0, eps, activation, positions, biases, tying, dtype F32. */
+void qs_model_config_defaults(qs_model_config *cfg, qs_arch arch);
+
+/* Writes cfg as an HF config.json that transformers accepts for its arch
+ * (architectures, model_type and every field qs_model_config_parse reads);
+ * *json is malloc'd, the caller frees it. Parsing the result gives back cfg. */
+qs_status qs_model_config_to_json(const qs_model_config *cfg, char **json, qs_error *err);
 
 /* ---- tensor names ----------------------------------------------------------
  *
@@ -104,6 +115,10 @@ typedef struct qs_model_names {
 } qs_model_names;
 
 typedef bool (*qs_name_exists_fn)(const char *name, void *ctx);
+
+/* With exists == NULL the canonical HF names are produced (what transformers
+ * saves: "model." / "model.decoder." / "transformer.", lm_head == embed when
+ * tied); that is the layout `qshard synth` writes. */
 
 qs_status qs_model_names_init(const qs_model_config *cfg, qs_name_exists_fn exists, void *ctx,
                               qs_model_names *names, qs_error *err);
