@@ -22,4 +22,19 @@ qs_status qs_npy_read_i32(const char *path, qs_tensor *out, qs_error *err);
 /* Writes a tensor (F32, F16, I32, I64) durably: temp file, fsync, rename. */
 qs_status qs_npy_write(const char *path, const qs_tensor *t, qs_error *err);
 
+/* ---- parsing from memory (used by the readers and the fuzzer) ---------- */
+
+typedef struct qs_npy_header {
+    qs_dtype dtype;
+    int ndim;
+    int64_t shape[QS_MAX_DIMS];
+    uint64_t data_offset; /* where the array data starts in the file */
+    uint64_t nbytes;      /* numel × dtype size */
+} qs_npy_header;
+
+/* Parses the magic, version and header dict from buf (len bytes: the start of
+ * a file, at least up to the data). Rejects what the readers cannot load:
+ * Fortran order, big-endian or unsupported dtypes, malformed dicts. */
+qs_status qs_npy_parse_header(const void *buf, size_t len, const char *origin, qs_npy_header *out, qs_error *err);
+
 #endif

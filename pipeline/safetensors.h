@@ -71,9 +71,36 @@ const char *qs_st_writer_order(const qs_st_writer *w, size_t i);
 /* Appends bytes of the named tensor (which must be the next in data order);
  * may be called several times per tensor with consecutive chunks. */
 qs_status qs_st_writer_tensor(qs_st_writer *w, const char *name, const void *bytes, uint64_t nbytes, qs_error *err);
-/* Checks every declared byte was written; temp file → fsync → rename → fsync dir. */
+/* Checks every declared byte was written; temp file → fsync → rename → fsync dir.
+ * On success the writer is freed; on failure call qs_st_writer_abort. */
 qs_status qs_st_writer_finish(qs_st_writer *w, qs_error *err);
 /* Removes the temp file and frees (safe after a failure or with NULL). */
 void qs_st_writer_abort(qs_st_writer *w);
+
+/* ---- parsing from memory ---------------------------------------------------
+ * qs_st_open maps the file and calls qs_st_parse; the fuzzer calls both
+ * directly. A parsed header owns its strings; free it with qs_st_header_free. */
+
+typedef struct qs_st_header {
+    qs_st_info *tensors;   /* sorted by name; offsets absolute (data_start + begin) */
+    size_t count;
+    char **meta_keys;      /* "__metadata__" entries in file order */
+    char **meta_values;
+    size_t n_meta;
+    uint64_t data_start;   /* 8 + header length */
+} qs_st_header;
+
+/* Validates a whole file held in memory: the u64 length, its bounds, then the header. */
+qs_status qs_st_parse(const void *buf, size_t size, const char *origin, qs_st_header *out, qs_error *err);
+/* Validates the JSON header alone (len bytes, need not be NUL-terminated) for a
+ * data region of data_size bytes starting at file offset data_start. */
+qs_status qs_st_parse_header(const void *json, size_t len, uint64_t data_start, uint64_t data_size,
+                             const char *origin, qs_st_header *out, qs_error *err);
+void qs_st_header_free(qs_st_header *h);
+
+/* "__metadata__" entries of an open file, in file order. */
+size_t qs_st_metadata_count(const qs_st_file *f);
+const char *qs_st_metadata_key(const qs_st_file *f, size_t i);
+uint64_t qs_st_file_size(const qs_st_file *f);
 
 #endif
