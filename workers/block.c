@@ -1,0 +1,449 @@
+/* block.c — a transformer block's weights (loaded per layer from a model dir)
+ * and its forward for llama / opt / bloom with capture-and-stop hooks for
+ * true-sequential GPTQ. Element-wise work is kernels/cpu/ops.c; GEMMs go
+ * through the backend's sgemm. */
+#include "workers/block.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cJSON.h>
+#include <stdlib.h>
+
+#include "kernels/cpu/ops_cpu.h"
+#include "kernels/gptq_pack.h"
+#include "kernels/ops.h"
+
+/* ============================================================ loading ==== */
+
+static qs_status check_shape(const qs_manifest *m, const char *name, const qs_tensor *t, int ndim, int64_t d0,
+                             int64_t d1, qs_error *err)
+{
+    bool ok = t->ndim == ndim && t->shape[0] == d0 && (ndim < 2 || t->shape[1] == d1);
+    if (ok) return QS_OK;
+    char got[96], want[96];
+    int64_t ws[2] = {d0, d1};
+    return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s': shape %s, expected %s", qs_manifest_dir(m), name,
+                        qs_shape_str(t->ndim, t->shape, got, sizeof got), qs_shape_str(ndim, ws, want, sizeof want));
+}
+
+/* True when config.json's quantization_config says checkpoint_format
+ * "gptq_v2" (zeros stored as is); "gptq" (v1, zero − 1) is the default. */
+static bool gptq_is_v2(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    char *text = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    if (n > 0 && n < (64L << 20) && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1))) {
+        if (fread(text, 1, (size_t)n, f) == (size_t)n) text[n] = '\0';
+        else free(text), text = NULL;
+    }
+    fclose(f);
+    if (!text) return false;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *qc = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(qc, "checkpoint_format");
+    bool v2 = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "gptq_v2") == 0;
+    cJSON_Delete(root);
+    return v2;
+}
+
+/* Reads an I32 tensor's data (borrowed from the mapping) after checking dtype. */
+static qs_status find_i32(const qs_manifest *m, const char *name, const qs_st_info **info, const int32_t **data,
+                          qs_error *err)
+{
+    const qs_st_file *f = NULL;
+    *info = qs_manifest_find(m, name, &f);
+    if (!*info) return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s' is missing", qs_manifest_dir(m), name);
+    if ((*info)->dtype != QS_DTYPE_I32)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s': dtype %s, expected I32", qs_manifest_dir(m), name,
+                            qs_dtype_name((*info)->dtype));
+    *data = qs_st_data(f, *info);
+    return QS_OK;
+}
+
+static qs_status gptq_dequant(const qs_manifest *m, const char *prefix, int64_t out, int64_t in, qs_tensor *w,
+                              qs_error *err)
+{
+    const char *dir = qs_manifest_dir(m);
+    char name[QS_NAME_MAX + 16];
+    const qs_st_info *qi, *zi, *gi = NULL;
+    const int32_t *qw, *qz, *gidx = NULL;
+    qs_tensor scales = {0};
+    uint8_t *codes = NULL;
+    int32_t *zeros = NULL;
+    qs_status s;
+
+    snprintf(name, sizeof name, "%s.qweight", prefix);
+    QS_TRY(find_i32(m, name, &qi, &qw, err));
+    if (qi->ndim != 2 || qi->shape[1] != out || (qi->shape[0] * 32) % in != 0)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s': expected [in·bits/32, %lld] with in = %lld",
+                            dir, name, (long long)out, (long long)in);
+    int bits = (int)(qi->shape[0] * 32 / in);
+    if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
+        return qs_error_set(err, QS_ERR_UNSUPPORTED, "%s: tensor '%s': %d-bit packing, expected 2, 3, 4 or 8 bits",
+                            dir, name, bits);
+
+    snprintf(name, sizeof name, "%s.scales", prefix);
+    QS_TRY(qs_manifest_read_f32(m, name, &scales, true, err));
+    if (scales.ndim != 2 || scales.shape[1] != out || scales.shape[0] < 1) {
+        s = qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s': expected [groups, %lld]", dir, name, (long long)out);
+        goto done;
+    }
+    int64_t groups = scales.shape[0];
+
+    snprintf(name, sizeof name, "%s.qzeros", prefix);
+    if ((s = find_i32(m, name, &zi, &qz, err)) != QS_OK) goto done;
+    if (zi->ndim != 2 || zi->shape[0] != groups || zi->shape[1] * 32 != out * bits) {
+        s = qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s': expected [%lld, %lld·%d/32]", dir, name,
+                         (long long)groups, (long long)out, bits);
+        goto done;
+    }
+
+    snprintf(name, sizeof name, "%s.g_idx", prefix);
+    const qs_st_file *gf = NULL;
+    if (qs_manifest_find(m, name, &gf)) {
+        if ((s = find_i32(m, name, &gi, &gidx, err)) != QS_OK) goto done;
+        if (gi->ndim != 1 || gi->shape[0] != in) {
+            s = qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s': expected [%lld]", dir, name, (long long)in);
+            goto done;
+        }
+        for (int64_t i = 0; i < in; i++)
+            if (gidx[i] < 0 || gidx[i] >= groups) {
+                s = qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s': element %lld is %d, outside [0, %lld)", dir,
+                                 name, (long long)i, gidx[i], (long long)groups);
+                goto done;
+            }
+    } else if (in % groups != 0) {
+        s = qs_error_set(err, QS_ERR_INPUT, "%s: '%s' is missing and %lld inputs do not split into %lld groups", dir,
+                         name, (long long)in, (long long)groups);
+        goto done;
+    }
+
+    if (in % 32 != 0) {
+        s = qs_error_set(err, QS_ERR_UNSUPPORTED, "%s: '%s.qweight': %lld inputs, expected a multiple of 32", dir,
+                         prefix, (long long)in);
+        goto done;
+    }
+    codes = malloc((size_t)(out * in));
+    zeros = malloc(sizeof(int32_t) * (size_t)(groups * out));
+    int64_t shape[2] = {out, in};
+    if (!codes || !zeros) {
+        s = qs_error_set(err, QS_ERR_NOMEM, "%s: out of memory dequantizing '%s'", dir, prefix);
+        goto done;
+    }
+    if ((s = qs_tensor_init(w, QS_DTYPE_F32, 2, shape, err)) != QS_OK) goto done;
+    qs_gptq_unpack_qweight(qw, out, in, bits, codes);
+    qs_gptq_unpack_qzeros(qz, groups, out, bits, !gptq_is_v2(dir), zeros);
+    float *wd = w->data;
+    const float *sc = scales.data;
+    const int64_t group_size = in / groups;
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t i = 0; i < in; i++) {
+            int64_t g = gidx ? gidx[i] : i / group_size;
+            wd[o * in + i] = sc[g * out + o] * (float)((int32_t)codes[o * in + i] - zeros[g * out + o]);
+        }
+    s = QS_OK;
+done:
+    qs_tensor_free(&scales);
+    free(codes);
+    free(zeros);
+    return s;
+}
+
+qs_status qs_linear_load(const qs_manifest *m, const char *weight_name, int64_t out, int64_t in, qs_tensor *w,
+                         qs_error *err)
+{
+    const qs_st_file *f = NULL;
+    if (qs_manifest_find(m, weight_name, &f)) {
+        QS_TRY(qs_manifest_read_f32(m, weight_name, w, true, err));
+        qs_status s = check_shape(m, weight_name, w, 2, out, in, err);
+        if (s != QS_OK) qs_tensor_free(w);
+        return s;
+    }
+    char prefix[QS_NAME_MAX];
+    size_t n = strlen(weight_name);
+    const char *suffix = ".weight";
+    if (n > strlen(suffix) && strcmp(weight_name + n - strlen(suffix), suffix) == 0 && n < sizeof prefix) {
+        memcpy(prefix, weight_name, n - strlen(suffix));
+        prefix[n - strlen(suffix)] = '\0';
+        char qname[QS_NAME_MAX + 16];
+        snprintf(qname, sizeof qname, "%s.qweight", prefix);
+        if (qs_manifest_find(m, qname, &f)) return gptq_dequant(m, prefix, out, in, w, err);
+    }
+    return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s' is missing (and no GPTQ '.qweight' for it)",
+                        qs_manifest_dir(m), weight_name);
+}
+
+static qs_status load_vec(const qs_manifest *m, const char *name, int64_t n, qs_tensor *t, qs_error *err)
+{
+    QS_TRY(qs_manifest_read_f32(m, name, t, true, err));
+    qs_status s = check_shape(m, name, t, 1, n, 0, err);
+    if (s != QS_OK) qs_tensor_free(t);
+    return s;
+}
+
+/* Sets up lin[] and checks that the roles the forward needs are there. */
+static qs_status block_layout(qs_block *blk, const qs_model_config *cfg, const qs_model_names *names, int layer,
+                              qs_error *err)
+{
+    memset(blk, 0, sizeof *blk);
+    blk->cfg = *cfg;
+    blk->layer = layer;
+    blk->n_linears = qs_block_linears(cfg, names, layer, blk->lin);
+    static const qs_linear_role llama[] = {QS_LIN_Q, QS_LIN_K, QS_LIN_V, QS_LIN_O, QS_LIN_GATE, QS_LIN_UP, QS_LIN_DOWN};
+    static const qs_linear_role opt[] = {QS_LIN_Q, QS_LIN_K, QS_LIN_V, QS_LIN_O, QS_LIN_FC1, QS_LIN_FC2};
+    static const qs_linear_role bloom[] = {QS_LIN_QKV, QS_LIN_O, QS_LIN_FC1, QS_LIN_FC2};
+    const qs_linear_role *need = cfg->arch == QS_ARCH_LLAMA ? llama : cfg->arch == QS_ARCH_OPT ? opt : bloom;
+    int n_need = cfg->arch == QS_ARCH_LLAMA ? 7 : cfg->arch == QS_ARCH_OPT ? 6 : 4;
+    for (int i = 0; i < n_need; i++)
+        if (qs_block_find(blk, need[i]) < 0)
+            return qs_error_set(err, QS_ERR_INTERNAL, "block %d (%s): no linear with role %d", layer,
+                                qs_arch_name(cfg->arch), (int)need[i]);
+    if (cfg->n_heads <= 0 || cfg->n_kv_heads <= 0 || cfg->n_heads % cfg->n_kv_heads != 0 || cfg->head_dim <= 0 ||
+        (cfg->pos == QS_POS_ROPE && cfg->head_dim % 2 != 0))
+        return qs_error_set(err, QS_ERR_INPUT, "block %d: %d heads, %d kv heads, head_dim %d are inconsistent",
+                            layer, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim);
+    return QS_OK;
+}
+
+qs_status qs_block_load(qs_block *blk, const qs_manifest *m, const qs_model_names *names, int layer, qs_error *err)
+{
+    const qs_model_config *cfg = qs_manifest_config(m);
+    qs_status s = block_layout(blk, cfg, names, layer, err);
+    if (s != QS_OK) return s;
+    for (int i = 0; i < blk->n_linears && s == QS_OK; i++) {
+        const qs_block_linear *l = &blk->lin[i];
+        s = qs_linear_load(m, l->weight, l->out, l->in, &blk->weight[i], err);
+        if (s == QS_OK && l->bias[0]) s = load_vec(m, l->bias, l->out, &blk->bias[i], err);
+    }
+    char aw[QS_NAME_MAX], ab[QS_NAME_MAX], mw[QS_NAME_MAX], mb[QS_NAME_MAX];
+    qs_block_norm_names(cfg, names, layer, aw, ab, mw, mb);
+    if (s == QS_OK) s = load_vec(m, aw, cfg->hidden, &blk->attn_norm_w, err);
+    if (s == QS_OK && ab[0]) s = load_vec(m, ab, cfg->hidden, &blk->attn_norm_b, err);
+    if (s == QS_OK) s = load_vec(m, mw, cfg->hidden, &blk->mlp_norm_w, err);
+    if (s == QS_OK && mb[0]) s = load_vec(m, mb, cfg->hidden, &blk->mlp_norm_b, err);
+    if (s == QS_OK && cfg->norm == QS_NORM_LAYER && (!blk->attn_norm_b.data || !blk->mlp_norm_b.data))
+        s = qs_error_set(err, QS_ERR_INPUT, "%s: block %d: LayerNorm without a bias tensor", qs_manifest_dir(m),
+                         layer);
+    if (s != QS_OK) qs_block_free(blk);
+    return s;
+}
+
+qs_status qs_block_init(qs_block *blk, const qs_model_config *cfg, const qs_model_names *names, int layer,
+                        qs_error *err)
+{
+    qs_status s = block_layout(blk, cfg, names, layer, err);
+    if (s != QS_OK) return s;
+    for (int i = 0; i < blk->n_linears && s == QS_OK; i++) {
+        int64_t shape[2] = {blk->lin[i].out, blk->lin[i].in};
+        s = qs_tensor_init(&blk->weight[i], QS_DTYPE_F32, 2, shape, err);
+        if (s == QS_OK && blk->lin[i].bias[0]) s = qs_tensor_init(&blk->bias[i], QS_DTYPE_F32, 1, shape, err);
+    }
+    int64_t h = cfg->hidden;
+    if (s == QS_OK) s = qs_tensor_init(&blk->attn_norm_w, QS_DTYPE_F32, 1, &h, err);
+    if (s == QS_OK) s = qs_tensor_init(&blk->mlp_norm_w, QS_DTYPE_F32, 1, &h, err);
+    if (s == QS_OK && cfg->norm == QS_NORM_LAYER) s = qs_tensor_init(&blk->attn_norm_b, QS_DTYPE_F32, 1, &h, err);
+    if (s == QS_OK && cfg->norm == QS_NORM_LAYER) s = qs_tensor_init(&blk->mlp_norm_b, QS_DTYPE_F32, 1, &h, err);
+    if (s != QS_OK) qs_block_free(blk);
+    return s;
+}
+
+void qs_block_free(qs_block *blk)
+{
+    if (!blk) return;
+    for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) {
+        qs_tensor_free(&blk->weight[i]);
+        qs_tensor_free(&blk->bias[i]);
+    }
+    qs_tensor_free(&blk->attn_norm_w);
+    qs_tensor_free(&blk->attn_norm_b);
+    qs_tensor_free(&blk->mlp_norm_w);
+    qs_tensor_free(&blk->mlp_norm_b);
+    blk->n_linears = 0;
+}
+
+int qs_block_find(const qs_block *blk, qs_linear_role role)
+{
+    for (int i = 0; i < blk->n_linears; i++)
+        if (blk->lin[i].role == role) return i;
+    return -1;
+}
+
+qs_tensor *qs_block_linear_weight(qs_block *blk, int idx)
+{
+    return idx >= 0 && idx < blk->n_linears ? &blk->weight[idx] : NULL;
+}
+
+/* ============================================================ forward ==== */
+
+/* y[rows, out] = x[rows, in] · Wᵀ + b */
+static void linear(const qs_backend_i *be, const qs_block *blk, int idx, const float *x, int64_t rows, float *y)
+{
+    const qs_block_linear *l = &blk->lin[idx];
+    be->sgemm(be->ctx, false, true, rows, l->out, l->in, 1.0f, x, l->in, blk->weight[idx].data, l->in, 0.0f, y,
+              l->out);
+    if (blk->bias[idx].data) qs_cpu_add_bias(y, blk->bias[idx].data, rows, l->out);
+}
+
+static void norm(const qs_block *blk, const qs_tensor *w, const qs_tensor *b, const float *x, float *y, int64_t rows)
+{
+    const qs_model_config *c = &blk->cfg;
+    if (c->norm == QS_NORM_RMS) qs_cpu_rmsnorm(x, w->data, y, rows, c->hidden, (float)c->norm_eps);
+    else qs_cpu_layernorm(x, w->data, b->data, y, rows, c->hidden, (float)c->norm_eps);
+}
+
+/* Runs the capture hook for stage s; *stop is set when the forward ends here. */
+static qs_status stage(const qs_block *blk, const qs_block_hooks *hk, int s, const float *x, int64_t rows,
+                       bool *stop, qs_error *err)
+{
+    *stop = false;
+    if (!hk) return QS_OK;
+    if (hk->capture && (hk->capture_stage < 0 || hk->capture_stage == s))
+        for (int i = 0; i < blk->n_linears; i++)
+            if (blk->lin[i].stage == s) QS_TRY(hk->capture(hk->ctx, blk, i, x, rows, blk->lin[i].in, err));
+    *stop = hk->stop_after_stage == s;
+    return QS_OK;
+}
+
+qs_status qs_block_forward(const qs_block *blk, const qs_backend_i *be, const float *x, int64_t batch, int64_t seq,
+                           float *out, const qs_block_hooks *hooks, qs_error *err)
+{
+    const qs_model_config *c = &blk->cfg;
+    const int64_t R = batch * seq, H = c->hidden;
+    const int nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
+    const int64_t qd = (int64_t)nh * hd, kvd = (int64_t)nkv * hd;
+    const bool bloom = c->arch == QS_ARCH_BLOOM;
+    const bool post_ln = c->arch == QS_ARCH_OPT && !c->do_layer_norm_before;
+    const int i_o = qs_block_find(blk, QS_LIN_O);
+    const int64_t ffn = blk->lin[bloom ? qs_block_find(blk, QS_LIN_FC1)
+                                       : c->arch == QS_ARCH_LLAMA ? qs_block_find(blk, QS_LIN_UP)
+                                                                  : qs_block_find(blk, QS_LIN_FC1)]
+                            .out;
+    if (R <= 0) return QS_OK;
+
+    float *res = qs_malloc(sizeof(float) * (size_t)(R * H));
+    float *nrm = qs_malloc(sizeof(float) * (size_t)(R * H));
+    float *att = qs_malloc(sizeof(float) * (size_t)(R * qd));
+    /* q/k/v: bloom's fused [R, 3·qd], else q [R, qd] then k, v [R, kvd] in one buffer */
+    float *qkv = qs_malloc(sizeof(float) * (size_t)(R * (bloom ? 3 * qd : qd + 2 * kvd)));
+    float *f1 = qs_malloc(sizeof(float) * (size_t)(R * ffn));
+    float *f2 = c->arch == QS_ARCH_LLAMA ? qs_malloc(sizeof(float) * (size_t)(R * ffn)) : NULL;
+    float *cs = NULL, *sn = NULL;
+    double *inv = NULL;
+    float *slopes = NULL;
+    qs_status s = QS_OK;
+    bool stop = false;
+    if (!res || !nrm || !att || !qkv || !f1 || (c->arch == QS_ARCH_LLAMA && !f2)) {
+        s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of memory for activations of %lld tokens", blk->layer,
+                         (long long)R);
+        goto done;
+    }
+    memcpy(res, x, sizeof(float) * (size_t)(R * H));
+
+    /* ---- attention ---- */
+    const float *a_in = res;
+    if (!post_ln) {
+        norm(blk, &blk->attn_norm_w, &blk->attn_norm_b, res, nrm, R);
+        a_in = nrm;
+    }
+    if ((s = stage(blk, hooks, 0, a_in, R, &stop, err)) != QS_OK || stop) goto done;
+
+    qs_attn_args aa = {.batch = batch, .seq_q = seq, .seq_k = seq, .n_heads = nh, .n_kv_heads = nkv,
+                       .head_dim = hd, .scale = (float)(1.0 / sqrt((double)hd)), .causal = true,
+                       .out = att, .o_tok = qd, .o_head = hd};
+    if (bloom) {
+        linear(be, blk, qs_block_find(blk, QS_LIN_QKV), a_in, R, qkv);
+        /* fused rows are [heads, 3, head_dim]: head h's q, k, v are consecutive */
+        aa.q = qkv, aa.k = qkv + hd, aa.v = qkv + 2 * hd;
+        aa.q_tok = aa.k_tok = aa.v_tok = 3 * qd;
+        aa.q_head = aa.k_head = aa.v_head = 3 * hd;
+    } else {
+        float *q = qkv, *k = qkv + R * qd, *v = k + R * kvd;
+        linear(be, blk, qs_block_find(blk, QS_LIN_Q), a_in, R, q);
+        linear(be, blk, qs_block_find(blk, QS_LIN_K), a_in, R, k);
+        linear(be, blk, qs_block_find(blk, QS_LIN_V), a_in, R, v);
+        aa.q = q, aa.k = k, aa.v = v;
+        aa.q_tok = qd, aa.k_tok = aa.v_tok = kvd;
+        aa.q_head = aa.k_head = aa.v_head = hd;
+    }
+    if (c->pos == QS_POS_ROPE) {
+        int h2 = hd / 2;
+        inv = qs_malloc(sizeof(double) * (size_t)h2);
+        cs = qs_malloc(sizeof(float) * (size_t)(seq * h2));
+        sn = qs_malloc(sizeof(float) * (size_t)(seq * h2));
+        if (!inv || !cs || !sn) {
+            s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of memory for RoPE tables", blk->layer);
+            goto done;
+        }
+        qs_cpu_rope_inv_freq(hd, c->rope_theta, (int)c->rope_scaling, c->rope_factor, c->rope_low_freq_factor,
+                             c->rope_high_freq_factor, (double)c->rope_original_max_positions, inv);
+        qs_cpu_rope_tables(inv, hd, 0, seq, cs, sn);
+        qs_cpu_rope((float *)aa.q, batch, seq, nh, hd, aa.q_tok, aa.q_head, cs, sn);
+        qs_cpu_rope((float *)aa.k, batch, seq, nkv, hd, aa.k_tok, aa.k_head, cs, sn);
+    } else if (c->pos == QS_POS_ALIBI) {
+        slopes = qs_malloc(sizeof(float) * (size_t)nh);
+        if (!slopes) {
+            s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of memory", blk->layer);
+            goto done;
+        }
+        for (int h = 0; h < nh; h++) slopes[h] = (float)qs_op_alibi_slope(h, nh);
+        aa.alibi = slopes;
+    }
+    if ((s = qs_cpu_attention(&aa, err)) != QS_OK) goto done;
+
+    if ((s = stage(blk, hooks, 1, att, R, &stop, err)) != QS_OK || stop) goto done;
+    linear(be, blk, i_o, att, R, nrm);
+    qs_cpu_add(res, nrm, R * H);
+    if (post_ln) norm(blk, &blk->attn_norm_w, &blk->attn_norm_b, res, res, R);
+
+    /* ---- MLP ---- */
+    const float *m_in = res;
+    if (!post_ln) {
+        norm(blk, &blk->mlp_norm_w, &blk->mlp_norm_b, res, nrm, R);
+        m_in = nrm;
+    }
+    if ((s = stage(blk, hooks, 2, m_in, R, &stop, err)) != QS_OK || stop) goto done;
+    int i_down;
+    if (c->arch == QS_ARCH_LLAMA) {
+        linear(be, blk, qs_block_find(blk, QS_LIN_GATE), m_in, R, f1);
+        linear(be, blk, qs_block_find(blk, QS_LIN_UP), m_in, R, f2);
+        qs_cpu_silu_mul(f1, f2, R * ffn);
+        i_down = qs_block_find(blk, QS_LIN_DOWN);
+    } else {
+        linear(be, blk, qs_block_find(blk, QS_LIN_FC1), m_in, R, f1);
+        if (c->act == QS_ACT_RELU) qs_cpu_relu(f1, R * ffn);
+        else if (c->act == QS_ACT_GELU_TANH) qs_cpu_gelu_tanh(f1, R * ffn);
+        else {
+            s = qs_error_set(err, QS_ERR_UNSUPPORTED, "block %d: activation %d for %s", blk->layer, (int)c->act,
+                             qs_arch_name(c->arch));
+            goto done;
+        }
+        i_down = qs_block_find(blk, QS_LIN_FC2);
+    }
+    if ((s = stage(blk, hooks, 3, f1, R, &stop, err)) != QS_OK || stop) goto done;
+    linear(be, blk, i_down, f1, R, nrm);
+    qs_cpu_add(res, nrm, R * H);
+    if (post_ln) norm(blk, &blk->mlp_norm_w, &blk->mlp_norm_b, res, res, R);
+    memcpy(out, res, sizeof(float) * (size_t)(R * H));
+
+done:
+    qs_free(res);
+    qs_free(nrm);
+    qs_free(att);
+    qs_free(qkv);
+    qs_free(f1);
+    qs_free(f2);
+    qs_free(cs);
+    qs_free(sn);
+    qs_free(inv);
+    qs_free(slopes);
+    return s;
+}
