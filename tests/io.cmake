@@ -12,3 +12,8 @@ foreach(t safetensors npy)
   qs_add_py_test(io_${t}_interop tests/py/test_io_${t}.py TIMEOUT 120)
   set_property(TEST io_${t}_interop APPEND PROPERTY ENVIRONMENT "QS_IO_TOOL=$<TARGET_FILE:io_tool>")
 endforeach()
+
+# Malformed checkpoints through `qshard inspect`: labelled unit too, so the CI
+# runs it against the ASan + UBSan build as well.
+qs_add_py_test(io_malformed tests/py/test_io_malformed.py LABELS unit interop TIMEOUT 120)
+qs_add_py_test(io_inspect tests/py/test_io_inspect.py TIMEOUT 120)

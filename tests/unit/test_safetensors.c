@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "pipeline/manifest.h"
 #include "pipeline/safetensors.h"
 
 static char tmpdir_path[256];
@@ -399,6 +400,285 @@ static void test_writer_abort(void **state)
     assert_non_null(strstr(err.msg, "/nonexistent-dir/x.safetensors"));
 }
 
+/* ---- manifest --------------------------------------------------------------- */
+
+static const char *tiny_config =
+    "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_size\":8,"
+    "\"intermediate_size\":16,\"num_attention_heads\":2,\"num_key_value_heads\":1,\"num_hidden_layers\":2,"
+    "\"vocab_size\":32,\"max_position_embeddings\":64,\"rms_norm_eps\":1e-6,\"rope_theta\":10000.0,"
+    "\"tie_word_embeddings\":true,\"hidden_act\":\"silu\"}";
+
+typedef struct tiny_tensor {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+} tiny_tensor;
+
+/* The 20 tensors of a 2-block llama with hidden 8, kv 4, ffn 16, vocab 32. */
+static int tiny_tensors(tiny_tensor *t)
+{
+    int n = 0;
+    snprintf(t[n].name, sizeof t[n].name, "model.embed_tokens.weight");
+    t[n].ndim = 2, t[n].shape[0] = 32, t[n].shape[1] = 8, n++;
+    snprintf(t[n].name, sizeof t[n].name, "model.norm.weight");
+    t[n].ndim = 1, t[n].shape[0] = 8, n++;
+    static const struct {
+        const char *s;
+        int ndim;
+        int64_t a, b;
+    } per[] = {{"input_layernorm.weight", 1, 8, 0},   {"post_attention_layernorm.weight", 1, 8, 0},
+               {"self_attn.q_proj.weight", 2, 8, 8}, {"self_attn.k_proj.weight", 2, 4, 8},
+               {"self_attn.v_proj.weight", 2, 4, 8}, {"self_attn.o_proj.weight", 2, 8, 8},
+               {"mlp.gate_proj.weight", 2, 16, 8},   {"mlp.up_proj.weight", 2, 16, 8},
+               {"mlp.down_proj.weight", 2, 8, 16}};
+    for (int l = 0; l < 2; l++)
+        for (size_t k = 0; k < sizeof per / sizeof per[0]; k++) {
+            snprintf(t[n].name, sizeof t[n].name, "model.layers.%d.%s", l, per[k].s);
+            t[n].ndim = per[k].ndim, t[n].shape[0] = per[k].a, t[n].shape[1] = per[k].b, n++;
+        }
+    return n;
+}
+
+static float tiny_value(int k, int64_t i) { return (float)((k * 131 + i * 17) % 97) / 97.0f - 0.5f; }
+
+static void write_text(const char *dir, const char *name, const char *text)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    write_bytes(p, text, strlen(text));
+}
+
+/* Writes the tiny model's tensors with shard(k) choosing the file of tensor k. */
+static void write_shards(const char *dir, int n_shards, const char *single_name)
+{
+    tiny_tensor t[32];
+    int n = tiny_tensors(t);
+    for (int s = 0; s < n_shards; s++) {
+        char p[512];
+        if (single_name) snprintf(p, sizeof p, "%s/%s", dir, single_name);
+        else snprintf(p, sizeof p, "%s/model-%05d-of-%05d.safetensors", dir, s + 1, n_shards);
+        qs_st_writer *w;
+        qs_error err = {0};
+        assert_int_equal(qs_st_writer_open(p, &w, &err), QS_OK);
+        for (int k = 0; k < n; k++)
+            if (k % n_shards == s)
+                assert_int_equal(qs_st_writer_declare(w, t[k].name, QS_DTYPE_F32, t[k].ndim, t[k].shape, &err), QS_OK);
+        assert_int_equal(qs_st_writer_begin(w, &err), QS_OK);
+        for (size_t i = 0; qs_st_writer_order(w, i); i++) {
+            const char *name = qs_st_writer_order(w, i);
+            int k = 0;
+            while (strcmp(t[k].name, name) != 0) k++;
+            int64_t numel = qs_shape_numel(t[k].ndim, t[k].shape);
+            float *v = malloc((size_t)numel * sizeof *v);
+            for (int64_t e = 0; e < numel; e++) v[e] = tiny_value(k, e);
+            assert_int_equal(qs_st_writer_tensor(w, name, v, (uint64_t)numel * 4, &err), QS_OK);
+            free(v);
+        }
+        assert_int_equal(qs_st_writer_finish(w, &err), QS_OK);
+    }
+    if (!single_name) {
+        char idx[8192];
+        size_t o = (size_t)snprintf(idx, sizeof idx, "{\"metadata\":{\"total_size\":0},\"weight_map\":{");
+        for (int k = 0; k < n; k++)
+            o += (size_t)snprintf(idx + o, sizeof idx - o, "%s\"%s\":\"model-%05d-of-%05d.safetensors\"", k ? "," : "",
+                                  t[k].name, k % n_shards + 1, n_shards);
+        snprintf(idx + o, sizeof idx - o, "}}");
+        write_text(dir, "model.safetensors.index.json", idx);
+    }
+}
+
+static void make_dir(char *out, size_t cap, const char *name)
+{
+    path_of(out, cap, name);
+    assert_int_equal(mkdir(out, 0755), 0);
+}
+
+static void check_tiny(const qs_manifest *m)
+{
+    tiny_tensor t[32];
+    int n = tiny_tensors(t);
+    assert_int_equal(qs_manifest_count(m), (size_t)n);
+    assert_int_equal(qs_manifest_config(m)->n_layers, 2);
+    assert_int_equal(qs_manifest_config(m)->hidden, 8);
+    for (size_t i = 1; i < qs_manifest_count(m); i++)
+        assert_true(strcmp(qs_manifest_at(m, i - 1, NULL)->name, qs_manifest_at(m, i, NULL)->name) < 0);
+    for (int k = 0; k < n; k++) {
+        const qs_st_file *f = NULL;
+        const qs_st_info *info = qs_manifest_find(m, t[k].name, &f);
+        assert_non_null(info);
+        assert_non_null(f);
+        assert_ptr_equal(qs_st_find(f, t[k].name), info);
+        qs_tensor x;
+        qs_error err = {0};
+        assert_int_equal(qs_manifest_read_f32(m, t[k].name, &x, true, &err), QS_OK);
+        assert_int_equal(x.ndim, t[k].ndim);
+        for (int64_t e = 0; e < qs_tensor_numel(&x); e++) assert_true(((float *)x.data)[e] == tiny_value(k, e));
+        qs_tensor_free(&x);
+    }
+    qs_tensor x;
+    qs_error err = {0};
+    assert_int_equal(qs_manifest_read_f32(m, "lm_head.weight", &x, false, &err), QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "tensor 'lm_head.weight' is not in the checkpoint"));
+    assert_null(qs_manifest_find(m, "model.layers.2.mlp.up_proj.weight", NULL));
+}
+
+static void test_manifest_single_and_sharded(void **state)
+{
+    (void)state;
+    char d1[320], d2[320], d3[320];
+    make_dir(d1, sizeof d1, "m_single");
+    write_text(d1, "config.json", tiny_config);
+    write_shards(d1, 1, "model.safetensors");
+    make_dir(d2, sizeof d2, "m_sharded");
+    write_text(d2, "config.json", tiny_config);
+    write_shards(d2, 3, NULL);
+    make_dir(d3, sizeof d3, "m_other_name");
+    write_text(d3, "config.json", tiny_config);
+    write_shards(d3, 1, "weights.safetensors");
+
+    qs_manifest *m;
+    qs_error err = {0};
+    assert_int_equal(qs_manifest_open(d1, &m, &err), QS_OK);
+    assert_int_equal(qs_manifest_file_count(m), 1);
+    check_tiny(m);
+    qs_manifest_close(m);
+    assert_int_equal(qs_manifest_open(d2, &m, &err), QS_OK);
+    assert_int_equal(qs_manifest_file_count(m), 3);
+    check_tiny(m);
+    qs_manifest_close(m);
+    assert_int_equal(qs_manifest_open(d3, &m, &err), QS_OK); /* the only *.safetensors */
+    check_tiny(m);
+    qs_manifest_close(m);
+    /* explicit file; then two candidates and no default is an error */
+    write_shards(d3, 1, "other.safetensors");
+    assert_int_equal(qs_manifest_open(d3, &m, &err), QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "2 *.safetensors files"));
+    assert_int_equal(qs_manifest_open_file(d3, "other.safetensors", &m, &err), QS_OK);
+    check_tiny(m);
+    qs_manifest_close(m);
+    /* the sharded dir opened through one shard only sees that shard */
+    assert_int_equal(qs_manifest_open_file(d2, "model-00002-of-00003.safetensors", &m, &err), QS_OK);
+    assert_int_equal(qs_manifest_count(m), 7);
+    qs_manifest_close(m);
+}
+
+static void test_manifest_errors(void **state)
+{
+    (void)state;
+    char d[320], p[400];
+    qs_manifest *m = NULL;
+    qs_error err = {0};
+    make_dir(d, sizeof d, "m_err");
+    /* no config.json */
+    write_shards(d, 2, NULL);
+    assert_int_equal(qs_manifest_open(d, &m, &err), QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "config.json: missing"));
+    /* config.json that is not JSON: the model_config module names the file */
+    write_text(d, "config.json", "{\"model_type\": \"llama\",");
+    assert_int_equal(qs_manifest_open(d, &m, &err), QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "config.json"));
+    write_text(d, "config.json", tiny_config);
+    assert_int_equal(qs_manifest_open(d, &m, &err), QS_OK);
+    qs_manifest_close(m);
+    /* a shard the index names is gone */
+    snprintf(p, sizeof p, "%s/model-00002-of-00002.safetensors", d);
+    assert_int_equal(rename(p, "/tmp/qs-test-st-moved"), 0);
+    assert_int_equal(qs_manifest_open(d, &m, &err), QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "model.safetensors.index.json: names shard 'model-00002-of-00002.safetensors', "
+                                    "which does not exist"));
+    assert_int_equal(rename("/tmp/qs-test-st-moved", p), 0);
+    /* the index maps a tensor to the wrong shard */
+    write_text(d, "model.safetensors.index.json",
+               "{\"weight_map\":{\"model.norm.weight\":\"model-00002-of-00002.safetensors\","
+               "\"model.embed_tokens.weight\":\"model-00002-of-00002.safetensors\"}}");
+    assert_int_equal(qs_manifest_open(d, &m, &err), QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "tensor 'model.embed_tokens.weight' is mapped to 'model-00002-of-00002.safetensors', "
+                                    "but that file does not contain it"));
+    assert_null(m);
+    assert_int_equal(qs_manifest_open(tmpdir_path, &m, &err), QS_ERR_INPUT); /* no config.json there */
+    snprintf(p, sizeof p, "%s/config.json", d);
+    assert_int_equal(qs_manifest_open(p, &m, &err), QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "not a directory"));
+}
+
+static void test_index_parse(void **state)
+{
+    (void)state;
+    qs_st_index ix;
+    qs_error err = {0};
+    const char *ok = "{\"metadata\":{},\"weight_map\":{\"b\":\"s2.safetensors\",\"a\":\"s1.safetensors\","
+                     "\"c\":\"s2.safetensors\",\"d\":\"sub/s3.safetensors\"}}";
+    assert_int_equal(qs_st_index_parse(ok, strlen(ok), "i.json", &ix, &err), QS_OK);
+    assert_int_equal(ix.count, 4);
+    assert_int_equal(ix.n_shards, 3);
+    assert_string_equal(ix.names[0], "a");
+    assert_string_equal(ix.shards[ix.shard[0]], "s1.safetensors");
+    assert_string_equal(ix.shards[ix.shard[2]], "s2.safetensors");
+    assert_string_equal(ix.shards[ix.shard[3]], "sub/s3.safetensors");
+    qs_st_index_free(&ix);
+    static const struct {
+        const char *json, *needle;
+    } bad[] = {
+        {"{\"weight_map\":", "not valid JSON"},
+        {"[]", "expected a JSON object"},
+        {"{\"metadata\":{}}", "\"weight_map\" is missing"},
+        {"{\"weight_map\":[]}", "not an object"},
+        {"{\"weight_map\":{}}", "names no tensors"},
+        {"{\"weight_map\":{\"a\":1}}", "not a file name"},
+        {"{\"weight_map\":{\"a\":\"../x.safetensors\"}}", "inside the model directory"},
+        {"{\"weight_map\":{\"a\":\"/etc/x.safetensors\"}}", "inside the model directory"},
+        {"{\"weight_map\":{\"a\":\"\"}}", "inside the model directory"},
+        {"{\"weight_map\":{\"a\":\"x\",\"a\":\"y\"}}", "'a' appears twice"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        qs_status s = qs_st_index_parse(bad[i].json, strlen(bad[i].json), "i.json", &ix, &err);
+        if (s != QS_ERR_INPUT || !strstr(err.msg, bad[i].needle) || strncmp(err.msg, "i.json: ", 8) != 0)
+            fail_msg("case %zu: '%s' lacks '%s'", i, err.msg, bad[i].needle);
+        assert_int_equal(ix.count, 0);
+    }
+}
+
+/* The shared TinyStories checkpoint: the bf16 file and its exact f32 upcast
+ * hold the same tensors (the f32 file stores the tied matrix as lm_head.weight
+ * and says so in __metadata__). */
+static void test_tinystories_bf16_f32(void **state)
+{
+    (void)state;
+    const char *shared = getenv("QS_SHARED");
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/models/tinystories-656K", shared ? shared : "../shared");
+    char cfg[600];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if (access(cfg, R_OK) != 0) skip();
+    qs_manifest *a, *b;
+    qs_error err = {0};
+    assert_int_equal(qs_manifest_open(dir, &a, &err), QS_OK);
+    assert_int_equal(qs_manifest_open_file(dir, "model.f32.safetensors", &b, &err), QS_OK);
+    assert_int_equal(qs_manifest_count(a), 20);
+    assert_int_equal(qs_manifest_count(b), 20);
+    uint64_t params = 0;
+    for (size_t i = 0; i < qs_manifest_count(a); i++) {
+        const qs_st_info *ta = qs_manifest_at(a, i, NULL);
+        const qs_st_info *tb = qs_manifest_find(b, ta->name, NULL);
+        assert_non_null(tb);
+        assert_int_equal(ta->dtype, QS_DTYPE_BF16);
+        assert_int_equal(tb->dtype, QS_DTYPE_F32);
+        qs_tensor xa, xb;
+        assert_int_equal(qs_manifest_read_f32(a, ta->name, &xa, true, &err), QS_OK);
+        assert_int_equal(qs_manifest_read_f32(b, ta->name, &xb, true, &err), QS_OK);
+        assert_int_equal(xa.ndim, xb.ndim);
+        assert_memory_equal(xa.shape, xb.shape, sizeof xa.shape);
+        assert_memory_equal(xa.data, xb.data, qs_tensor_numel(&xa) * sizeof(float));
+        params += (uint64_t)qs_tensor_numel(&xa);
+        qs_tensor_free(&xa);
+        qs_tensor_free(&xb);
+    }
+    assert_int_equal(params, 656000);
+    assert_string_equal(qs_manifest_find(b, "model.embed_tokens.weight", NULL)->name, "lm_head.weight");
+    qs_manifest_close(a);
+    qs_manifest_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +686,8 @@ int main(void)
         cmocka_unit_test(test_parse_length_field), cmocka_unit_test(test_read_f32),
         cmocka_unit_test(test_finite_check),  cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_writer_roundtrip), cmocka_unit_test(test_writer_abort),
+        cmocka_unit_test(test_manifest_single_and_sharded), cmocka_unit_test(test_manifest_errors),
+        cmocka_unit_test(test_index_parse), cmocka_unit_test(test_tinystories_bf16_f32),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
