@@ -155,9 +155,9 @@ int qs_cmd_eval(int argc, char **argv)
     qs_eval_result r;
     if (qs_eval_run(&o, qs_backend_cpu(), &r, &err) != QS_OK) return qs_cli_report("eval", &err);
     if (json) {
-        printf("{\"nll\": %.10g, \"ppl\": %.10g, \"tokens\": %lld, \"rows\": %lld, \"seq_len\": %lld", r.nll, r.ppl,
+        printf("{\"nll\": %.17g, \"ppl\": %.17g, \"tokens\": %lld, \"rows\": %lld, \"seq_len\": %lld", r.nll, r.ppl,
                (long long)r.tokens, (long long)r.rows, (long long)r.seq_len);
-        if (r.has_ref) printf(", \"kl_mean\": %.10g, \"kl_p99\": %.10g, \"top1\": %.10g", r.kl_mean, r.kl_p99, r.top1);
+        if (r.has_ref) printf(", \"kl_mean\": %.17g, \"kl_p99\": %.17g, \"top1\": %.17g", r.kl_mean, r.kl_p99, r.top1);
         printf(", \"seconds\": %.6g, \"tokens_per_s\": %.6g}\n", r.seconds, r.tokens_per_s);
     } else {
         printf("model       %s%s%s\n", o.model_dir, o.file ? "/" : "", o.file ? o.file : "");
