@@ -434,6 +434,9 @@ struct qs_tokenizer {
     char **vocab_r; /* id → token (owned strings), NULL where no token */
     uint32_t *vocab_r_len;
     int32_t vocab_r_size;
+    char bl_utf8[256][2]; /* ByteLevel: each byte's character, UTF-8 (1 or 2 bytes) */
+    uint8_t bl_len[256];
+    smap bigrams; /* every pair of adjacent characters inside a vocab token */
     char **extra; /* further tokens that share an id (owned) */
     size_t n_extra;
     pmap merges;
@@ -705,6 +708,22 @@ static qs_status load_model(qs_tokenizer *t, const cJSON *m, qs_error *err)
         t->vocab_r[id] = k;
         t->vocab_r_len[id] = (uint32_t)len;
         if (!smap_put(&t->vocab, k, len, id)) return nomem(t, err);
+    }
+    /* Character bigrams inside tokens: where a long word has a pair of
+     * characters that no token contains, no merge can ever join them, so BPE
+     * can run on the two sides independently (bpe_word uses this). */
+    for (int32_t id = 0; id < t->vocab_r_size + (int32_t)t->n_extra; id++) {
+        const char *v = id < t->vocab_r_size ? t->vocab_r[id] : t->extra[id - t->vocab_r_size];
+        if (!v) continue;
+        size_t vn = strlen(v), i = 0, sub, l1 = utf8_seq((const unsigned char *)v, vn, &sub);
+        if (!l1) l1 = 1;
+        while (vn && i + l1 < vn) {
+            size_t l2 = utf8_seq((const unsigned char *)v + i + l1, vn - i - l1, &sub);
+            if (!l2) l2 = 1;
+            if (!smap_put(&t->bigrams, v + i, l1 + l2, 1)) return nomem(t, err);
+            i += l1;
+            l1 = l2;
+        }
     }
     for (int b = 0; b < 256; b++) {
         char code[8];
@@ -1287,6 +1306,14 @@ qs_status qs_tokenizer_parse(const char *json, size_t len, const char *name, qs_
         st = qs_error_set(err, QS_ERR_INTERNAL, "%s: built-in regex: %s", t->name, why);
         goto done;
     }
+    uint32_t b2c[256];
+    bytelevel_table(b2c);
+    for (int b = 0; b < 256; b++) {
+        char u[4] = {0};
+        t->bl_len[b] = (uint8_t)utf8_put(b2c[b], u);
+        t->bl_utf8[b][0] = u[0];
+        t->bl_utf8[b][1] = u[1];
+    }
     if ((st = load_model(t, jget(root, "model"), err)) != QS_OK) goto done;
     if ((st = add_norm(t, jget(root, "normalizer"), "normalizer", err)) != QS_OK) goto done;
     if ((st = add_pre(t, jget(root, "pre_tokenizer"), "pre_tokenizer", err)) != QS_OK) goto done;
@@ -1365,6 +1392,7 @@ void qs_tokenizer_free(qs_tokenizer *t)
     for (size_t i = 0; i < t->n_extra; i++) free(t->extra[i]);
     free(t->extra);
     smap_free(&t->vocab);
+    smap_free(&t->bigrams);
     free(t->merges.e);
     free(t->unk_token);
     for (size_t i = 0; i < t->n_added; i++) {
@@ -1683,13 +1711,16 @@ static qs_status split_by(enc *e, piece p, split_behavior b, bool invert)
 /* The byte-level mapping of every byte of a piece (appended to the arena). */
 static qs_status bytelevel_map(enc *e, piece *p)
 {
-    uint32_t b2c[256];
-    bytelevel_table(b2c);
-    if (!sbuf_reserve(&e->arena, 2 * p->len)) return nomem(e->t, e->err);
+    const qs_tokenizer *t = e->t;
+    if (!sbuf_reserve(&e->arena, 2 * p->len)) return nomem(t, e->err);
     const unsigned char *src = (const unsigned char *)e->arena.p + p->off;
     char *dst = e->arena.p + e->arena.n;
     size_t o = 0;
-    for (size_t i = 0; i < p->len; i++) o += utf8_put(b2c[src[i]], dst + o);
+    for (size_t i = 0; i < p->len; i++) {
+        dst[o] = t->bl_utf8[src[i]][0];
+        dst[o + 1] = t->bl_utf8[src[i]][1];
+        o += t->bl_len[src[i]];
+    }
     p->off = e->arena.n;
     p->len = o;
     e->arena.n += o;
@@ -1781,85 +1812,46 @@ static bool heap_push(enc *e, hent h)
     return true;
 }
 
-static hent heap_pop(enc *e)
+static void heap_sift_down(enc *e, size_t i)
 {
-    hent top = e->heap[0], last = e->heap[--e->n_heap];
-    size_t i = 0, n = e->n_heap;
+    hent x = e->heap[i];
+    size_t n = e->n_heap;
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= n) break;
         if (c + 1 < n && hent_less(e->heap[c + 1], e->heap[c])) c++;
-        if (!hent_less(e->heap[c], last)) break;
+        if (!hent_less(e->heap[c], x)) break;
         e->heap[i] = e->heap[c];
         i = c;
     }
-    if (n) e->heap[i] = last;
+    e->heap[i] = x;
+}
+
+static hent heap_pop(enc *e)
+{
+    hent top = e->heap[0];
+    e->heap[0] = e->heap[--e->n_heap];
+    if (e->n_heap) heap_sift_down(e, 0);
     return top;
 }
 
-static qs_status bpe_word(enc *e, const char *w, size_t n, qs_token_ids *out)
+/* HF Word::merge_all on symbols sy[0..ns), then their ids appended to out. */
+static qs_status merge_symbols(enc *e, sym *sy, int32_t ns, qs_token_ids *out)
 {
     const qs_tokenizer *t = e->t;
-    if (t->ignore_merges) {
-        int32_t id = smap_get(&t->vocab, w, n);
-        if (id >= 0) return ids_push(out, id) ? QS_OK : nomem(t, e->err);
-    }
-    if (n > e->cap_sy) {
-        sym *q = realloc(e->sy, n * sizeof *q);
-        if (!q) return nomem(t, e->err);
-        e->sy = q;
-        e->cap_sy = n;
-    }
-    sym *sy = e->sy;
-    int32_t ns = 0;
-#define ADD_SYM(id_, len_)                                                      \
-    do {                                                                        \
-        if (ns) sy[ns - 1].next = ns;                                           \
-        sy[ns] = (sym){(id_), ns - 1, -1, (uint32_t)(len_)};                    \
-        ns++;                                                                   \
-    } while (0)
-    int32_t unk_id = -1;
-    size_t unk_len = 0;
-    for (size_t i = 0, l; i < n; i += l) {
-        utf8_get(w + i, &l);
-        int32_t id = smap_get(&t->vocab, w + i, l);
-        if (id >= 0) {
-            if (unk_id >= 0) {
-                ADD_SYM(unk_id, unk_len);
-                unk_id = -1;
-            }
-            ADD_SYM(id, l);
-            continue;
-        }
-        if (t->byte_fallback) {
-            bool all = true;
-            for (size_t k = 0; k < l; k++) all = all && t->byte_ids[(unsigned char)w[i + k]] >= 0;
-            if (all) {
-                for (size_t k = 0; k < l; k++) ADD_SYM(t->byte_ids[(unsigned char)w[i + k]], 1);
-                continue;
-            }
-        }
-        if (t->unk_token) {
-            if (unk_id >= 0 && t->fuse_unk) {
-                unk_len += l;
-            } else {
-                if (unk_id >= 0) ADD_SYM(unk_id, unk_len);
-                unk_id = smap_get(&t->vocab, t->unk_token, strlen(t->unk_token));
-                if (unk_id < 0)
-                    return qs_error_set(e->err, QS_ERR_INPUT, "%s: model.unk_token '%s' is not in model.vocab",
-                                        t->name, t->unk_token);
-                unk_len = l;
-            }
-        }
-    }
-    if (unk_id >= 0) ADD_SYM(unk_id, unk_len);
-#undef ADD_SYM
-
+    /* the initial pairs, heapified in O(n) */
     e->n_heap = 0;
+    if ((size_t)ns > e->cap_heap) {
+        hent *q = realloc(e->heap, (size_t)ns * sizeof *q);
+        if (!q) return nomem(t, e->err);
+        e->heap = q;
+        e->cap_heap = (size_t)ns;
+    }
     for (int32_t i = 0; i + 1 < ns; i++) {
         const pmap_ent *m = pmap_get(&t->merges, sy[i].c, sy[i + 1].c);
-        if (m && !heap_push(e, (hent){m->rank, (uint32_t)i, m->new_id})) return nomem(t, e->err);
+        if (m) e->heap[e->n_heap++] = (hent){m->rank, (uint32_t)i, m->new_id};
     }
+    for (size_t i = e->n_heap / 2; i-- > 0;) heap_sift_down(e, i);
     while (e->n_heap) {
         hent top = heap_pop(e);
         sym *cur = &sy[top.pos];
@@ -1886,6 +1878,77 @@ static qs_status bpe_word(enc *e, const char *w, size_t n, qs_token_ids *out)
         if (sy[i].len && !ids_push(out, sy[i].c)) return nomem(t, e->err);
     return QS_OK;
 }
+
+static qs_status bpe_word(enc *e, const char *w, size_t n, qs_token_ids *out)
+{
+    const qs_tokenizer *t = e->t;
+    if (t->ignore_merges) {
+        int32_t id = smap_get(&t->vocab, w, n);
+        if (id >= 0) return ids_push(out, id) ? QS_OK : nomem(t, e->err);
+    }
+    if (n > e->cap_sy) {
+        sym *q = realloc(e->sy, n * sizeof *q);
+        if (!q) return nomem(t, e->err);
+        e->sy = q;
+        e->cap_sy = n;
+    }
+    sym *sy = e->sy;
+    int32_t ns = 0;
+#define ADD_SYM(id_, len_)                                                      \
+    do {                                                                        \
+        if (ns) sy[ns - 1].next = ns;                                           \
+        sy[ns] = (sym){(id_), ns - 1, -1, (uint32_t)(len_)};                    \
+        ns++;                                                                   \
+    } while (0)
+    int32_t unk_id = -1;
+    size_t unk_len = 0, prev_i = 0;
+    bool prev_vocab = false, cut = n >= 1024; /* cutting only pays off for long words */
+    for (size_t i = 0, l; i < n; prev_i = i, i += l) {
+        utf8_get(w + i, &l);
+        int32_t id = smap_get(&t->vocab, w + i, l);
+        if (id >= 0) {
+            /* both characters are tokens and no token holds the pair: no merge
+             * crosses here, so the left part is final (unk is flushed too) */
+            if (cut && prev_vocab && unk_id < 0 && smap_get(&t->bigrams, w + prev_i, i + l - prev_i) < 0) {
+                QS_TRY(merge_symbols(e, sy, ns, out));
+                ns = 0;
+            }
+            prev_vocab = true;
+            if (unk_id >= 0) {
+                ADD_SYM(unk_id, unk_len);
+                unk_id = -1;
+            }
+            ADD_SYM(id, l);
+            continue;
+        }
+        prev_vocab = false;
+        if (t->byte_fallback) {
+            bool all = true;
+            for (size_t k = 0; k < l; k++) all = all && t->byte_ids[(unsigned char)w[i + k]] >= 0;
+            if (all) {
+                for (size_t k = 0; k < l; k++) ADD_SYM(t->byte_ids[(unsigned char)w[i + k]], 1);
+                continue;
+            }
+        }
+        if (t->unk_token) {
+            if (unk_id >= 0 && t->fuse_unk) {
+                unk_len += l;
+            } else {
+                if (unk_id >= 0) ADD_SYM(unk_id, unk_len);
+                unk_id = smap_get(&t->vocab, t->unk_token, strlen(t->unk_token));
+                if (unk_id < 0)
+                    return qs_error_set(e->err, QS_ERR_INPUT, "%s: model.unk_token '%s' is not in model.vocab",
+                                        t->name, t->unk_token);
+                unk_len = l;
+            }
+        }
+    }
+    if (unk_id >= 0) ADD_SYM(unk_id, unk_len);
+#undef ADD_SYM
+    return merge_symbols(e, sy, ns, out);
+}
+
+
 
 /* Words shorter than this are cached per encode call (HF caches < 256 bytes too). */
 #define QS_TOK_CACHE_MAX 256
