@@ -116,17 +116,18 @@ static qs_status index_fill(const cJSON *root, const char *origin, qs_st_index *
     qs_status s = QS_OK;
     size_t k = 0;
     const cJSON *e;
+    char nb[QS_ST_SHOW_MAX], fb[QS_ST_SHOW_MAX];
     cJSON_ArrayForEach(e, wm)
     {
         if (!cJSON_IsString(e)) {
             s = qs_error_set(err, QS_ERR_INPUT, "%s: \"weight_map\" entry '%s' is not a file name string", origin,
-                             e->string);
+                             qs_st_show_name(e->string, nb, sizeof nb));
             break;
         }
         if (!shard_name_ok(e->valuestring)) {
             s = qs_error_set(err, QS_ERR_INPUT,
                              "%s: tensor '%s' is mapped to '%s', expected a file name inside the model directory", origin,
-                             e->string, e->valuestring);
+                             qs_st_show_name(e->string, nb, sizeof nb), qs_st_show_name(e->valuestring, fb, sizeof fb));
             break;
         }
         size_t sh = 0;
@@ -149,7 +150,7 @@ static qs_status index_fill(const cJSON *root, const char *origin, qs_st_index *
         for (size_t i = 1; i < k && s == QS_OK; i++)
             if (strcmp(tmp[i - 1].name, tmp[i].name) == 0)
                 s = qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s' appears twice in \"weight_map\"", origin,
-                                 tmp[i].name);
+                                 qs_st_show_name(tmp[i].name, nb, sizeof nb));
     }
     if (s == QS_OK) {
         ix->names = calloc(k, sizeof *ix->names);
@@ -280,6 +281,7 @@ static qs_status open_index(qs_manifest *m, const char *name, qs_error *err)
     if (s == QS_OK) s = qs_st_index_parse(text, len, path, &ix, err);
     free(text);
     qs_st_file **shard_files = NULL;
+    char nb[QS_ST_SHOW_MAX];
     if (s == QS_OK && !(shard_files = calloc(ix.n_shards, sizeof *shard_files)))
         s = qs_error_set(err, QS_ERR_NOMEM, "out of memory");
     for (size_t i = 0; s == QS_OK && i < ix.n_shards; i++) {
@@ -287,7 +289,7 @@ static qs_status open_index(qs_manifest *m, const char *name, qs_error *err)
         if (!sp) s = qs_error_set(err, QS_ERR_NOMEM, "out of memory");
         else if (!is_file(sp))
             s = qs_error_set(err, QS_ERR_INPUT, "%s: names shard '%s', which does not exist in %s", path,
-                             ix.shards[i], m->dir);
+                             qs_st_show_name(ix.shards[i], nb, sizeof nb), m->dir);
         free(sp);
         if (s == QS_OK) s = add_file(m, ix.shards[i], &shard_files[i], err);
     }
@@ -297,8 +299,10 @@ static qs_status open_index(qs_manifest *m, const char *name, qs_error *err)
         const qs_st_file *f = shard_files[ix.shard[i]];
         const qs_st_info *t = qs_st_find(f, ix.names[i]);
         if (!t) {
+            char fb[QS_ST_SHOW_MAX];
             s = qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s' is mapped to '%s', but that file does not contain it",
-                             path, ix.names[i], ix.shards[ix.shard[i]]);
+                             path, qs_st_show_name(ix.names[i], nb, sizeof nb),
+                             qs_st_show_name(ix.shards[ix.shard[i]], fb, sizeof fb));
             break;
         }
         m->entries[i] = (man_entry){t->name, t, f}; /* the shard's copy of the name outlives the index */
@@ -458,7 +462,10 @@ qs_status qs_manifest_read_f32(const qs_manifest *m, const char *name, qs_tensor
     memset(out, 0, sizeof *out);
     const qs_st_file *f;
     const qs_st_info *t = qs_manifest_find(m, name, &f);
-    if (!t) return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s' is not in the checkpoint", m->dir, name);
+    char nb[QS_ST_SHOW_MAX];
+    if (!t)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s' is not in the checkpoint", m->dir,
+                            qs_st_show_name(name, nb, sizeof nb));
     QS_TRY(qs_tensor_init(out, QS_DTYPE_F32, t->ndim, t->shape, err));
     qs_status s = qs_st_read_f32(f, t, out->data, check_finite, err);
     if (s != QS_OK) qs_tensor_free(out);

@@ -42,7 +42,8 @@ static void skip_ws(dict_parser *d)
 static qs_status syntax(dict_parser *d, const char *expected)
 {
     if (d->p >= d->end)
-        return qs_error_set(d->err, QS_ERR_INPUT, "%s: npy header is malformed: it ends early, expected %s", d->origin, expected);
+        return qs_error_set(d->err, QS_ERR_INPUT, "%s: npy header is malformed: it ends early, expected %s", d->origin,
+                            expected);
     return qs_error_set(d->err, QS_ERR_INPUT, "%s: npy header is malformed: expected %s, found '%c'", d->origin,
                         expected, *d->p >= 0x20 && *d->p < 0x7f ? *d->p : '?');
 }
@@ -65,7 +66,8 @@ static qs_status parse_str(dict_parser *d, char *out, size_t cap)
     char q = *d->p++;
     size_t n = 0;
     while (d->p < d->end && *d->p != q) {
-        if (*d->p == '\\' || n + 1 >= cap) return syntax(d, "a short string without escapes");
+        unsigned char c = (unsigned char)*d->p;
+        if (c == '\\' || c < 0x20 || c >= 0x7f || n + 1 >= cap) return syntax(d, "a short ASCII string without escapes");
         out[n++] = *d->p++;
     }
     if (d->p >= d->end) return syntax(d, "a closing quote");

@@ -44,6 +44,23 @@ static char *st_strdup(const char *s)
     return d;
 }
 
+const char *qs_st_show_name(const char *name, char *buf, size_t cap)
+{
+    if (cap == 0) return "";
+    size_t n = 0;
+    const unsigned char *p = (const unsigned char *)name;
+    for (; *p && n + 1 < cap; p++) buf[n++] = (*p < 0x20 || *p == 0x7f) ? '?' : (char)*p;
+    if (*p && cap >= 8) {
+        n = cap - 4;
+        /* do not leave half a UTF-8 character before the ellipsis */
+        while (n > 0 && ((unsigned char)buf[n] & 0xc0) == 0x80) n--;
+        memcpy(buf + n, "...", 3);
+        n += 3;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
 /* ---- header parsing ------------------------------------------------------- */
 
 void qs_st_header_free(qs_st_header *h)
@@ -77,7 +94,8 @@ static const char *json_kind(const cJSON *v)
     if (cJSON_IsNumber(v)) {
         if (v->valuedouble < 0) return "negative";
         if (v->valuedouble != floor(v->valuedouble)) return "not an integer";
-        return "too large";
+        if (v->valuedouble >= ST_MAX_JSON_INT) return "too large";
+        return "a number";
     }
     if (cJSON_IsString(v)) return "a string";
     if (cJSON_IsArray(v)) return "an array";
@@ -112,9 +130,10 @@ static qs_status parse_metadata(const cJSON *md, const char *origin, qs_st_heade
     const cJSON *kv;
     cJSON_ArrayForEach(kv, md)
     {
+        char kb[QS_ST_SHOW_MAX];
         if (!cJSON_IsString(kv))
             return qs_error_set(err, QS_ERR_INPUT, "%s: \"__metadata__\" value of '%s' is %s, expected a string",
-                                origin, kv->string, json_kind(kv));
+                                origin, qs_st_show_name(kv->string, kb, sizeof kb), json_kind(kv));
         size_t i = h->n_meta;
         h->meta_keys[i] = st_strdup(kv->string);
         h->meta_values[i] = st_strdup(kv->valuestring);
@@ -128,7 +147,8 @@ static qs_status parse_metadata(const cJSON *md, const char *origin, qs_st_heade
 static qs_status parse_entry(const cJSON *e, const char *origin, uint64_t data_start, uint64_t data_size,
                              qs_st_info *t, qs_error *err)
 {
-    const char *name = e->string;
+    char nb[QS_ST_SHOW_MAX], db[40];
+    const char *name = qs_st_show_name(e->string, nb, sizeof nb);
     if (!cJSON_IsObject(e))
         return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s': entry is %s, expected an object", origin, name,
                             json_kind(e));
@@ -140,9 +160,9 @@ static qs_status parse_entry(const cJSON *e, const char *origin, uint64_t data_s
                             origin, name, json_kind(dt));
     if (!qs_dtype_parse(dt->valuestring, &t->dtype))
         return qs_error_set(err, QS_ERR_INPUT,
-                            "%s: tensor '%s': unknown dtype \"%.32s\" (expected F32, F16, BF16, F64, I8, U8, I16, "
+                            "%s: tensor '%s': unknown dtype \"%s\" (expected F32, F16, BF16, F64, I8, U8, I16, "
                             "I32, I64 or BOOL)",
-                            origin, name, dt->valuestring);
+                            origin, name, qs_st_show_name(dt->valuestring, db, sizeof db));
     if (!cJSON_IsArray(shape))
         return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s': \"shape\" is %s, expected an array of integers",
                             origin, name, json_kind(shape));
@@ -221,9 +241,11 @@ static qs_status parse_object(const cJSON *root, const char *origin, uint64_t da
     if (h->count > 1) {
         qsort(h->tensors, h->count, sizeof *h->tensors, cmp_info_name);
         for (size_t i = 1; i < h->count; i++)
-            if (strcmp(h->tensors[i - 1].name, h->tensors[i].name) == 0)
+            if (strcmp(h->tensors[i - 1].name, h->tensors[i].name) == 0) {
+                char nb[QS_ST_SHOW_MAX];
                 return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s' appears twice in the header", origin,
-                                    h->tensors[i].name);
+                                    qs_st_show_name(h->tensors[i].name, nb, sizeof nb));
+            }
         /* Overlaps: sort views by begin; each range must end before the next begins. */
         const qs_st_info **by_off = malloc(h->count * sizeof *by_off);
         if (!by_off) return qs_error_set(err, QS_ERR_NOMEM, "%s: out of memory", origin);
@@ -233,10 +255,11 @@ static qs_status parse_object(const cJSON *root, const char *origin, uint64_t da
         for (size_t i = 0; i < h->count; i++) {
             const qs_st_info *t = by_off[i];
             if (last && t->nbytes && last->offset + last->nbytes > t->offset) {
+                char n1[QS_ST_SHOW_MAX], n2[QS_ST_SHOW_MAX];
                 qs_status s = qs_error_set(
                     err, QS_ERR_INPUT, "%s: tensors '%s' [%llu,%llu] and '%s' [%llu,%llu] overlap in the data region",
-                    origin, last->name, (unsigned long long)(last->offset - data_start),
-                    (unsigned long long)(last->offset - data_start + last->nbytes), t->name,
+                    origin, qs_st_show_name(last->name, n1, sizeof n1), (unsigned long long)(last->offset - data_start),
+                    (unsigned long long)(last->offset - data_start + last->nbytes), qs_st_show_name(t->name, n2, sizeof n2),
                     (unsigned long long)(t->offset - data_start),
                     (unsigned long long)(t->offset - data_start + t->nbytes));
                 free(by_off);
@@ -408,9 +431,10 @@ const void *qs_st_data(const qs_st_file *f, const qs_st_info *t)
 qs_status qs_st_read_f32(const qs_st_file *f, const qs_st_info *t, float *dst, bool check_finite, qs_error *err)
 {
     size_t esz = qs_dtype_size(t->dtype);
+    char nb[QS_ST_SHOW_MAX];
     if (t->dtype != QS_DTYPE_F32 && t->dtype != QS_DTYPE_F16 && t->dtype != QS_DTYPE_BF16 && t->dtype != QS_DTYPE_F64)
         return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s': dtype %s cannot be read as F32 (expected F32, F16, "
-                            "BF16 or F64)", f->path, t->name, qs_dtype_name(t->dtype));
+                            "BF16 or F64)", f->path, qs_st_show_name(t->name, nb, sizeof nb), qs_dtype_name(t->dtype));
     size_t n = (size_t)(t->nbytes / esz);
     const unsigned char *src = qs_st_data(f, t);
     if ((uintptr_t)src % esz == 0) {
@@ -432,7 +456,8 @@ qs_status qs_st_read_f32(const qs_st_file *f, const qs_st_info *t, float *dst, b
         for (size_t i = 0; i < n; i++) {
             if (!isfinite(dst[i]))
                 return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s': element %zu (flat index) is %s, expected finite "
-                                    "values", f->path, t->name, i, isnan(dst[i]) ? "NaN" : "Inf");
+                                    "values", f->path, qs_st_show_name(t->name, nb, sizeof nb), i,
+                                    isnan(dst[i]) ? "NaN" : "Inf");
         }
     }
     return QS_OK;

@@ -103,4 +103,9 @@ size_t qs_st_metadata_count(const qs_st_file *f);
 const char *qs_st_metadata_key(const qs_st_file *f, size_t i);
 uint64_t qs_st_file_size(const qs_st_file *f);
 
+/* A name from a file made safe for a one-line error message: control bytes
+ * become '?', and names longer than cap − 4 bytes are cut with "...". */
+#define QS_ST_SHOW_MAX 128
+const char *qs_st_show_name(const char *name, char *buf, size_t cap);
+
 #endif

@@ -132,6 +132,12 @@ static void test_parse_errors(void **state)
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],\"data_offsets\":[0,4]}}", 4,
          "overflows"},
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,1e300]}}", 4, "non-negative integers"},
+        /* names from the file cannot break the one-line message */
+        {"{\"a\\nb\\u0001\":{\"dtype\":\"F8\\n\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
+         "tensor 'a?b?': unknown dtype \"F8?\""},
+        {"{\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\":1}",
+         0, "xxxxxx...': entry is a number"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t size;
