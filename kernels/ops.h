@@ -110,6 +110,39 @@ QS_HD double qs_op_alibi_slope(int h, int n_heads)
     return pow(2.0, -4.0 / (double)p * (double)(2 * (h - p) + 1));
 }
 
+/* ---- exp ------------------------------------------------------------------------ */
+
+/* e^x in f32 without a libm call, so loops over it vectorize (`omp simd`):
+ * x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact product),
+ * e^r by the Cephes expf polynomial, 2^n put into the exponent bits. Relative
+ * error below 2 ulp on [-87, 88]; inputs are clamped to that range, so very
+ * negative x gives ~1e-38 rather than 0 (callers mask -inf themselves). */
+QS_HD float qs_op_expf(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    /* n = round(x / ln2) by the 1.5·2^23 trick (no floorf/rintf, which SSE2 cannot
+     * vectorize): the sum's low mantissa bits hold n as an integer */
+    float t = x * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;
+    union { float f; uint32_t u; } pun; /* not memcpy: keeps `omp simd` loops vectorizable */
+    pun.f = t;
+    int32_t ni = (int32_t)(pun.u - 0x4B400000u);
+    float r = x - n * 0.693359375f;   /* ln2 high part: n·it is exact in f32 */
+    r = r - n * -2.12194440e-4f;      /* ln2 low part */
+    float z = r * r;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * z + r + 1.0f;
+    /* 2^n for n in [-126, 127] as an f32 bit pattern */
+    pun.u = (uint32_t)(ni + 127) << 23;
+    return p * pun.f;
+}
+
 /* ---- online softmax ------------------------------------------------------------ */
 
 /* Running max m and running sum l of exp(s − m) over the scores seen so far.
