@@ -18,6 +18,8 @@
 #define QS_SYNTH_MAX_OUTLIERS 16
 /* Activation outlier channels are this many times the median channel. */
 #define QS_SYNTH_OUTLIER_RATIO 20.0
+/* Embedding rows share this many directions, which carry 3/4 of their variance. */
+#define QS_SYNTH_EMBED_RANK 16
 
 typedef struct qs_synth_opts {
     qs_model_config cfg;      /* arch, sizes, tying; cfg.torch_dtype is the storage dtype */
@@ -58,6 +60,7 @@ typedef struct qs_synth_model {
     int outliers[QS_SYNTH_MAX_OUTLIERS]; /* sorted ascending */
     int n_outliers;
     unsigned char *is_outlier;           /* [hidden] */
+    float *embed_factors;                /* [QS_SYNTH_EMBED_RANK][hidden]: shared embedding directions */
 } qs_synth_model;
 
 /* Validates the options (sizes, dtype) and lays out the tensors and shards. */
