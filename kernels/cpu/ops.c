@@ -14,8 +14,11 @@
 #include "kernels/ops.h"
 #include "kernels/tensor.h"
 
-/* Rows are parallelized only when there is enough work to pay for the team. */
-#define QS_OMP_MIN_WORK 32768
+/* Element-wise loops are parallelized only above ~4 MB of data: below it they
+ * are memory-bound microseconds, and every parallel region leaves libgomp's
+ * threads spin-waiting while the next sgemm wants the cores for OpenBLAS's own
+ * threads (measured: 2x slower tinystories eval on 2 cores with 32k). */
+#define QS_OMP_MIN_WORK (1 << 20)
 
 /* ================================================================== norms == */
 
