@@ -14,13 +14,14 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: qshard eval --model DIR --tokens T.npy [--ref DIR] [--json] [--file NAME.safetensors]\n"
+            "usage: qshard eval --model DIR --tokens T.npy|T.h5 [--ref DIR] [--json] [--file NAME.safetensors]\n"
             "                   [--batch B]\n\n"
             "Scores every row of the token set [rows, L] on positions 1..L-1 (teacher forcing):\n"
             "mean NLL (nats/token), perplexity, tokens scored and forward tokens/s. With --ref,\n"
             "also the mean KL(ref || model) per token, its 99th percentile and top-1 agreement.\n\n"
             "  --model DIR      HF model directory, or a qshard GPTQ export (dequantized on load)\n"
-            "  --tokens T.npy   int32/int64 array [rows, L] (qshard tokenize makes one)\n"
+            "  --tokens T       token set [rows, L]: .npy (int32/int64) or HDF5 dataset input_ids\n"
+            "                   (qshard tokenize makes one)\n"
             "  --ref DIR        reference model for KL and top-1 agreement (same vocabulary)\n"
             "  --file NAME      use DIR/NAME instead of DIR/model.safetensors\n"
             "  --batch B        rows per forward pass (default 4)\n"
@@ -150,7 +151,7 @@ int qs_cmd_eval(int argc, char **argv)
     if (optind < argc) return qs_cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
     if (!o.model_dir) return qs_cli_usage_error("eval", "--model DIR is required");
     if (generate >= 0) return run_generate(o.model_dir, o.file, prompt, generate, json);
-    if (!o.tokens_path) return qs_cli_usage_error("eval", "--tokens T.npy is required");
+    if (!o.tokens_path) return qs_cli_usage_error("eval", "--tokens T.npy|T.h5 is required");
 
     qs_eval_result r;
     if (qs_eval_run(&o, qs_backend_cpu(), &r, &err) != QS_OK) return qs_cli_report("eval", &err);

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/ops_cpu.h"
 #include "pipeline/npy.h"
+#include "pipeline/token_set.h"
 #include "workers/model.h"
 
 static double now_s(void)
@@ -18,18 +19,9 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static bool ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
 qs_status qs_eval_read_tokens(const char *path, qs_tensor *tokens, qs_error *err)
 {
-    if (ends_with(path, ".h5") || ends_with(path, ".hdf5"))
-        return qs_error_set(err, QS_ERR_UNSUPPORTED,
-                            "%s: HDF5 token sets are not read by eval yet; convert 'input_ids' to .npy", path);
-    QS_TRY(qs_npy_read_i32(path, tokens, err));
+    QS_TRY(qs_token_set_read(path, tokens, err));
     if (tokens->ndim != 2 || tokens->shape[0] < 1 || tokens->shape[1] < 2) {
         char got[96];
         qs_status s = qs_error_set(err, QS_ERR_INPUT, "%s: token set has shape %s, expected [rows >= 1, L >= 2]",

@@ -22,7 +22,7 @@
 typedef struct qs_eval_opts {
     const char *model_dir;   /* HF model dir or qshard GPTQ export */
     const char *ref_dir;     /* NULL: no KL / top-1 */
-    const char *tokens_path; /* .npy (int32/int64 [rows, L]) */
+    const char *tokens_path; /* .npy (int32/int64) or HDF5 `input_ids` [rows, L] */
     const char *file;        /* NULL, or the safetensors file of model_dir to use (e.g. model.f32.safetensors) */
     int64_t batch;           /* rows per forward (>= 1) */
     const char *dump_logits; /* NULL, or a .npy to write the model's logits [rows, L, vocab] to (tests) */
@@ -39,7 +39,8 @@ typedef struct qs_eval_result {
     double tokens_per_s; /* forward tokens (rows · L) per second */
 } qs_eval_result;
 
-/* Reads a token set into an I32 [rows, L] tensor (.npy; L >= 2). */
+/* Reads a token set into an I32 [rows, L] tensor (pipeline/token_set.h: .npy
+ * or HDF5 `input_ids`) and checks L >= 2. */
 qs_status qs_eval_read_tokens(const char *path, qs_tensor *tokens, qs_error *err);
 
 qs_status qs_eval_run(const qs_eval_opts *o, const qs_backend_i *be, qs_eval_result *r, qs_error *err);

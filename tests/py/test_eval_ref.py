@@ -64,6 +64,19 @@ def main():
         qstest.check(s["kl_mean"] < 1e-9 and s["top1"] == 1.0, f"self-KL {s}")
         qstest.check(abs(s["nll"] - same[0]["nll"]) < 1e-6 * same[0]["nll"], f"batch changes nll: {s}")
 
+    # the same tokens as an HDF5 token set (dataset input_ids) give the same numbers
+    try:
+        import h5py
+    except ImportError:
+        h5py = None
+    if h5py is not None:
+        hpath = os.path.join(tmp, "t.h5")
+        with h5py.File(hpath, "w") as f:
+            f.create_dataset("input_ids", data=toks.astype(np.int32))
+        h = json.loads(qstest.run(["eval", "--model", base, "--tokens", hpath, "--json"]).stdout)
+        qstest.check(h["tokens"] == same[0]["tokens"] and abs(h["nll"] - same[0]["nll"]) < 1e-9 * h["nll"],
+                     f"HDF5 token set gives {h}, .npy gives {same[0]}")
+
     # bad input: exit 2, one line on stderr naming the file
     bad = toks.copy()
     bad[2, 7] = 5000
@@ -74,7 +87,10 @@ def main():
     qstest.check(len(p.stderr.strip().splitlines()) == 1, p.stderr)
     np.save(bpath, toks[0])
     p = qstest.run(["eval", "--model", base, "--tokens", bpath], expect=2)
-    qstest.check("bad.npy" in p.stderr and "[rows" in p.stderr, p.stderr)
+    qstest.check("bad.npy" in p.stderr, p.stderr)
+    np.save(bpath, toks[:, :1])
+    p = qstest.run(["eval", "--model", base, "--tokens", bpath], expect=2)
+    qstest.check("bad.npy" in p.stderr and "L >= 2" in p.stderr, p.stderr)
     tiny = qstest.source("tests", "fixtures", "hf_tiny", "llama")
     p = qstest.run(["eval", "--model", base, "--ref", tiny, "--tokens", tpath], expect=2)
     qstest.check("vocabulary" in p.stderr, p.stderr)
