@@ -151,7 +151,7 @@ static qs_status encode_docs(const qs_tokenizer *tok, const char *text, size_t l
                 ids->cap = cap;
             }
             ids->ids[ids->n++] = bos;
-            memcpy(ids->ids + ids->n, one.ids, one.n * sizeof *one.ids);
+            if (one.n) memcpy(ids->ids + ids->n, one.ids, one.n * sizeof *one.ids);
             ids->n += one.n;
             qs_token_ids_free(&one);
             (*ndocs)++;

@@ -2054,14 +2054,15 @@ qs_status qs_tokenizer_encode(const qs_tokenizer *t, const char *text, size_t le
         out->n = base;
         return st;
     }
-    if (special) {
+    if (special && t->n_post_pre) {
         for (size_t i = 0; i < t->n_post_pre; i++)
             if (!ids_push(out, 0)) return nomem(t, err);
         memmove(out->ids + base + t->n_post_pre, out->ids + base, (out->n - base - t->n_post_pre) * sizeof *out->ids);
         memcpy(out->ids + base, t->post_pre, t->n_post_pre * sizeof *out->ids);
+    }
+    if (special)
         for (size_t i = 0; i < t->n_post_suf; i++)
             if (!ids_push(out, t->post_suf[i])) return nomem(t, err);
-    }
     return QS_OK;
 }
 
@@ -2266,8 +2267,11 @@ qs_status qs_tokenizer_decode(const qs_tokenizer *t, const int32_t *ids, size_t 
         int32_t ai = t->added_of_id[id];
         if (ai >= 0) {
             if (skip_special_tokens && t->added[ai].special) continue;
-            s = t->added[ai].content;
-            len = t->added[ai].len;
+            /* HF (0.2x) decodes a normalized added token as its normalized
+             * form (TinyStories: "▁<|start_story|>"); the decoder then turns
+             * the "▁" into a space as for any other token */
+            s = t->added[ai].normalized ? t->norm_contents[ai] : t->added[ai].content;
+            len = strlen(s);
         } else if (id < t->vocab_r_size && t->vocab_r[id]) {
             s = t->vocab_r[id];
             len = t->vocab_r_len[id];

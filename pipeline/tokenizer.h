@@ -80,13 +80,14 @@ int32_t qs_tokenizer_token_to_id(const qs_tokenizer *tok, const char *token);
 const char *qs_tokenizer_id_to_token(const qs_tokenizer *tok, int32_t id);
 
 /* The BOS id: the first special token of the post-processor's single
- * template (or BERT/RoBERTa cls), else an added special token named <s>,
- * <|begin_of_text|>, <|startoftext|>, <bos>, <|im_start|>... or
+ * template (or BERT/RoBERTa cls), else the first added special token named
+ * <s>, <|begin_of_text|>, <|startoftext|>, <bos>, <BOS>, [CLS] or
  * <|endoftext|> (GPT-2 uses it as BOS); -1 when none is known. */
 int32_t qs_tokenizer_bos_id(const qs_tokenizer *tok);
 
-/* The EOS id: the last special token of the single template, else an added
- * special token named </s>, <|end_of_text|>, <|endoftext|>, <eos>; -1 if none. */
+/* The EOS id: the last special token after the sequence in the single
+ * template, else an added special token named </s>, <|end_of_text|>,
+ * <|endoftext|>, <eos>, <EOS> or [SEP]; -1 if none. */
 int32_t qs_tokenizer_eos_id(const qs_tokenizer *tok);
 
 /* True when id is an added token marked special. */
