@@ -63,11 +63,14 @@ qs_status qs_eval_run(const qs_eval_opts *o, const qs_backend_i *be, qs_eval_res
     if ((s = qs_eval_read_tokens(o->tokens_path, &tok, err)) != QS_OK) return s;
     const int64_t rows = tok.shape[0], L = tok.shape[1];
     const int32_t *ids = tok.data;
-    const int64_t batch = o->batch > 0 ? (o->batch < rows ? o->batch : rows) : 1;
+    int64_t batch = o->batch > 0 ? (o->batch < rows ? o->batch : rows) : 1;
 
     if ((s = qs_model_load_file(&model, o->model_dir, o->file, err)) != QS_OK) goto done;
     have_model = true;
     const int64_t V = model.cfg.vocab;
+    /* logits are batch·L·V floats (twice with --ref): keep them under ~1 GiB so a
+     * 250k vocabulary with long rows does not take the host down */
+    while (batch > 1 && batch * L * V * (int64_t)sizeof(float) > ((int64_t)1 << 30)) batch /= 2;
     if (o->ref_dir) {
         if ((s = qs_model_load(&ref, o->ref_dir, err)) != QS_OK) goto done;
         have_ref = true;
