@@ -1,0 +1,9 @@
+# Slurm: `qshard submit`, `qshard status`, the batch script, and a real
+# single-host Slurm (slurm/testing/slurm_harness.py) for the end-to-end tests.
+# The daemon tests need root and Debian's slurm-wlm + munge; without them they
+# skip (77) and say why. They share one lock: each starts its own cluster on
+# this machine's cores.
+qs_add_unit_test(test_submit unit/test_submit.c)
+
+qs_add_py_test(slurm_harness tests/py/test_slurm_harness.py LABELS "slurm" TIMEOUT 180)
+set_tests_properties(slurm_harness PROPERTIES RESOURCE_LOCK qs_slurm_cluster)
