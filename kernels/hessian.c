@@ -1,0 +1,124 @@
+/* hessian.c — streamed GPTQ Hessian statistics through the backend's syrk. */
+#include "kernels/hessian.h"
+
+#include <string.h>
+
+#include "kernels/tensor.h"
+
+/* f64 accumulation widens X in pieces of this many rows (bounded staging). */
+#define QS_HESSIAN_F64_PIECE 1024
+
+qs_status qs_hessian_init(qs_hessian *h, int64_t n, bool f64, qs_error *err)
+{
+    memset(h, 0, sizeof *h);
+    if (n <= 0) return qs_error_set(err, QS_ERR_INPUT, "hessian: %lld features, expected > 0", (long long)n);
+    h->n = n;
+    h->f64 = f64;
+    size_t nn = (size_t)n * (size_t)n;
+    if (f64) h->h64 = qs_calloc(nn, sizeof(double));
+    else h->h32 = qs_calloc(nn, sizeof(float));
+    if (!h->h32 && !h->h64)
+        return qs_error_set(err, QS_ERR_NOMEM, "hessian: cannot allocate [%lld,%lld] %s", (long long)n,
+                            (long long)n, f64 ? "f64" : "f32");
+    return QS_OK;
+}
+
+void qs_hessian_free(qs_hessian *h)
+{
+    qs_free(h->h32);
+    qs_free(h->h64);
+    qs_free(h->xbuf);
+    memset(h, 0, sizeof *h);
+}
+
+void qs_hessian_reset(qs_hessian *h)
+{
+    size_t nn = (size_t)h->n * (size_t)h->n;
+    if (h->h32) memset(h->h32, 0, nn * sizeof(float));
+    if (h->h64) memset(h->h64, 0, nn * sizeof(double));
+    h->count = 0;
+}
+
+qs_status qs_hessian_add(qs_hessian *h, const qs_backend_i *be, const float *x, int64_t m, int64_t ldx,
+                         qs_error *err)
+{
+    if (m < 0 || ldx < h->n)
+        return qs_error_set(err, QS_ERR_INPUT, "hessian: chunk of %lld rows with leading dimension %lld, expected >= %lld",
+                            (long long)m, (long long)ldx, (long long)h->n);
+    if (m == 0) return QS_OK;
+    int64_t n = h->n;
+    if (!h->f64) {
+        /* H ← n/(n+m) H + 2/(n+m) XᵀX in one syrk: beta scales, alpha adds. */
+        double tot = (double)(h->count + m);
+        be->ssyrk_t(be->ctx, n, m, (float)(2.0 / tot), x, ldx, (float)((double)h->count / tot), h->h32, n);
+        h->count += m;
+        return QS_OK;
+    }
+    if (!h->xbuf) {
+        h->xbuf_rows = QS_HESSIAN_F64_PIECE;
+        h->xbuf = qs_malloc((size_t)h->xbuf_rows * (size_t)n * sizeof(double));
+        if (!h->xbuf)
+            return qs_error_set(err, QS_ERR_NOMEM, "hessian: cannot allocate the f64 staging buffer [%lld,%lld]",
+                                (long long)h->xbuf_rows, (long long)n);
+    }
+    for (int64_t r0 = 0; r0 < m; r0 += h->xbuf_rows) {
+        int64_t k = m - r0 < h->xbuf_rows ? m - r0 : h->xbuf_rows;
+        for (int64_t r = 0; r < k; r++)
+            for (int64_t c = 0; c < n; c++) h->xbuf[r * n + c] = (double)x[(r0 + r) * ldx + c];
+        double tot = (double)(h->count + k);
+        be->dsyrk_t(be->ctx, n, k, 2.0 / tot, h->xbuf, n, (double)h->count / tot, h->h64, n);
+        h->count += k;
+    }
+    return QS_OK;
+}
+
+/* Running-mean merge of the upper triangle: h = (n1 h + n2 o) / (n1 + n2). */
+static qs_status merge_any(qs_hessian *h, const float *o32, const double *o64, int64_t oc, qs_error *err)
+{
+    if (oc < 0) return qs_error_set(err, QS_ERR_INPUT, "hessian merge: negative sample count %lld", (long long)oc);
+    if (oc == 0) return QS_OK;
+    int64_t n = h->n;
+    double tot = (double)(h->count + oc);
+    double a = (double)h->count / tot, b = (double)oc / tot;
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t j = i; j < n; j++) {
+            size_t k = (size_t)i * (size_t)n + (size_t)j;
+            double o = o64 ? o64[k] : (double)o32[k];
+            if (h->f64) h->h64[k] = a * h->h64[k] + b * o;
+            else h->h32[k] = (float)(a * (double)h->h32[k] + b * o);
+        }
+    }
+    h->count += oc;
+    return QS_OK;
+}
+
+qs_status qs_hessian_merge(qs_hessian *h, const qs_hessian *other, qs_error *err)
+{
+    if (other->n != h->n)
+        return qs_error_set(err, QS_ERR_INPUT, "hessian merge: [%lld,%lld] with [%lld,%lld], expected equal sizes",
+                            (long long)h->n, (long long)h->n, (long long)other->n, (long long)other->n);
+    return merge_any(h, other->h32, other->h64, other->count, err);
+}
+
+qs_status qs_hessian_merge_f32(qs_hessian *h, const float *other, int64_t other_count, qs_error *err)
+{
+    return merge_any(h, other, NULL, other_count, err);
+}
+
+qs_status qs_hessian_merge_f64(qs_hessian *h, const double *other, int64_t other_count, qs_error *err)
+{
+    return merge_any(h, NULL, other, other_count, err);
+}
+
+void qs_hessian_get_f32(const qs_hessian *h, float *out)
+{
+    int64_t n = h->n;
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t j = i; j < n; j++) {
+            size_t k = (size_t)i * (size_t)n + (size_t)j;
+            float v = h->f64 ? (float)h->h64[k] : h->h32[k];
+            out[k] = v;
+            out[(size_t)j * (size_t)n + (size_t)i] = v;
+        }
+    }
+}
