@@ -5,5 +5,7 @@
 # this machine's cores.
 qs_add_unit_test(test_submit unit/test_submit.c)
 
+qs_add_py_test(slurm_cli tests/py/test_slurm_cli.py LABELS "slurm" TIMEOUT 120)
 qs_add_py_test(slurm_harness tests/py/test_slurm_harness.py LABELS "slurm" TIMEOUT 180)
-set_tests_properties(slurm_harness PROPERTIES RESOURCE_LOCK qs_slurm_cluster)
+qs_add_py_test(slurm_tinystories tests/py/test_slurm_tinystories.py LABELS "slurm;e2e" TIMEOUT 400)
+set_tests_properties(slurm_harness slurm_tinystories PROPERTIES RESOURCE_LOCK qs_slurm_cluster)
