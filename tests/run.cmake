@@ -1,2 +1,4 @@
 # The run: options and job files.
 qs_add_unit_test(test_run_options unit/test_run_options.c)
+qs_add_py_test(run_e2e tests/py/test_run_e2e.py LABELS "e2e;mpi" TIMEOUT 1200)
+qs_add_py_test(resume tests/py/test_resume.py LABELS "e2e;mpi" TIMEOUT 1200)

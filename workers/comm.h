@@ -36,6 +36,16 @@ typedef struct qs_comm_i {
     qs_status (*irecv)(void *ctx, void *buf, size_t bytes, int src, int tag, qs_comm_request *req, qs_error *err);
     /* Completes a request; a receive that got a different byte count is an error. */
     qs_status (*wait)(void *ctx, qs_comm_request *req, qs_error *err);
+    /* Non-blocking completion check: *done = 1 when every chunk completed. */
+    qs_status (*test)(void *ctx, qs_comm_request *req, int *done, qs_error *err);
+    /* Cancels what is still pending of a request (a stop while waiting). */
+    void (*cancel)(void *ctx, qs_comm_request *req);
+
+    /* Stop requests travel point to point so that a rank busy in a block and a
+     * rank waiting for activations both see them: announce_stop tells every
+     * other rank once; stop_requested polls for such a message. */
+    void (*announce_stop)(void *ctx);
+    int (*stop_requested)(void *ctx);
 
     /* In-place sum over all ranks. */
     qs_status (*allreduce_sum_f64)(void *ctx, double *buf, size_t n, qs_error *err);

@@ -78,6 +78,79 @@ static qs_status mpi_wait(void *ctx, qs_comm_request *req, qs_error *err)
     return st;
 }
 
+static qs_status mpi_test(void *ctx, qs_comm_request *req, int *done, qs_error *err)
+{
+    (void)ctx;
+    for (int i = 0; i < req->n; i++) {
+        MPI_Request *r = req->impl[i];
+        if (!r) continue;
+        int flag = 0;
+        if (MPI_Test(r, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return qs_error_set(err, QS_ERR_IO, "MPI_Test failed (chunk %d)", i);
+        if (!flag) {
+            *done = 0;
+            return QS_OK;
+        }
+        free(r);
+        req->impl[i] = NULL;
+    }
+    req->n = 0;
+    *done = 1;
+    return QS_OK;
+}
+
+static void mpi_cancel(void *ctx, qs_comm_request *req)
+{
+    (void)ctx;
+    for (int i = 0; i < req->n; i++) {
+        MPI_Request *r = req->impl[i];
+        if (!r) continue;
+        MPI_Cancel(r);
+        MPI_Request_free(r);
+        free(r);
+        req->impl[i] = NULL;
+    }
+    req->n = 0;
+}
+
+/* A reserved tag no activation message uses (they count up from 0 and 1000). */
+#define STOP_TAG 32000
+
+static int g_stop_sent;
+static int g_stop_seen;
+static int g_stop_payload = 1;
+
+static void mpi_announce_stop(void *ctx)
+{
+    (void)ctx;
+    if (g_stop_sent) return;
+    g_stop_sent = 1;
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    for (int r = 0; r < size; r++) {
+        if (r == rank) continue;
+        MPI_Request req;
+        /* one int: sent eagerly, never waited for */
+        if (MPI_Isend(&g_stop_payload, 1, MPI_INT, r, STOP_TAG, MPI_COMM_WORLD, &req) == MPI_SUCCESS)
+            MPI_Request_free(&req);
+    }
+}
+
+static int mpi_stop_requested(void *ctx)
+{
+    (void)ctx;
+    if (g_stop_seen) return 1;
+    int flag = 0;
+    MPI_Status st;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, STOP_TAG, MPI_COMM_WORLD, &flag, &st) == MPI_SUCCESS && flag) {
+        int v;
+        MPI_Recv(&v, 1, MPI_INT, st.MPI_SOURCE, STOP_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        g_stop_seen = 1;
+    }
+    return g_stop_seen;
+}
+
 static qs_status mpi_allreduce_sum_f64(void *ctx, double *buf, size_t n, qs_error *err)
 {
     (void)ctx;
@@ -138,6 +211,10 @@ qs_status qs_comm_mpi_init(int *argc, char ***argv, qs_comm_i *out, qs_error *er
     out->isend = mpi_isend;
     out->irecv = mpi_irecv;
     out->wait = mpi_wait;
+    out->test = mpi_test;
+    out->cancel = mpi_cancel;
+    out->announce_stop = mpi_announce_stop;
+    out->stop_requested = mpi_stop_requested;
     out->allreduce_sum_f64 = mpi_allreduce_sum_f64;
     out->allreduce_max_i64 = mpi_allreduce_max_i64;
     out->bcast = mpi_bcast;

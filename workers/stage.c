@@ -1,0 +1,445 @@
+/* stage.c — one rank's part of a quantization run (see stage.h). */
+#include "workers/stage.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/hessian.h"
+#include "pipeline/safetensors.h"
+#include "workers/model.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- per-rank state -------------------------------------------------------- */
+
+typedef struct stage_state {
+    const qs_stage_args *a;
+    qs_stage_timing *t;
+    int64_t hidden;
+    int64_t n_micro;
+    size_t row_floats;          /* floats per calibration row: seq × hidden */
+    float *acts, *next;         /* [rows, seq, hidden] */
+    qs_comm_request *send_req;  /* one per micro-batch */
+    double t_start;
+    int blocks_done;
+} stage_state;
+
+static int64_t mb_first(const stage_state *s, int64_t k) { return k * s->a->micro_batch; }
+static int64_t mb_rows(const stage_state *s, int64_t k)
+{
+    int64_t r = s->a->rows - mb_first(s, k);
+    return r < s->a->micro_batch ? r : s->a->micro_batch;
+}
+static float *mb_ptr(const stage_state *s, float *buf, int64_t k)
+{
+    return buf + (size_t)mb_first(s, k) * s->row_floats;
+}
+static size_t mb_bytes(const stage_state *s, int64_t k) { return (size_t)mb_rows(s, k) * s->row_floats * sizeof(float); }
+
+/* ---- Hessian capture --------------------------------------------------------- */
+
+typedef struct capture_ctx {
+    qs_hessian h[QS_BLOCK_STAGES];
+    const qs_backend_i *be;
+} capture_ctx;
+
+/* Linears of one stage share their input: accumulate once, on the first. */
+static qs_status on_capture(void *ctx, const qs_block *blk, int idx, const float *x, int64_t rows, int64_t in,
+                            qs_error *err)
+{
+    capture_ctx *c = ctx;
+    int st = blk->lin[idx].stage;
+    for (int j = 0; j < idx; j++)
+        if (blk->lin[j].stage == st) return QS_OK;
+    return qs_hessian_add(&c->h[st], c->be, x, rows, in, err);
+}
+
+/* ---- stopping at a safe point ----------------------------------------------------- */
+
+static bool stop_now(stage_state *s)
+{
+    const qs_comm_i *c = s->a->comm;
+    if (s->a->stop_flag && *s->a->stop_flag) {
+        c->announce_stop(c->ctx);
+        return true;
+    }
+    if (c->stop_requested(c->ctx)) {
+        if (s->a->stop_flag) *s->a->stop_flag = 1;
+        return true;
+    }
+    return false;
+}
+
+/* Waits for req, polling so that a stop request is seen while waiting. */
+static qs_status wait_or_stop(stage_state *s, qs_comm_request *req, qs_error *err)
+{
+    const qs_comm_i *c = s->a->comm;
+    for (;;) {
+        int done = 0;
+        QS_TRY(c->test(c->ctx, req, &done, err));
+        if (done) return QS_OK;
+        if (stop_now(s)) {
+            c->cancel(c->ctx, req);
+            return qs_error_set(err, QS_ERR_INTERRUPTED, "stopped while waiting for rank %d", s->a->prev_rank);
+        }
+        struct timespec ts = {0, 200000}; /* 0.2 ms */
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* ---- the pieces of a schedule --------------------------------------------------- */
+
+static qs_status wait_sends(stage_state *s, qs_error *err)
+{
+    double t0 = now();
+    qs_status st = QS_OK;
+    for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++)
+        if (s->send_req[k].n) st = wait_or_stop(s, &s->send_req[k], err);
+    if (st != QS_OK)
+        for (int64_t k = 0; k < s->n_micro; k++) s->a->comm->cancel(s->a->comm->ctx, &s->send_req[k]);
+    s->t->comm += now() - t0;
+    return st;
+}
+
+/* Receives all micro-batches into acts (double-buffered: two receives in
+ * flight); `each` runs on micro-batch k while k+1 is arriving. */
+static qs_status receive_all(stage_state *s, float *acts, int tag_base,
+                             qs_status (*each)(stage_state *, float *, int64_t, void *, qs_error *), void *ctx,
+                             qs_error *err)
+{
+    const qs_comm_i *c = s->a->comm;
+    qs_comm_request req[2] = {{0}, {0}};
+    QS_TRY(c->irecv(c->ctx, mb_ptr(s, acts, 0), mb_bytes(s, 0), s->a->prev_rank, tag_base, &req[0], err));
+    for (int64_t k = 0; k < s->n_micro; k++) {
+        if (k + 1 < s->n_micro)
+            QS_TRY(c->irecv(c->ctx, mb_ptr(s, acts, k + 1), mb_bytes(s, k + 1), s->a->prev_rank,
+                            tag_base + (int)(k + 1), &req[(k + 1) % 2], err));
+        double t0 = now();
+        qs_status st = wait_or_stop(s, &req[k % 2], err);
+        s->t->comm += now() - t0;
+        if (st != QS_OK) {
+            c->cancel(c->ctx, &req[(k + 1) % 2]);
+            if (st == QS_ERR_INTERRUPTED) return st;
+            return qs_error_prefix(err, "receiving micro-batch %lld from rank %d", (long long)k, s->a->prev_rank);
+        }
+        if (each) {
+            t0 = now();
+            QS_TRY(each(s, acts, k, ctx, err));
+            s->t->compute += now() - t0;
+        }
+    }
+    return QS_OK;
+}
+
+static qs_status embed_all(stage_state *s, float *acts, qs_error *err)
+{
+    double t0 = now();
+    qs_embed_stage e;
+    qs_status st = qs_embed_stage_load(&e, s->a->manifest, s->a->names, err);
+    s->t->io += now() - t0;
+    t0 = now();
+    for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++)
+        st = qs_embed_stage_forward(&e, s->a->tokens + mb_first(s, k) * s->a->seq, mb_rows(s, k), s->a->seq,
+                                    mb_ptr(s, acts, k), err);
+    if (st == QS_OK) qs_embed_stage_free(&e);
+    s->t->compute += now() - t0;
+    return st;
+}
+
+typedef struct prefill_ctx {
+    const qs_block *blk;
+    capture_ctx *cap;
+} prefill_ctx;
+
+/* Stage-0 capture of the first block on a micro-batch that just arrived. */
+static qs_status prefill_stage0(stage_state *s, float *acts, int64_t k, void *ctx, qs_error *err)
+{
+    prefill_ctx *p = ctx;
+    qs_block_hooks hooks = {on_capture, p->cap, 0, 0};
+    return qs_block_forward(p->blk, s->a->be, mb_ptr(s, acts, k), mb_rows(s, k), s->a->seq, NULL, &hooks, err);
+}
+
+static qs_status load_block(stage_state *s, qs_block *blk, int layer, qs_error *err)
+{
+    double t0 = now();
+    qs_status st = qs_block_load(blk, s->a->manifest, s->a->names, layer, err);
+    s->t->io += now() - t0;
+    return st;
+}
+
+/* Forwards every micro-batch of `in` through blk into `out`; when send is set,
+ * each finished micro-batch leaves for the next rank at once. */
+static qs_status forward_all(stage_state *s, const qs_block *blk, float *in, float *out, bool send, int tag_base,
+                             qs_error *err)
+{
+    const qs_comm_i *c = s->a->comm;
+    for (int64_t k = 0; k < s->n_micro; k++) {
+        double t0 = now();
+        QS_TRY(qs_block_forward(blk, s->a->be, mb_ptr(s, in, k), mb_rows(s, k), s->a->seq, mb_ptr(s, out, k), NULL,
+                                err));
+        s->t->compute += now() - t0;
+        if (send)
+            QS_TRY(c->isend(c->ctx, mb_ptr(s, out, k), mb_bytes(s, k), s->a->next_rank, tag_base + (int)k,
+                            &s->send_req[k], err));
+    }
+    return QS_OK;
+}
+
+/* Quantizes the linears of stage `st` of blk with the Hessian in cap (GPTQ) and
+ * writes the dequantized weights back into the block. */
+static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_ctx *cap, qs_block_outcome *o,
+                                qs_error *err)
+{
+    const qs_stage_args *a = s->a;
+    for (int i = 0; i < blk->n_linears; i++) {
+        if (blk->lin[i].stage != st) continue;
+        double t0 = now();
+        qs_tensor *w = qs_block_linear_weight(blk, i);
+        int64_t out = w->shape[0], in = w->shape[1];
+        qs_quant_opts qo = a->quant;
+        qo.name = blk->lin[i].weight;
+        QS_TRY(qs_quant_opts_check(&qo, out, in, err));
+        QS_TRY(qs_quant_result_init(&o->res[i], out, in, &qo, err));
+        qs_linear_stats *ls = &o->stats[i];
+        if (qo.method == QS_QUANT_METHOD_GPTQ) {
+            size_t hb = (size_t)(in * in);
+            float *h = qs_malloc(hb * sizeof(float)), *hw = qs_malloc(hb * sizeof(float));
+            if (!h || !hw) {
+                qs_free(h), qs_free(hw);
+                return qs_error_set(err, QS_ERR_NOMEM, "Hessian of %s (%lld × %lld)", blk->lin[i].weight,
+                                    (long long)in, (long long)in);
+            }
+            qs_hessian_get_f32(&cap->h[st], h);
+            memcpy(hw, h, hb * sizeof(float));
+            ls->samples = cap->h[st].count;
+            for (int64_t j = 0; j < in; j++) ls->h_trace += h[j * in + j];
+            qs_status rc = qs_quant_gptq(a->be, w->data, out, in, hw, &qo, &o->res[i], err);
+            if (rc == QS_OK) rc = qs_quant_hloss(a->be, w->data, o->res[i].q, out, in, h, &ls->loss, err);
+            if (rc == QS_OK) {
+                /* the RTN baseline of the same grid, for the report */
+                qs_quant_result rtn;
+                qs_quant_opts ro = qo;
+                ro.method = QS_QUANT_METHOD_RTN;
+                ro.act_order = ro.static_groups = false;
+                rc = qs_quant_result_init(&rtn, out, in, &ro, err);
+                if (rc == QS_OK) rc = qs_quant_rtn(w->data, out, in, &ro, &rtn, err);
+                if (rc == QS_OK) rc = qs_quant_hloss(a->be, w->data, rtn.q, out, in, h, &ls->loss_rtn, err);
+                qs_quant_result_free(&rtn);
+            }
+            qs_free(h), qs_free(hw);
+            if (rc != QS_OK) return qs_error_prefix(err, "block %d", blk->layer);
+        } else {
+            QS_TRY(qs_quant_rtn(w->data, out, in, &qo, &o->res[i], err));
+        }
+        memcpy(w->data, o->res[i].q, (size_t)(out * in) * sizeof(float));
+        ls->seconds = now() - t0;
+    }
+    return QS_OK;
+}
+
+static void print_progress(stage_state *s, int layer, double block_s)
+{
+    if (!s->a->progress) return;
+    s->blocks_done++;
+    int mine = s->a->end_block - s->a->first_block;
+    double elapsed = now() - s->t_start;
+    double eta = elapsed / s->blocks_done * (mine - s->blocks_done);
+    fprintf(stderr, "[rank %d] block %d of %d done (%d/%d of this rank) in %.2f s, ETA %.1f s\n", s->a->comm->rank,
+            layer + 1, s->a->n_layers, s->blocks_done, mine, block_s, eta);
+}
+
+/* The quantization loop over this rank's blocks, starting from `acts`. */
+static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block *first, capture_ctx *first_cap,
+                                 bool send_last, qs_error *err)
+{
+    const qs_stage_args *a = s->a;
+    qs_status st = QS_OK;
+    for (int layer = a->first_block; layer < a->end_block && st == QS_OK; layer++) {
+        if (stop_now(s)) {
+            if (layer == a->first_block && first) {
+                qs_block_free(first);
+                for (int x = 0; x < QS_BLOCK_STAGES; x++)
+                    if (first_cap->h[x].h32 || first_cap->h[x].h64) qs_hessian_free(&first_cap->h[x]);
+            }
+            return qs_error_set(err, QS_ERR_INTERRUPTED, "stopped before block %d", layer);
+        }
+        double tb = now();
+        qs_block blk_local, *blk = &blk_local;
+        capture_ctx cap_local, *cap = &cap_local;
+        bool is_first = layer == a->first_block && first;
+        if (is_first) {
+            blk = first;
+            cap = first_cap;
+        } else {
+            memset(&cap_local, 0, sizeof cap_local);
+            cap_local.be = a->be;
+            QS_TRY(load_block(s, blk, layer, err));
+        }
+        qs_block_outcome *o = calloc(1, sizeof *o);
+        if (!o) {
+            if (!is_first) qs_block_free(blk);
+            return qs_error_set(err, QS_ERR_NOMEM, "block outcome");
+        }
+        o->layer = layer;
+        o->blk = blk;
+        bool gptq = a->quant.method == QS_QUANT_METHOD_GPTQ;
+        if (a->resume_block) st = a->resume_block(a->resume_ctx, layer, o->res, o->stats, &o->resumed, err);
+        if (st == QS_OK && o->resumed) {
+            /* a finished block of a previous run: its quantized weights, then only the forward */
+            for (int i = 0; i < blk->n_linears && st == QS_OK; i++) {
+                qs_tensor *w = qs_block_linear_weight(blk, i);
+                if (o->res[i].rows != w->shape[0] || o->res[i].cols != w->shape[1])
+                    st = qs_error_set(err, QS_ERR_INPUT, "block %d: the checkpoint of %s has shape [%lld, %lld]",
+                                      layer, blk->lin[i].weight, (long long)o->res[i].rows, (long long)o->res[i].cols);
+                else memcpy(w->data, o->res[i].q, sizeof(float) * (size_t)(w->shape[0] * w->shape[1]));
+            }
+        }
+        for (int stg = 0; stg < QS_BLOCK_STAGES && st == QS_OK && !o->resumed; stg++) {
+            bool has = false;
+            for (int i = 0; i < blk->n_linears; i++) has |= blk->lin[i].stage == stg;
+            if (!has) continue;
+            if (gptq && !(is_first && prefilled_first && stg == 0) && (a->true_sequential || stg == 0)) {
+                /* collect this stage's Hessian (all stages at once without true-sequential) */
+                for (int x = 0; x < QS_BLOCK_STAGES; x++) {
+                    bool need = a->true_sequential ? x == stg : true;
+                    if (!need || cap->h[x].h32 || cap->h[x].h64) continue;
+                    int64_t in = 0;
+                    for (int i = 0; i < blk->n_linears; i++)
+                        if (blk->lin[i].stage == x) in = blk->lin[i].in;
+                    if (in) st = qs_hessian_init(&cap->h[x], in, false, err);
+                }
+                qs_block_hooks hooks = {on_capture, cap, a->true_sequential ? stg : -1,
+                                        a->true_sequential ? stg : QS_BLOCK_STAGES - 1};
+                for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++) {
+                    double t0 = now();
+                    st = qs_block_forward(blk, a->be, mb_ptr(s, s->acts, k), mb_rows(s, k), a->seq, NULL, &hooks, err);
+                    s->t->compute += now() - t0;
+                }
+            }
+            double t0 = now();
+            if (st == QS_OK) st = quantize_stage(s, blk, stg, cap, o, err);
+            s->t->compute += now() - t0;
+            if (cap->h[stg].h32 || cap->h[stg].h64) qs_hessian_free(&cap->h[stg]);
+        }
+        bool last = layer == a->end_block - 1;
+        if (st == QS_OK) st = forward_all(s, blk, s->acts, s->next, send_last && last, 1000, err);
+        o->seconds = now() - tb;
+        if (st == QS_OK && a->on_block) st = a->on_block(a->on_block_ctx, o, err);
+        for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) qs_quant_result_free(&o->res[i]);
+        free(o);
+        for (int x = 0; x < QS_BLOCK_STAGES; x++)
+            if (cap->h[x].h32 || cap->h[x].h64) qs_hessian_free(&cap->h[x]);
+        qs_block_free(blk);
+        float *tmp = s->acts;
+        s->acts = s->next;
+        s->next = tmp;
+        if (st == QS_OK) print_progress(s, layer, now() - tb);
+        if (st == QS_OK && last && send_last) st = wait_sends(s, err);
+    }
+    return st;
+}
+
+/* The FP pass of the pipelined schedule: forward unquantized blocks and send
+ * the result on. fp_in keeps this rank's own FP input. */
+static qs_status fp_pass(stage_state *s, float *fp_in, qs_error *err)
+{
+    const qs_stage_args *a = s->a;
+    if (a->embed) QS_TRY(embed_all(s, fp_in, err));
+    else QS_TRY(receive_all(s, fp_in, 0, NULL, NULL, err));
+    if (a->next_rank < 0) return QS_OK; /* the last rank needs no FP output */
+    float *in = fp_in;
+    for (int layer = a->first_block; layer < a->end_block; layer++) {
+        qs_block blk;
+        QS_TRY(load_block(s, &blk, layer, err));
+        bool last = layer == a->end_block - 1;
+        qs_status st = forward_all(s, &blk, in, s->next, last, 0, err);
+        qs_block_free(&blk);
+        QS_TRY(st);
+        float *tmp = s->acts;
+        s->acts = s->next;
+        s->next = tmp;
+        in = s->acts;
+    }
+    return wait_sends(s, err);
+}
+
+qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err)
+{
+    memset(t, 0, sizeof *t);
+    stage_state s = {0};
+    s.a = a;
+    s.t = t;
+    s.t_start = now();
+    s.hidden = qs_manifest_config(a->manifest)->hidden;
+    s.row_floats = (size_t)(a->seq * s.hidden);
+    s.n_micro = (a->rows + a->micro_batch - 1) / a->micro_batch;
+    uint64_t bytes0 = qs_st_bytes_read();
+    size_t total = (size_t)a->rows * s.row_floats;
+    s.acts = qs_malloc(total * sizeof(float));
+    s.next = qs_malloc(total * sizeof(float));
+    s.send_req = calloc((size_t)s.n_micro, sizeof *s.send_req);
+    float *fp_in = NULL;
+    qs_status st = QS_OK;
+    if (!s.acts || !s.next || !s.send_req) {
+        st = qs_error_set(err, QS_ERR_NOMEM, "activations: 2 × %zu floats", total);
+        goto done;
+    }
+    if (a->schedule == QS_SCHEDULE_PIPELINED) {
+        fp_in = qs_malloc(total * sizeof(float));
+        if (!fp_in) {
+            st = qs_error_set(err, QS_ERR_NOMEM, "FP activations: %zu floats", total);
+            goto done;
+        }
+        st = fp_pass(&s, fp_in, err);
+        if (st == QS_OK) {
+            memcpy(s.acts, fp_in, total * sizeof(float));
+            qs_free(fp_in);
+            fp_in = NULL;
+            st = quantize_blocks(&s, false, NULL, NULL, false, err);
+        }
+    } else if (a->embed) {
+        st = embed_all(&s, s.acts, err);
+        if (st == QS_OK) st = quantize_blocks(&s, false, NULL, NULL, a->next_rank >= 0, err);
+    } else {
+        /* Load the first block while nothing has arrived yet, then collect its
+         * first Hessian as micro-batches come in. */
+        qs_block first;
+        capture_ctx cap = {0};
+        cap.be = a->be;
+        /* the first Hessian can be collected on arrival only when stage 0 is
+         * collected on its own (true-sequential) */
+        bool gptq = a->quant.method == QS_QUANT_METHOD_GPTQ && a->true_sequential;
+        st = load_block(&s, &first, a->first_block, err);
+        if (st == QS_OK && gptq) {
+            int64_t in = 0;
+            for (int i = 0; i < first.n_linears; i++)
+                if (first.lin[i].stage == 0) in = first.lin[i].in;
+            st = qs_hessian_init(&cap.h[0], in, false, err);
+        }
+        prefill_ctx pc = {&first, &cap};
+        bool loaded = st == QS_OK;
+        if (st == QS_OK) st = receive_all(&s, s.acts, 1000, gptq ? prefill_stage0 : NULL, &pc, err);
+        if (st == QS_OK) st = quantize_blocks(&s, gptq, &first, &cap, a->next_rank >= 0, err);
+        else {
+            if (loaded) qs_block_free(&first);
+            if (cap.h[0].h32 || cap.h[0].h64) qs_hessian_free(&cap.h[0]);
+        }
+    }
+done:
+    qs_free(fp_in);
+    qs_free(s.acts);
+    qs_free(s.next);
+    free(s.send_req);
+    t->total = now() - s.t_start;
+    t->idle = t->total - t->compute - t->comm - t->io;
+    if (t->idle < 0) t->idle = 0;
+    t->bytes_read = qs_st_bytes_read() - bytes0;
+    return st;
+}

@@ -1,0 +1,99 @@
+/* stage.h — what one rank does in a quantization run.
+ *
+ * A rank owns a contiguous range of blocks [first, end). Activations of all
+ * calibration rows (N × L × hidden, f32) arrive from the previous rank in
+ * micro-batches through `struct qs_comm_i` (the first rank makes them with the
+ * embedding stage instead), flow through the rank's blocks one block at a
+ * time, and leave for the next rank in micro-batches.
+ *
+ * Per block (GPTQ, true-sequential): for each stage s of the block (q/k/v, o,
+ * gate/up, down) the rank runs the block forward over every micro-batch up to
+ * stage s, accumulating the Hessian of that stage's input; quantizes the
+ * stage's linears and writes their dequantized weights back into the block;
+ * then runs the quantized block over every micro-batch to make the next
+ * block's input. So block b+1 always sees block b's quantized output.
+ *
+ * Schedules:
+ *   exact     — the first block's input is what the previous rank's last
+ *               block produced after quantization; ranks run one after another
+ *               (the receiver accumulates its first Hessian while micro-batches
+ *               arrive). Results do not depend on the number of ranks.
+ *   pipelined — first an FP pass: every rank forwards FP activations through
+ *               its blocks (unquantized) and sends them on; then all ranks
+ *               quantize at once, each starting from its FP input.
+ *
+ * What the rank does with a finished block is up to the caller: a callback
+ * gets the block's quantization results (workers know nothing of formats).
+ */
+#ifndef QS_STAGE_H
+#define QS_STAGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "kernels/quant.h"
+#include "pipeline/manifest.h"
+#include "schedulers/cost_model.h"
+#include "workers/block.h"
+#include "workers/comm.h"
+
+/* Statistics of one quantized linear. */
+typedef struct qs_linear_stats {
+    double h_trace;       /* trace of the Hessian of its input */
+    double loss;          /* tr((W − Q) H (W − Q)ᵀ) of the method used */
+    double loss_rtn;      /* the same for round-to-nearest (the baseline) */
+    double seconds;       /* quantization time */
+    int64_t samples;      /* token rows its Hessian saw */
+} qs_linear_stats;
+
+typedef struct qs_block_outcome {
+    int layer;
+    const qs_block *blk;                          /* the block with quantized weights */
+    qs_quant_result res[QS_MAX_BLOCK_LINEARS];    /* one per blk->lin[i] */
+    qs_linear_stats stats[QS_MAX_BLOCK_LINEARS];
+    double seconds;                               /* the whole block */
+    bool resumed;                                 /* taken from a previous run's checkpoint */
+} qs_block_outcome;
+
+/* Resume: fills res (with q) and stats of block `layer` from a previous run
+ * and sets *found; the stage then only forwards the block. */
+typedef qs_status (*qs_block_resume_fn)(void *ctx, int layer, qs_quant_result res[QS_MAX_BLOCK_LINEARS],
+                                        qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], bool *found, qs_error *err);
+
+typedef qs_status (*qs_block_done_fn)(void *ctx, const qs_block_outcome *o, qs_error *err);
+
+typedef struct qs_stage_timing {
+    double compute, comm, io, idle, total;
+    uint64_t bytes_read;                          /* tensor bytes this rank read */
+} qs_stage_timing;
+
+typedef struct qs_stage_args {
+    const qs_comm_i *comm;
+    const qs_backend_i *be;
+    const qs_manifest *manifest;
+    const qs_model_names *names;
+    qs_quant_opts quant;
+    bool true_sequential;
+    qs_schedule_kind schedule;
+    int first_block, end_block;                   /* this rank's blocks */
+    int prev_rank, next_rank;                     /* -1 when none */
+    int64_t rows, seq, micro_batch;               /* calibration N, L, M */
+    const int32_t *tokens;                        /* [rows, seq] on the embedding rank, else NULL */
+    bool embed;                                   /* this rank runs the embedding stage */
+    int n_layers;                                 /* for progress lines */
+    bool progress;                                /* print block i of N lines (rank 0's coordinator) */
+    qs_block_done_fn on_block;
+    void *on_block_ctx;
+    qs_block_resume_fn resume_block;              /* NULL: quantize every block */
+    void *resume_ctx;
+    /* Set by a signal handler: stop at the next block boundary. A stopping
+     * rank tells the others (comm->announce_stop), a rank waiting for
+     * activations stops too, and qs_stage_run returns QS_ERR_INTERRUPTED. */
+    volatile int *stop_flag;
+} qs_stage_args;
+
+/* Runs this rank's part of the schedule. */
+qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err);
+
+#endif
