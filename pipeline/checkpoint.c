@@ -1,0 +1,307 @@
+/* checkpoint.c — block result files (HDF5) and the journal. */
+#define _GNU_SOURCE
+#include "pipeline/checkpoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "pipeline/fsutil.h"
+
+void qs_checkpoint_block_path(const char *work_dir, int layer, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/blocks/block_%05d.h5", work_dir, layer);
+}
+
+void qs_block_record_free(qs_block_record *r)
+{
+    if (!r) return;
+    for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) qs_quant_result_free(&r->res[i]);
+    memset(r, 0, sizeof *r);
+}
+
+/* The checksum covers exactly what the exports are made from. */
+static uint64_t block_hash(int n, const qs_quant_result *res)
+{
+    XXH64_state_t *s = XXH64_createState();
+    XXH64_reset(s, 0x71736861726400ull); /* "qshard" */
+    for (int i = 0; i < n; i++) {
+        const qs_quant_result *r = &res[i];
+        int64_t dims[4] = {r->rows, r->cols, r->groups, r->bits};
+        XXH64_update(s, dims, sizeof dims);
+        XXH64_update(s, r->codes, (size_t)(r->rows * r->cols));
+        XXH64_update(s, r->scales, sizeof(float) * (size_t)(r->groups * r->rows));
+        XXH64_update(s, r->zeros, sizeof(int32_t) * (size_t)(r->groups * r->rows));
+        XXH64_update(s, r->g_idx, sizeof(int32_t) * (size_t)r->cols);
+    }
+    uint64_t h = XXH64_digest(s);
+    XXH64_freeState(s);
+    return h;
+}
+
+/* ---- small HDF5 helpers (errors as values, HDF5's own printing off) ------------ */
+
+static qs_status h5_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims, const void *data)
+{
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t ds = sp < 0 ? -1 : H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = ds < 0 ? -1 : H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    if (ds >= 0) H5Dclose(ds);
+    if (sp >= 0) H5Sclose(sp);
+    return rc < 0 ? QS_ERR_IO : QS_OK;
+}
+
+static qs_status h5_attr(hid_t loc, const char *name, hid_t type, const void *v)
+{
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, v);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return rc < 0 ? QS_ERR_IO : QS_OK;
+}
+
+static qs_status h5_attr_str(hid_t loc, const char *name, const char *v)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(v) + 1);
+    qs_status st = h5_attr(loc, name, t, v);
+    H5Tclose(t);
+    return st;
+}
+
+static bool h5_read_attr(hid_t loc, const char *name, hid_t type, void *v)
+{
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return false;
+    herr_t rc = H5Aread(a, type, v);
+    H5Aclose(a);
+    return rc >= 0;
+}
+
+static bool h5_read_attr_str(hid_t loc, const char *name, char *buf, size_t cap)
+{
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return false;
+    hid_t ft = H5Aget_type(a);
+    size_t n = H5Tget_size(ft);
+    bool ok = false;
+    if (n > 0 && n <= cap) {
+        hid_t t = H5Tcopy(H5T_C_S1);
+        H5Tset_size(t, n);
+        ok = H5Aread(a, t, buf) >= 0;
+        buf[n - 1] = '\0';
+        H5Tclose(t);
+    }
+    H5Tclose(ft);
+    H5Aclose(a);
+    return ok;
+}
+
+static bool h5_read_dataset(hid_t loc, const char *name, hid_t type, size_t expect_elems, void *buf)
+{
+    hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (ds < 0) return false;
+    hid_t sp = H5Dget_space(ds);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    bool ok = n == (hssize_t)expect_elems && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0;
+    H5Sclose(sp);
+    H5Dclose(ds);
+    return ok;
+}
+
+/* ---- write ------------------------------------------------------------------------ */
+
+qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome *o, const char *fingerprint,
+                                    uint64_t *xxh, qs_error *err)
+{
+    char dir[4200], path[4200], tmp[4300];
+    snprintf(dir, sizeof dir, "%s/blocks", work_dir);
+    QS_TRY(qs_mkdir_p(dir, err));
+    qs_checkpoint_block_path(work_dir, o->layer, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    int n = o->blk->n_linears;
+    uint64_t h = block_hash(n, o->res);
+
+    H5E_auto2_t efn;
+    void *edata;
+    H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    qs_status st = QS_OK;
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) st = QS_ERR_IO;
+    int fmt = 1, layer = o->layer;
+    char hex[32];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+    if (st == QS_OK) st = h5_attr(f, "format_version", H5T_NATIVE_INT, &fmt);
+    if (st == QS_OK) st = h5_attr(f, "layer", H5T_NATIVE_INT, &layer);
+    if (st == QS_OK) st = h5_attr(f, "n_linears", H5T_NATIVE_INT, &n);
+    if (st == QS_OK) st = h5_attr(f, "seconds", H5T_NATIVE_DOUBLE, &o->seconds);
+    if (st == QS_OK) st = h5_attr_str(f, "fingerprint", fingerprint);
+    if (st == QS_OK) st = h5_attr_str(f, "xxh64", hex);
+    for (int i = 0; i < n && st == QS_OK; i++) {
+        const qs_quant_result *r = &o->res[i];
+        const qs_linear_stats *s = &o->stats[i];
+        char gname[32];
+        snprintf(gname, sizeof gname, "linear%d", i);
+        hid_t g = H5Gcreate2(f, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (g < 0) {
+            st = QS_ERR_IO;
+            break;
+        }
+        hsize_t d2[2] = {(hsize_t)r->rows, (hsize_t)r->cols}, ds[2] = {(hsize_t)r->groups, (hsize_t)r->rows},
+                d1[1] = {(hsize_t)r->cols};
+        st = h5_attr_str(g, "name", o->blk->lin[i].weight);
+        if (st == QS_OK) st = h5_attr(g, "bits", H5T_NATIVE_INT, &r->bits);
+        if (st == QS_OK) st = h5_attr(g, "h_trace", H5T_NATIVE_DOUBLE, &s->h_trace);
+        if (st == QS_OK) st = h5_attr(g, "loss", H5T_NATIVE_DOUBLE, &s->loss);
+        if (st == QS_OK) st = h5_attr(g, "loss_rtn", H5T_NATIVE_DOUBLE, &s->loss_rtn);
+        if (st == QS_OK) st = h5_attr(g, "seconds", H5T_NATIVE_DOUBLE, &s->seconds);
+        if (st == QS_OK) st = h5_attr(g, "samples", H5T_NATIVE_INT64, &s->samples);
+        if (st == QS_OK) st = h5_dataset(g, "codes", H5T_NATIVE_UINT8, 2, d2, r->codes);
+        if (st == QS_OK) st = h5_dataset(g, "scales", H5T_NATIVE_FLOAT, 2, ds, r->scales);
+        if (st == QS_OK) st = h5_dataset(g, "zeros", H5T_NATIVE_INT32, 2, ds, r->zeros);
+        if (st == QS_OK) st = h5_dataset(g, "g_idx", H5T_NATIVE_INT32, 1, d1, r->g_idx);
+        H5Gclose(g);
+    }
+    if (f >= 0 && H5Fclose(f) < 0) st = QS_ERR_IO;
+    H5Eset_auto2(H5E_DEFAULT, efn, edata);
+    if (st != QS_OK) {
+        unlink(tmp);
+        return qs_error_set(err, QS_ERR_IO, "%s: cannot write the block checkpoint", tmp);
+    }
+    /* HDF5 closed the file; make it durable before it takes the final name. */
+    int fd = open(tmp, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0) {
+        if (fd >= 0) close(fd);
+        unlink(tmp);
+        return qs_error_set(err, QS_ERR_IO, "%s: cannot fsync: %s", tmp, strerror(errno));
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        unlink(tmp);
+        return qs_error_set(err, QS_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+    }
+    if (xxh) *xxh = h;
+    return qs_fsync_dir_of(path, err);
+}
+
+/* ---- read --------------------------------------------------------------------------- */
+
+qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *fingerprint, qs_block_record *r,
+                                   qs_error *err)
+{
+    memset(r, 0, sizeof *r);
+    char path[4200];
+    qs_checkpoint_block_path(work_dir, layer, path, sizeof path);
+    if (!qs_path_exists(path)) return qs_error_set(err, QS_ERR_INPUT, "%s: no checkpoint", path);
+    H5E_auto2_t efn;
+    void *edata;
+    H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    qs_status st = QS_OK;
+    char why[256] = "";
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    char fp[256] = "", hex[40] = "";
+    int fmt = 0, n = 0, lay = -1;
+    if (f < 0) snprintf(why, sizeof why, "not a readable HDF5 file (truncated?)");
+    else if (!h5_read_attr(f, "format_version", H5T_NATIVE_INT, &fmt) || fmt != 1 ||
+             !h5_read_attr(f, "layer", H5T_NATIVE_INT, &lay) || !h5_read_attr(f, "n_linears", H5T_NATIVE_INT, &n) ||
+             !h5_read_attr_str(f, "fingerprint", fp, sizeof fp) || !h5_read_attr_str(f, "xxh64", hex, sizeof hex) ||
+             !h5_read_attr(f, "seconds", H5T_NATIVE_DOUBLE, &r->seconds))
+        snprintf(why, sizeof why, "attributes missing or unreadable");
+    else if (lay != layer || n < 1 || n > QS_MAX_BLOCK_LINEARS)
+        snprintf(why, sizeof why, "holds block %d with %d linears", lay, n);
+    else if (strcmp(fp, fingerprint) != 0)
+        snprintf(why, sizeof why, "made by another run (fingerprint %.64s, this run %.64s)", fp, fingerprint);
+    r->layer = layer;
+    r->n_linears = n;
+    for (int i = 0; i < n && !why[0]; i++) {
+        char gname[32];
+        snprintf(gname, sizeof gname, "linear%d", i);
+        hid_t g = H5Gopen2(f, gname, H5P_DEFAULT);
+        int bits = 0;
+        hid_t ds = g < 0 ? -1 : H5Dopen2(g, "scales", H5P_DEFAULT);
+        hsize_t sd[2] = {0, 0}, cd[2] = {0, 0};
+        if (ds >= 0) {
+            hid_t sp = H5Dget_space(ds);
+            H5Sget_simple_extent_dims(sp, sd, NULL);
+            H5Sclose(sp);
+            H5Dclose(ds);
+        }
+        ds = g < 0 ? -1 : H5Dopen2(g, "codes", H5P_DEFAULT);
+        if (ds >= 0) {
+            hid_t sp = H5Dget_space(ds);
+            H5Sget_simple_extent_dims(sp, cd, NULL);
+            H5Sclose(sp);
+            H5Dclose(ds);
+        }
+        qs_quant_result *q = &r->res[i];
+        qs_linear_stats *s = &r->stats[i];
+        if (g < 0 || !h5_read_attr(g, "bits", H5T_NATIVE_INT, &bits) || !cd[0] || !sd[0] ||
+            !h5_read_attr_str(g, "name", r->names[i], QS_NAME_MAX)) {
+            snprintf(why, sizeof why, "linear %d unreadable", i);
+        } else {
+            qs_quant_opts qo;
+            qs_quant_opts_default(&qo);
+            qo.bits = bits;
+            qo.group_size = sd[0] == 1 ? -1 : (int)(cd[1] / sd[0]);
+            qs_error e2;
+            if (qs_quant_result_init(q, (int64_t)cd[0], (int64_t)cd[1], &qo, &e2) != QS_OK || q->groups != (int64_t)sd[0])
+                snprintf(why, sizeof why, "linear %d has inconsistent shapes", i);
+            else if (!h5_read_dataset(g, "codes", H5T_NATIVE_UINT8, (size_t)(q->rows * q->cols), q->codes) ||
+                     !h5_read_dataset(g, "scales", H5T_NATIVE_FLOAT, (size_t)(q->groups * q->rows), q->scales) ||
+                     !h5_read_dataset(g, "zeros", H5T_NATIVE_INT32, (size_t)(q->groups * q->rows), q->zeros) ||
+                     !h5_read_dataset(g, "g_idx", H5T_NATIVE_INT32, (size_t)q->cols, q->g_idx))
+                snprintf(why, sizeof why, "linear %d data unreadable", i);
+            h5_read_attr(g, "h_trace", H5T_NATIVE_DOUBLE, &s->h_trace);
+            h5_read_attr(g, "loss", H5T_NATIVE_DOUBLE, &s->loss);
+            h5_read_attr(g, "loss_rtn", H5T_NATIVE_DOUBLE, &s->loss_rtn);
+            h5_read_attr(g, "seconds", H5T_NATIVE_DOUBLE, &s->seconds);
+            h5_read_attr(g, "samples", H5T_NATIVE_INT64, &s->samples);
+        }
+        if (g >= 0) H5Gclose(g);
+    }
+    if (f >= 0) H5Fclose(f);
+    H5Eset_auto2(H5E_DEFAULT, efn, edata);
+    if (!why[0]) {
+        r->xxh64 = block_hash(n, r->res);
+        char got[40];
+        snprintf(got, sizeof got, "%016llx", (unsigned long long)r->xxh64);
+        if (strcmp(got, hex) != 0) snprintf(why, sizeof why, "checksum mismatch (stored %s, data %s)", hex, got);
+    }
+    if (why[0]) {
+        qs_block_record_free(r);
+        return qs_error_set(err, QS_ERR_INPUT, "%s: %s", path, why);
+    }
+    for (int i = 0; i < n; i++) qs_quant_dequantize(&r->res[i], r->res[i].q);
+    return st;
+}
+
+qs_status qs_journal_append(const char *work_dir, const char *fmt, ...)
+{
+    char path[4200], line[2048];
+    snprintf(path, sizeof path, "%s/journal.log", work_dir);
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    size_t off = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ ", &tm);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line + off, sizeof line - off - 1, fmt, ap);
+    va_end(ap);
+    size_t n = strlen(line);
+    line[n++] = '\n';
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0666);
+    if (fd < 0) return QS_ERR_IO;
+    bool ok = write(fd, line, n) == (ssize_t)n && fsync(fd) == 0;
+    close(fd);
+    return ok ? QS_OK : QS_ERR_IO;
+}

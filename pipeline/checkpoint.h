@@ -1,0 +1,55 @@
+/* checkpoint.h — the work directory of a run: fingerprint, journal and the
+ * per-block result files that make a run resumable.
+ *
+ *   WORK/fingerprint.json   what makes the numbers: model (tensor table hash,
+ *                           file sizes and mtimes), calibration tokens (xxh64),
+ *                           every option that changes results
+ *   WORK/journal.log        append-only events (run start, block done, stop)
+ *   WORK/blocks/block_NNNNN.h5  one per finished block, written by its rank:
+ *                           per linear codes, scales, zeros, g_idx and
+ *                           statistics; attribute xxh64 over all of the data
+ *
+ * Block files are written durably (temp → fsync → rename → fsync dir) and
+ * verified on read: a truncated or bit-flipped file is reported as invalid
+ * (with a warning) and that block is recomputed.
+ */
+#ifndef QS_CHECKPOINT_H
+#define QS_CHECKPOINT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/quant.h"
+#include "workers/stage.h"
+
+/* One finished block as stored: enough to rebuild the block's quantized
+ * weights and to export it again without recomputing. */
+typedef struct qs_block_record {
+    int layer;
+    int n_linears;
+    char names[QS_MAX_BLOCK_LINEARS][QS_NAME_MAX];
+    qs_quant_result res[QS_MAX_BLOCK_LINEARS]; /* q is filled by dequantizing */
+    qs_linear_stats stats[QS_MAX_BLOCK_LINEARS];
+    double seconds;
+    uint64_t xxh64;
+} qs_block_record;
+
+void qs_block_record_free(qs_block_record *r);
+
+/* Path of block `layer`'s file in work_dir. */
+void qs_checkpoint_block_path(const char *work_dir, int layer, char *buf, size_t cap);
+
+/* Writes the outcome of one block durably; returns its checksum in *xxh. */
+qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome *o, const char *fingerprint,
+                                    uint64_t *xxh, qs_error *err);
+
+/* Reads and verifies a block file. QS_ERR_INPUT when it is missing, truncated,
+ * fails its checksum, or was made by a run with another fingerprint (the
+ * message says which). */
+qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *fingerprint, qs_block_record *r,
+                                   qs_error *err);
+
+/* Appends one line to WORK/journal.log (O_APPEND, fsync). */
+qs_status qs_journal_append(const char *work_dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
