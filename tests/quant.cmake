@@ -4,3 +4,4 @@ qs_add_unit_test(test_quant unit/test_quant.c)
 # default (spinning) wait policy the idle team burns the second core that the
 # test's own code and other tests need.
 set_property(TEST test_quant APPEND PROPERTY ENVIRONMENT OMP_WAIT_POLICY=passive)
+qs_add_py_test(layer_cli tests/py/test_layer_cli.py TIMEOUT 300)
