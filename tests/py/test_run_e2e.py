@@ -139,7 +139,7 @@ tensors["model.layers.2.mlp.down_proj.weight"] = w
 safetensors_np.save_file(tensors, st)
 out = os.path.join(tmp, "o-nan")
 p = qstest.mpirun(3, ["run", "--model", model, "--calib", os.path.join(tmp, "calib-llama.npy"),
-                      "--work", os.path.join(tmp, "w-nan"), "--out", out], expect=None, timeout=120)
+                      "--work", os.path.join(tmp, "w-nan"), "--out", out, "--group-size", 32], expect=None, timeout=120)
 qstest.check(p.returncode != 0, "a NaN weight must fail the run")
 qstest.check("rank 2" in p.stderr and "down_proj" in p.stderr, f"the failing rank and tensor are named: {p.stderr}")
 qstest.check(not os.path.exists(os.path.join(out, "model.safetensors.index.json")), "no index after a failed run")
