@@ -179,6 +179,16 @@ static bool is_byte_token(const char *s)
     return strlen(s) == 6 && !strncmp(s, "<0x", 3) && s[5] == '>' && strchr(hex, s[3]) && strchr(hex, s[4]);
 }
 
+typedef struct vocab_entry {
+    const char *s;
+    int64_t id;
+} vocab_entry;
+
+static int cmp_entry(const void *a, const void *b)
+{
+    return strcmp(((const vocab_entry *)a)->s, ((const vocab_entry *)b)->s);
+}
+
 /* llama.cpp's converter treats these added tokens as control tokens too. */
 static bool looks_special(const char *t)
 {
@@ -465,16 +475,23 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
             if (is_added[i] && !special[i]) special[i] = looks_special(v->tok[i]);
     }
 
-    /* merges: gpt2 writes them; llama turns their ranks into scores */
+    /* merges: gpt2 writes them; llama turns their ranks into scores. cJSON
+     * arrays and objects are lists, so walk them once and look pieces up in a
+     * sorted copy of the vocabulary (Llama-3 has 280k merges, 128k tokens). */
     int n_merges = cJSON_GetArraySize(merges);
     float *rank_score = NULL;
+    vocab_entry *sorted = NULL;
+    size_t n_sorted = 0;
     if (st == QS_OK && !strcmp(v->model, "gpt2") && n_merges > 0) {
         v->merges = calloc((size_t)n_merges, sizeof *v->merges);
         if (!v->merges) st = qs_error_set(err, QS_ERR_NOMEM, "%s: merges", tok_path);
-        for (int k = 0; k < n_merges && st == QS_OK; k++) {
-            v->merges[k] = merge_string(cJSON_GetArrayItem(merges, k));
+        int k = 0;
+        cJSON_ArrayForEach(e, merges)
+        {
+            if (st != QS_OK) break;
+            v->merges[k] = merge_string(e);
             if (!v->merges[k]) st = qs_error_set(err, QS_ERR_INPUT, "%s: model.merges[%d] is not a merge", tok_path, k);
-            v->n_merges = (size_t)k + 1;
+            v->n_merges = (size_t)++k;
         }
     }
     if (st == QS_OK && !strcmp(v->model, "llama")) {
@@ -483,43 +500,56 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
          * merge that makes it: that reproduces the BPE merge order. Pieces no
          * merge makes score below every merge. */
         rank_score = malloc((size_t)n_vocab * sizeof *rank_score);
-        if (!rank_score) st = qs_error_set(err, QS_ERR_NOMEM, "%s: scores", tok_path);
-        for (int64_t i = 0; st == QS_OK && i < n_vocab; i++) rank_score[i] = -(float)n_merges;
-        for (int k = n_merges - 1; st == QS_OK && k >= 0; k--) {
-            char *ms = merge_string(cJSON_GetArrayItem(merges, k));
-            if (!ms) {
+        sorted = malloc(((size_t)cJSON_GetArraySize(vmap) + 1) * sizeof *sorted);
+        if (!rank_score || !sorted) st = qs_error_set(err, QS_ERR_NOMEM, "%s: scores", tok_path);
+        for (int64_t i = 0; st == QS_OK && i < n_vocab; i++) rank_score[i] = 1.0f; /* not scored yet */
+        cJSON_ArrayForEach(e, vmap)
+        {
+            if (st != QS_OK) break;
+            sorted[n_sorted].s = e->string;
+            sorted[n_sorted++].id = (int64_t)e->valuedouble;
+        }
+        if (st == QS_OK) qsort(sorted, n_sorted, sizeof *sorted, cmp_entry);
+        int k = 0;
+        cJSON_ArrayForEach(e, merges)
+        {
+            if (st != QS_OK) break;
+            const char *a = NULL, *b = NULL;
+            char *ms = NULL;
+            if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(e->child) &&
+                cJSON_IsString(e->child->next)) {
+                a = e->child->valuestring, b = e->child->next->valuestring;
+            } else if (cJSON_IsString(e) && (ms = strdup(e->valuestring)) && strchr(ms, ' ')) {
+                char *sp = strchr(ms, ' ');
+                *sp = '\0';
+                a = ms, b = sp + 1;
+            }
+            if (!a) {
+                free(ms);
                 st = qs_error_set(err, QS_ERR_INPUT, "%s: model.merges[%d] is not a merge", tok_path, k);
                 break;
             }
-            /* the piece is the two parts joined (for the list form the parts
-             * are taken as they are, spaces included) */
-            const cJSON *mg = cJSON_GetArrayItem(merges, k);
-            char *joined;
-            if (cJSON_IsArray(mg)) {
-                const char *a = cJSON_GetArrayItem(mg, 0)->valuestring, *b = cJSON_GetArrayItem(mg, 1)->valuestring;
-                joined = malloc(strlen(a) + strlen(b) + 1);
-                if (joined) strcpy(joined, a), strcat(joined, b);
-            } else {
-                char *sp = strchr(ms, ' ');
-                joined = malloc(strlen(ms) + 1);
-                if (joined && sp) {
-                    memcpy(joined, ms, (size_t)(sp - ms));
-                    strcpy(joined + (sp - ms), sp + 1);
-                } else if (joined) {
-                    strcpy(joined, ms);
-                }
-            }
-            free(ms);
+            size_t na = strlen(a), nb = strlen(b);
+            char *joined = malloc(na + nb + 1);
             if (!joined) {
+                free(ms);
                 st = qs_error_set(err, QS_ERR_NOMEM, "%s: merges", tok_path);
                 break;
             }
-            const cJSON *id = cJSON_GetObjectItemCaseSensitive(vmap, joined);
-            if (cJSON_IsNumber(id) && id->valuedouble >= 0 && id->valuedouble < (double)n_vocab)
-                rank_score[(int64_t)id->valuedouble] = -(float)k; /* going down: the lowest rank wins */
+            memcpy(joined, a, na);
+            memcpy(joined + na, b, nb + 1);
+            vocab_entry key = {joined, 0};
+            const vocab_entry *hit = bsearch(&key, sorted, n_sorted, sizeof *sorted, cmp_entry);
+            if (hit && hit->id >= 0 && hit->id < n_vocab && rank_score[hit->id] > 0)
+                rank_score[hit->id] = -(float)k; /* the first (lowest-rank) merge making it */
             free(joined);
+            free(ms);
+            k++;
         }
+        for (int64_t i = 0; st == QS_OK && i < n_vocab; i++)
+            if (rank_score[i] > 0) rank_score[i] = -(float)n_merges;
     }
+    free(sorted);
     for (int64_t i = 0; st == QS_OK && i < n_vocab; i++) {
         if (!v->tok[i]) {
             char pad[32];
