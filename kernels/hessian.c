@@ -113,12 +113,15 @@ qs_status qs_hessian_merge_f64(qs_hessian *h, const double *other, int64_t other
 void qs_hessian_get_f32(const qs_hessian *h, float *out)
 {
     int64_t n = h->n;
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t j = i; j < n; j++) {
-            size_t k = (size_t)i * (size_t)n + (size_t)j;
-            float v = h->f64 ? (float)h->h64[k] : h->h32[k];
-            out[k] = v;
-            out[(size_t)j * (size_t)n + (size_t)i] = v;
-        }
-    }
+    /* 64×64 tiles of the upper triangle: the mirrored writes stay in cache. */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t ib = 0; ib < n; ib += 64)
+        for (int64_t jb = ib; jb < n; jb += 64)
+            for (int64_t i = ib; i < ib + 64 && i < n; i++)
+                for (int64_t j = (jb > i ? jb : i); j < jb + 64 && j < n; j++) {
+                    size_t k = (size_t)i * (size_t)n + (size_t)j;
+                    float v = h->f64 ? (float)h->h64[k] : h->h32[k];
+                    out[k] = v;
+                    out[(size_t)j * (size_t)n + (size_t)i] = v;
+                }
 }

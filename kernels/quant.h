@@ -70,8 +70,11 @@ typedef struct qs_quant_result {
     double damp_abs;
     int64_t dead_columns; /* GPTQ: columns with H_ii == 0 */
     double seconds;       /* wall time of the quantize call */
-    /* GPTQ phase times: H^-1 factor, within-block sweeps, trailing GEMMs,
-     * and the flops of the trailing GEMMs (2·rows·count·(cols - i2) each). */
+    /* GPTQ phase times (wall; the sweep and GEMM shares are thread-seconds
+     * divided by the threads used): factorization (Cholesky of H and the
+     * inverses of its diagonal blocks), within-block sweeps (with the
+     * gathers and the block-start GEMMs), trailing GEMMs; and the flops of
+     * the trailing GEMMs (2·rows·count·(cols - i2) each). */
     double seconds_factor, seconds_sweep, seconds_update;
     double update_flops;
 } qs_quant_result;
@@ -103,8 +106,12 @@ qs_status qs_quant_rtn(const float *w, int64_t rows, int64_t cols, const qs_quan
 /* GPTQ. w is [rows, cols] (not modified). h is the [cols, cols] Hessian
  * (2/n Σ x xᵀ); only its UPPER triangle is read and the whole buffer is
  * overwritten (it becomes workspace — copy it first if you need it). Uses be
- * for GEMM and Cholesky. QS_ERR_NUMERIC when the damped H is not positive
- * definite (raise damp). */
+ * for the GEMMs; the CPU implementation factors with LAPACK directly and, on
+ * more than one OpenMP thread, sets OpenBLAS to one thread for the duration
+ * of the sweep (process-wide; restored after). Scratch: about 2·rows·cols
+ * floats plus a row panel per thread. The result does not depend on the
+ * thread count. QS_ERR_NUMERIC when the damped H is not positive definite
+ * (raise damp). */
 qs_status qs_quant_gptq(const qs_backend_i *be, const float *w, int64_t rows, int64_t cols, float *h,
                         const qs_quant_opts *o, qs_quant_result *res, qs_error *err);
 

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -526,7 +527,7 @@ static void test_gptq_vs_plain(void **state)
 {
     (void)state;
     gptq_case_env e;
-    env_init(&e, 24, 256);
+    env_init(&e, 16, 256);
     static const int bits[] = {2, 3, 4, 8}, gss[] = {32, 64, 128, -1};
     cmp_stats st = {0};
     int cases = 0;
@@ -656,6 +657,39 @@ static void test_gptq_dead_columns_zeroed(void **state)
     qs_quant_result_free(&res);
     free(w);
     free(h);
+}
+
+/* The result must not depend on the thread count (row panels, BLAS threads):
+ * resumed and re-ranked runs produce byte-identical exports. */
+static void test_gptq_thread_invariant(void **state)
+{
+    (void)state;
+    int64_t rows = 300, n = 256; /* several row panels, a partial tile */
+    float *w = make_w(rows, n), *h = make_h(H_RANDOM, n), *h2 = malloc(sizeof(float) * (size_t)(n * n));
+    qs_quant_opts o;
+    qs_quant_opts_default(&o);
+    o.act_order = true;
+    o.group_size = 64;
+    qs_quant_result a, b;
+    qs_error err = {0};
+    assert_int_equal(qs_quant_result_init(&a, rows, n, &o, &err), QS_OK);
+    assert_int_equal(qs_quant_result_init(&b, rows, n, &o, &err), QS_OK);
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    memcpy(h2, h, sizeof(float) * (size_t)(n * n));
+    assert_int_equal(qs_quant_gptq(qs_backend_cpu(), w, rows, n, h2, &o, &a, &err), QS_OK);
+    omp_set_num_threads(saved > 1 ? saved : 2);
+    memcpy(h2, h, sizeof(float) * (size_t)(n * n));
+    assert_int_equal(qs_quant_gptq(qs_backend_cpu(), w, rows, n, h2, &o, &b, &err), QS_OK);
+    omp_set_num_threads(saved);
+    assert_memory_equal(a.codes, b.codes, (size_t)(rows * n));
+    assert_memory_equal(a.q, b.q, sizeof(float) * (size_t)(rows * n));
+    assert_memory_equal(a.scales, b.scales, sizeof(float) * (size_t)(a.groups * rows));
+    qs_quant_result_free(&a);
+    qs_quant_result_free(&b);
+    free(w);
+    free(h);
+    free(h2);
 }
 
 /* ---- RTN --------------------------------------------------------------------- */
@@ -888,6 +922,7 @@ int main(void)
         cmocka_unit_test(test_hessian_stream_and_merge),
         cmocka_unit_test(test_gptq_dead_columns_zeroed),
         cmocka_unit_test(test_gptq_not_pd),
+        cmocka_unit_test(test_gptq_thread_invariant),
         cmocka_unit_test(test_gptq_vs_plain),
         cmocka_unit_test(test_gptq_block_sizes),
         cmocka_unit_test(test_gptq_f32_factor),
