@@ -6,6 +6,8 @@
  *                      the total) or text ("... block N ... done", "N blocks")
  *   blocks/block_*.h5  one file per finished block
  *   qshard_report.json written when a run has finished ("blocks", "layers")
+ *   fingerprint.json   the run's model dir: its config.json gives the total
+ *                      while the journal has not said it yet
  *   slurm_job_id       the id of the Slurm job that last started (the batch script)
  *   slurm_submitted    the ids `qshard submit` got from sbatch
  *   slurm.log          the batch script's events (start, signal, requeue, finish)
@@ -22,6 +24,7 @@
 
 #include "pipeline/cli.h"
 #include "pipeline/fsutil.h"
+#include "pipeline/model_config.h"
 
 #define LAST_EVENTS 5
 
@@ -174,6 +177,35 @@ static void read_journal(const char *work, status_info *s)
     if (files > s->blocks_done) s->blocks_done = files;
 }
 
+/* The total from the model's config.json (fingerprint.json names the model
+ * dir; a relative one is tried against the current dir and the work dir's parent). */
+static void total_from_fingerprint(const char *work, status_info *s)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/fingerprint.json", work);
+    char *data = NULL;
+    size_t len = 0;
+    qs_error err = {0};
+    if (qs_read_file(path, &data, &len, &err) != QS_OK) return;
+    cJSON *fp = cJSON_Parse(data);
+    free(data);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(fp, "model");
+    const cJSON *dir = cJSON_GetObjectItemCaseSensitive(model, "dir");
+    if (cJSON_IsString(dir)) {
+        char cand[2][4200];
+        snprintf(cand[0], sizeof cand[0], "%s/config.json", dir->valuestring);
+        snprintf(cand[1], sizeof cand[1], "%s/../%s/config.json", work, dir->valuestring);
+        for (int i = 0; i < (dir->valuestring[0] == '/' ? 1 : 2); i++) {
+            qs_model_config cfg;
+            if (qs_path_exists(cand[i]) && qs_model_config_load(cand[i], &cfg, &err) == QS_OK) {
+                s->blocks_total = cfg.n_layers;
+                break;
+            }
+        }
+    }
+    cJSON_Delete(fp);
+}
+
 static void read_report(const char *work, status_info *s)
 {
     snprintf(s->report_path, sizeof s->report_path, "%s/qshard_report.json", work);
@@ -321,6 +353,7 @@ int qs_cmd_status(int argc, char **argv)
     s.blocks_done = -1;
     s.restarts = -1;
     read_journal(work, &s);
+    if (s.journal && s.blocks_total < 0) total_from_fingerprint(work, &s);
     read_report(work, &s);
     read_slurm(work, &s);
     int code = json ? print_json(work, &s) : (print_text(work, &s), 0);

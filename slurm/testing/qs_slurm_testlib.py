@@ -54,6 +54,13 @@ def tinystories_tokens(tokenizer_json, text_file, out_npy, rows=64, seq=128, see
     return arr.shape
 
 
+def need_numpy():
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        skip("python module numpy is not installed (scripts/install_deps.sh puts it in .venv)")
+
+
 def random_tokens(out_npy, vocab, rows, seq, seed=0):
     import numpy as np
     arr = np.random.default_rng(seed).integers(0, vocab, size=(rows, seq)).astype(np.int32)

@@ -286,18 +286,29 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
         return None
 
     def wait_job(self, job_id, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"),
-                 timeout=300, release_requeued=True):
-        """Waits until the job is in one of states; returns the state. A requeued job waiting for its
-        BeginTime (Slurm holds it about two minutes) is released at once when release_requeued."""
+                 timeout=300, release_requeued=True, min_restarts=0, settle=3.0):
+        """Waits until the job is in one of states and stays there for settle seconds (a job that
+        requeues itself passes through FAILED/COMPLETED for a moment), with at least min_restarts
+        restarts; returns the state. A requeued job waiting for its BeginTime (Slurm holds it about
+        two minutes) is released at once when release_requeued."""
         t_end = time.time() + timeout
-        state = None
+        state, seen, since = None, None, 0.0
         while time.time() < t_end:
             state = self.job_field(job_id, "JobState")
+            restarts = int(self.job_field(job_id, "Restarts") or 0)
+            now = time.time()
             if state in states:
-                return state
-            if release_requeued and state == "PENDING" and self.job_field(job_id, "Reason") == "BeginTime":
-                self.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
-            time.sleep(1)
+                if seen != (state, restarts):
+                    seen, since = (state, restarts), now
+                stable = now - since
+                # short of the restarts asked for: give a requeue time to show, then accept the end
+                if (restarts >= min_restarts and stable >= settle) or stable >= max(settle, 20):
+                    return state
+            else:
+                seen = None
+                if release_requeued and state == "PENDING" and self.job_field(job_id, "Reason") == "BeginTime":
+                    self.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
+            time.sleep(0.5)
         raise AssertionError(f"job {job_id} still {state} after {timeout} s\n" + self.log_tail())
 
     # ---- stop ------------------------------------------------------------------
