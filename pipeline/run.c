@@ -9,6 +9,8 @@
 
 #include "kernels/backend.h"
 #include "pipeline/checkpoint.h"
+#include "pipeline/export.h"
+#include "pipeline/export_gguf.h"
 #include "pipeline/export_gptq.h"
 #include "pipeline/fingerprint.h"
 #include "pipeline/fsutil.h"
@@ -61,7 +63,8 @@ static qs_quant_opts quant_opts(const qs_run_options *o)
 
 typedef struct run_ctx {
     const qs_run_options *o;
-    qs_gptq_export *exp;
+    qs_gptq_export *exp;  /* NULL when gptq is not among --formats */
+    qs_gguf_export *gguf; /* NULL when gguf is not among --formats */
     const char *fingerprint;
     bool resuming;
     int rank;
@@ -108,7 +111,8 @@ static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
         qs_journal_append(r->o->work, "rank %d block %d done xxh64=%016llx seconds=%.3f", r->rank, b->layer,
                           (unsigned long long)h, b->seconds);
     }
-    QS_TRY(qs_gptq_export_block(r->exp, b, err));
+    if (r->exp) QS_TRY(qs_gptq_export_block(r->exp, b, err));
+    if (r->gguf) QS_TRY(qs_gguf_export_block(r->gguf, b, err));
     for (int i = 0; i < b->blk->n_linears; i++) {
         const qs_linear_stats *s = &b->stats[i];
         cJSON *e = cJSON_CreateObject();
@@ -138,6 +142,9 @@ typedef struct setup {
     int64_t dims[2]; /* rows, seq */
     qs_plan plan;
     qs_gptq_export *exp;
+    qs_gguf_export *gguf;
+    bool want_gptq, want_gguf, want_hdf5;
+    char gguf_path[QS_PATH_MAX + 16];
 } setup;
 
 static qs_status load_calibration(const qs_run_options *o, const qs_model_config *cfg, qs_tensor *t, qs_error *err)
@@ -201,7 +208,26 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
     QS_TRY(qs_plan_make(cfg, &p, c->size, 0, 0, &s->plan, err));
     qs_gptq_export_opts eo = {quant_opts(o), o->true_sequential, !strcmp(o->checkpoint_format, "gptq_v2"),
                               o->max_shard_size};
-    QS_TRY(qs_gptq_export_init(&s->exp, o->out, s->m, &s->names, &eo, err));
+    /* --formats: a comma list of gptq, gguf, hdf5 */
+    char list[sizeof o->formats];
+    snprintf(list, sizeof list, "%s", o->formats);
+    for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (!strcmp(t, "gptq")) s->want_gptq = true;
+        else if (!strcmp(t, "gguf")) s->want_gguf = true;
+        else if (!strcmp(t, "hdf5")) s->want_hdf5 = true;
+        else return qs_error_set(err, QS_ERR_INPUT, "--formats: unknown format '%s' (expected gptq, gguf, hdf5)", t);
+    }
+    if (s->want_gptq) QS_TRY(qs_gptq_export_init(&s->exp, o->out, s->m, &s->names, &eo, err));
+    if (s->want_gguf) {
+        /* GGUF is one file: ranks pwrite their tensors into it at planned offsets */
+        qs_gguf_export_opts go;
+        memset(&go, 0, sizeof go);
+        go.quant = quant_opts(o);
+        go.fallback_f16 = !strcmp(o->gguf_fallback, "f16");
+        snprintf(s->gguf_path, sizeof s->gguf_path, "%s/model.gguf", o->out);
+        QS_TRY(qs_gguf_export_init(&s->gguf, s->gguf_path, s->m, &s->names, &go, err));
+        if (c->rank == 0) QS_TRY(qs_gguf_export_create(s->gguf, err));
+    }
     return QS_OK;
 }
 
@@ -245,7 +271,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     fprintf(stderr, "[rank %d] blocks [%d, %d)%s%s\n", c->rank, mine->first_block, mine->end_block,
             mine->embed ? " + embedding" : "", mine->head ? " + head" : "");
 
-    run_ctx rc = {o, s.exp, s.fp_id, s.resuming != 0, c->rank, 0, cJSON_CreateArray()};
+    run_ctx rc = {o, s.exp, s.gguf, s.fp_id, s.resuming != 0, c->rank, 0, cJSON_CreateArray()};
     qs_stage_args a;
     memset(&a, 0, sizeof a);
     a.comm = c;
@@ -273,8 +299,10 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     a.stop_flag = stop_flag;
     qs_stage_timing tm;
     st = qs_stage_run(&a, &tm, err);
-    if (st == QS_OK && mine->embed) st = qs_gptq_export_embed(s.exp, err);
-    if (st == QS_OK && mine->head) st = qs_gptq_export_head(s.exp, err);
+    if (st == QS_OK && mine->embed && s.exp) st = qs_gptq_export_embed(s.exp, err);
+    if (st == QS_OK && mine->head && s.exp) st = qs_gptq_export_head(s.exp, err);
+    if (st == QS_OK && mine->embed && s.gguf) st = qs_gguf_export_embed(s.gguf, err);
+    if (st == QS_OK && mine->head && s.gguf) st = qs_gguf_export_head(s.gguf, err);
     /* a stop request: every rank gets here (waits poll for it); agree, then exit 3 */
     int64_t stopped[1] = {st == QS_ERR_INTERRUPTED};
     if (st == QS_OK || st == QS_ERR_INTERRUPTED) {
@@ -317,7 +345,16 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     if (st == QS_OK) st = agree(c, st, err);
     if (st == QS_OK) st = c->allreduce_sum_f64(c->ctx, tt, (size_t)(c->size * NT), err);
     /* every shard is durable on every rank here: now the index and configs */
-    if (st == QS_OK && c->rank == 0) st = qs_gptq_export_finish(s.exp, err);
+    if (st == QS_OK && c->rank == 0 && s.gguf) st = qs_gguf_export_finish(s.gguf, err);
+    if (st == QS_OK && c->rank == 0 && s.want_hdf5) {
+        /* the archive is made from the block checkpoints (the work dir is shared) */
+        char h5[QS_PATH_MAX + 16];
+        snprintf(h5, sizeof h5, "%s/qshard.h5", o->out);
+        qs_export_opts xo = {.format = QS_EXPORT_HDF5};
+        st = qs_export_from_work(o->work, h5, &xo, err);
+    }
+    /* the GPTQ index last: its presence marks a complete export */
+    if (st == QS_OK && c->rank == 0 && s.exp) st = qs_gptq_export_finish(s.exp, err);
     if (st == QS_OK && c->rank == 0) {
         /* the report: every rank's per-layer statistics, in block order */
         cJSON *rep = cJSON_CreateObject();
@@ -364,8 +401,9 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         print_timing(c, tt, NT, o->json);
         if (st == QS_OK) {
             qs_journal_append(o->work, "run finished: %d blocks, export in %s", cfg->n_layers, o->out);
-            fprintf(stderr, "qshard run: done in %.1f s: %d shards in %s, report in %s/qshard_report.json\n",
-                    now() - t0, qs_gptq_export_shards(s.exp), o->out, o->work);
+            fprintf(stderr, "qshard run: done in %.1f s: %s%s%s in %s, report in %s/qshard_report.json\n",
+                    now() - t0, s.exp ? "GPTQ safetensors" : "", s.gguf ? " + model.gguf" : "",
+                    s.want_hdf5 ? " + qshard.h5" : "", o->out, o->work);
         }
     }
     free(tt);
@@ -373,6 +411,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
 out:
     qs_fingerprint_free(&s.fp);
     qs_gptq_export_free(s.exp);
+    qs_gguf_export_free(s.gguf);
     qs_plan_free(&s.plan);
     qs_tensor_free(&s.tokens);
     qs_manifest_close(s.m);

@@ -26,6 +26,7 @@ void qs_run_options_default(qs_run_options *o)
     strcpy(o->checkpoint_format, "gptq");
     o->max_shard_size = 4ull << 30;
     strcpy(o->formats, "gptq");
+    strcpy(o->gguf_fallback, "none");
     o->slurm.nodes = 1;
     o->slurm.gpus_per_node = 0;
     o->slurm.cpus_per_task = 2;
@@ -72,6 +73,7 @@ static const key_def keys[] = {
     {"checkpoint-format", K_STR, F(checkpoint_format), 0, 0, "gptq|gptq_v2"},
     {"max-shard-size", K_BYTES, F(max_shard_size), 0, 0, "SIZE output shard size (4GiB)"},
     {"formats", K_STR, F(formats), 0, 0, "LIST      exports: gptq,gguf,hdf5 (default gptq)"},
+    {"gguf-fallback", K_STR, F(gguf_fallback), 0, 0, "none|f16 gguf: linears GGUF cannot hold exactly as F16"},
     {"nodes", K_INT, F(slurm.nodes), 1, 1 << 20, "N          Slurm nodes"},
     {"gpus-per-node", K_INT, F(slurm.gpus_per_node), 0, 1024, "G  GPUs per node (one rank each)"},
     {"tasks-per-node", K_INT, F(slurm.tasks_per_node), 0, 1024, "T ranks per node without GPUs"},
@@ -243,6 +245,8 @@ qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
     if (o->group_size == 0 || o->group_size < -1)
         return qs_error_set(err, QS_ERR_INPUT, "--group-size: expected a positive size or -1, got %d", o->group_size);
     if (o->damp < 0 || o->damp > 1) return qs_error_set(err, QS_ERR_INPUT, "--damp: expected [0, 1], got %g", o->damp);
+    if (strcmp(o->gguf_fallback, "none") && strcmp(o->gguf_fallback, "f16"))
+        return qs_error_set(err, QS_ERR_INPUT, "--gguf-fallback: expected none or f16, got '%s'", o->gguf_fallback);
     if (strcmp(o->checkpoint_format, "gptq") && strcmp(o->checkpoint_format, "gptq_v2"))
         return qs_error_set(err, QS_ERR_INPUT, "--checkpoint-format: expected gptq or gptq_v2, got '%s'",
                             o->checkpoint_format);

@@ -64,6 +64,7 @@ typedef struct qs_run_options {
     char checkpoint_format[16]; /* "gptq" (v1) or "gptq_v2" */
     uint64_t max_shard_size;
     char formats[64];       /* comma list: gptq,gguf,hdf5 */
+    char gguf_fallback[8];  /* "none" or "f16" */
     qs_slurm_options slurm;
 } qs_run_options;
 
