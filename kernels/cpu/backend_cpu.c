@@ -31,28 +31,47 @@ static void cpu_dsyrk_t(void *ctx, int64_t n, int64_t k, double alpha, const dou
 
 static qs_status lapack_status(lapack_int info) { return info == 0 ? QS_OK : QS_ERR_NUMERIC; }
 
+/* OpenBLAS's factorizations round differently with different thread counts;
+ * results must not depend on how many cores a rank was given, so they run on
+ * one BLAS thread (gemm and syrk do not have this problem). */
+#define ONE_THREAD(call)                          \
+    do {                                          \
+        int t_ = openblas_get_num_threads();      \
+        openblas_set_num_threads(1);              \
+        info = (call);                            \
+        openblas_set_num_threads(t_);             \
+    } while (0)
+
 static qs_status cpu_spotrf(void *ctx, bool upper, int64_t n, float *a, int64_t lda)
 {
     (void)ctx;
-    return lapack_status(LAPACKE_spotrf(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+    lapack_int info;
+    ONE_THREAD(LAPACKE_spotrf(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+    return lapack_status(info);
 }
 
 static qs_status cpu_spotri(void *ctx, bool upper, int64_t n, float *a, int64_t lda)
 {
     (void)ctx;
-    return lapack_status(LAPACKE_spotri(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+    lapack_int info;
+    ONE_THREAD(LAPACKE_spotri(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+    return lapack_status(info);
 }
 
 static qs_status cpu_dpotrf(void *ctx, bool upper, int64_t n, double *a, int64_t lda)
 {
     (void)ctx;
-    return lapack_status(LAPACKE_dpotrf(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+    lapack_int info;
+    ONE_THREAD(LAPACKE_dpotrf(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+    return lapack_status(info);
 }
 
 static qs_status cpu_dpotri(void *ctx, bool upper, int64_t n, double *a, int64_t lda)
 {
     (void)ctx;
-    return lapack_status(LAPACKE_dpotri(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+    lapack_int info;
+    ONE_THREAD(LAPACKE_dpotri(LAPACK_ROW_MAJOR, upper ? 'U' : 'L', (lapack_int)n, a, (lapack_int)lda));
+    return lapack_status(info);
 }
 
 static int cpu_threads(void *ctx)

@@ -161,15 +161,27 @@ static void reverse_f32(float *a, int64_t n)
  * n = 4096, +60% time. So these call LAPACKE directly (column-major, the
  * _work entry points: no O(n²) NaN scan), and so does the small triangular
  * inversion, which is not in the backend table — see docs/quantization.md. */
+/* OpenBLAS's potrf gives different roundings with different thread counts
+ * (measured: thousands of differing elements at n = 128, 1 vs 2 threads),
+ * and ranks of one run may have different thread counts (mpirun binds a
+ * rank to one core when ranks <= cores, not when oversubscribed). Exports
+ * must not depend on that, so the factorization always runs on one BLAS
+ * thread; gemm and syrk, checked the same way, do not depend on it. */
 static qs_status potrf_lower_f32(float *a, int64_t n)
 {
+    int threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     lapack_int info = LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'U', (lapack_int)n, a, (lapack_int)n);
+    openblas_set_num_threads(threads);
     return info == 0 ? QS_OK : QS_ERR_NUMERIC;
 }
 
 static qs_status potrf_lower_f64(double *a, int64_t n)
 {
+    int threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     lapack_int info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', (lapack_int)n, a, (lapack_int)n);
+    openblas_set_num_threads(threads);
     return info == 0 ? QS_OK : QS_ERR_NUMERIC;
 }
 
@@ -394,7 +406,7 @@ qs_status qs_quant_gptq(const qs_backend_i *be, const float *w, int64_t rows, in
     }
     float *tinv = qs_malloc((tsize ? tsize : 1) * sizeof(float));
     float *ws = qs_malloc((size_t)rows * (size_t)(lmax ? lmax : 1) * sizeof(float)); /* block-start W */
-    float *wp = qs_calloc((size_t)rows * (size_t)n, sizeof(float)); /* A, then the values */
+    float *wp = qs_malloc((size_t)rows * (size_t)n * sizeof(float)); /* A, then the values */
     float *w1 = qs_malloc((size_t)(rows + QS_GPTQ_LANES) * (size_t)B * sizeof(float)); /* block copies */
     float *e1 = qs_malloc((size_t)rows * (size_t)B * sizeof(float));   /* block W - Q */
     float *et = qs_malloc((size_t)(rows + QS_GPTQ_LANES) * (size_t)B * sizeof(float));
@@ -463,7 +475,7 @@ qs_status qs_quant_gptq(const qs_backend_i *be, const float *w, int64_t rows, in
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
             const float *src = w + r * n;
-            float *tmp = wp + r * n; /* A's row is scratch until it is zeroed again */
+            float *tmp = wp + r * n; /* A's row is scratch: block 0's GEMM overwrites it */
             for (int64_t c = 0; c < n; c++) tmp[c] = dead[c] ? 0.0f : src[c];
             for (int64_t g = 0; g < n / gs; g++) {
                 float s, z;
@@ -471,7 +483,6 @@ qs_status qs_quant_gptq(const qs_backend_i *be, const float *w, int64_t rows, in
                 res->scales[g * rows + r] = s;
                 res->zeros[g * rows + r] = (int32_t)z;
             }
-            memset(tmp, 0, (size_t)n * sizeof(float));
         }
     }
 
@@ -546,9 +557,10 @@ qs_status qs_quant_gptq(const qs_backend_i *be, const float *w, int64_t rows, in
                 double tu = now_s();
                 t_sweep += tu - ts;
                 if (i2 < n) {
-                    /* A[r0:r1, i2:] += (W - Q)[:, i1:i2] · V[i1:i2, i2:] — one GEMM per block and panel. */
-                    be->sgemm(be->ctx, false, false, m, n - i2, count, 1.0f, e1 + r0 * B, B, V + i1 * n + i2, n, 1.0f,
-                              wp + r0 * n + i2, n);
+                    /* A[r0:r1, i2:] += (W - Q)[:, i1:i2] · V[i1:i2, i2:] — one GEMM per block and panel;
+                     * block 0's sets A (beta 0: A is never zeroed, columns < B are never read). */
+                    be->sgemm(be->ctx, false, false, m, n - i2, count, 1.0f, e1 + r0 * B, B, V + i1 * n + i2, n,
+                              i1 == 0 ? 0.0f : 1.0f, wp + r0 * n + i2, n);
                     flops += 2.0 * (double)m * (double)count * (double)(n - i2);
                 }
                 t_upd += now_s() - tu;

@@ -81,6 +81,13 @@ for bits in (4, 3):
         for o in outs[1:]:
             same_exports(outs[0], o)
         results[(bits, method)] = quality(outs[0], evalset)
+# thread counts must not change the numbers (mpirun binds a rank to one core when
+# ranks <= cores, not when oversubscribed): one BLAS/OpenMP thread vs two
+one = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+qstest.run(["run", "--model", MODEL, "--calib", calib, "--work", os.path.join(tmp, "w-1thread"), "--out",
+            os.path.join(tmp, "o-1thread"), "--micro-batch", "4", "--method", "gptq", "--bits", 4, "--group-size", 32],
+           env=one)
+same_exports(os.path.join(tmp, "out-ts-gptq4-p1"), os.path.join(tmp, "o-1thread"))
 base = quality(MODEL, evalset)["nll"]
 print(f"tinystories NLL: fp {base:.4f}; " +
       ", ".join(f"{m}{b}: {v['nll']:.4f} (KL {v['kl_mean']:.4f}, top-1 {v['top1']:.3f})" for (b, m), v in results.items()))
