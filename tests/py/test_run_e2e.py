@@ -40,11 +40,12 @@ def token_rows(start_par, n_rows, seq):
 
 
 def model_files(d):
-    return sorted(f for f in os.listdir(d) if f.endswith(".safetensors") or f.endswith(".json"))
+    return sorted(f for f in os.listdir(d) if f.endswith((".safetensors", ".json", ".gguf")))
 
 
-def same_exports(a, b):
-    fa, fb = model_files(a), model_files(b)
+def same_exports(a, b, skip=()):
+    fa = [f for f in model_files(a) if not f.endswith(skip or ("//",))]
+    fb = [f for f in model_files(b) if not f.endswith(skip or ("//",))]
     qstest.check(fa == fb, f"{a} and {b} hold different files: {fa} vs {fb}")
     for f in fa:
         qstest.check(filecmp.cmp(os.path.join(a, f), os.path.join(b, f), shallow=False),
@@ -56,6 +57,8 @@ def quantize(np_, model, calib, tag, *extra):
     qstest.mpirun(np_, ["run", "--model", model, "--calib", calib, "--work", work, "--out", out,
                         "--micro-batch", "4", *extra])
     qstest.check(os.path.exists(os.path.join(out, "model.safetensors.index.json")), f"{out}: no index")
+    if any("gguf" in str(e) for e in extra):
+        qstest.check(os.path.getsize(os.path.join(out, "model.gguf")) > 0, f"{out}: no model.gguf")
     return out, work
 
 
@@ -75,8 +78,9 @@ for bits in (4, 3):
     for method in ("gptq", "rtn"):
         outs = []
         for np_ in ((1, 2) if (bits, method) == (4, "gptq") else (1,)):
+            fmt = ["--formats", "gptq,gguf"] if (bits, method) == (4, "gptq") else []
             out, work = quantize(np_, MODEL, calib, f"ts-{method}{bits}-p{np_}", "--method", method,
-                                 "--bits", bits, "--group-size", 32)
+                                 "--bits", bits, "--group-size", 32, *fmt)
             outs.append(out)
         for o in outs[1:]:
             same_exports(outs[0], o)
@@ -87,7 +91,7 @@ one = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 qstest.run(["run", "--model", MODEL, "--calib", calib, "--work", os.path.join(tmp, "w-1thread"), "--out",
             os.path.join(tmp, "o-1thread"), "--micro-batch", "4", "--method", "gptq", "--bits", 4, "--group-size", 32],
            env=one)
-same_exports(os.path.join(tmp, "out-ts-gptq4-p1"), os.path.join(tmp, "o-1thread"))
+same_exports(os.path.join(tmp, "out-ts-gptq4-p1"), os.path.join(tmp, "o-1thread"), skip=(".gguf",))
 base = quality(MODEL, evalset)["nll"]
 print(f"tinystories NLL: fp {base:.4f}; " +
       ", ".join(f"{m}{b}: {v['nll']:.4f} (KL {v['kl_mean']:.4f}, top-1 {v['top1']:.3f})" for (b, m), v in results.items()))
