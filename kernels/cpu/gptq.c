@@ -513,6 +513,7 @@ qs_status qs_quant_gptq(const qs_backend_i *be, const float *w, int64_t rows, in
     int threads = omp_get_max_threads();
     int64_t panel = (rows + 4 * threads - 1) / (4 * threads); /* ~4 panels a thread: balance under load */
     if (panel < 64) panel = 64;
+    if (panel > 512) panel = 512; /* a thread's gathered W is panel·cols floats */
     panel = (panel + QS_GPTQ_LANES - 1) / QS_GPTQ_LANES * QS_GPTQ_LANES; /* whole tiles: no shared w1 */
     int64_t npanels = (rows + panel - 1) / panel;
     bool solo = threads > 1 && npanels > 1;
