@@ -225,6 +225,13 @@ qs_status qs_run_options_parse_argv(qs_run_options *o, int argc, char **argv, qs
             if (key_eq(key, d->name)) k = d;
         if (!k) return qs_error_set(err, QS_ERR_INPUT, "unknown option '--%s'", key);
         bool is_switch = k->kind == K_BOOL || !strcmp(k->name, "sym") || !strcmp(k->name, "asym");
+        if (!value && is_switch && i + 1 < argc) {
+            /* a switch may be followed by an explicit true/false ("--act-order false") */
+            const char *n = argv[i + 1];
+            static const char *words[] = {"true", "false", "yes", "no", "on", "off", "1", "0"};
+            for (size_t w = 0; w < sizeof words / sizeof *words; w++)
+                if (!strcasecmp(n, words[w])) value = argv[++i];
+        }
         if (!value && !is_switch) {
             if (i + 1 >= argc) return qs_error_set(err, QS_ERR_INPUT, "--%s needs a value", k->name);
             value = argv[++i];

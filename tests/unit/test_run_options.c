@@ -32,8 +32,10 @@ static void test_job_file_and_overrides(void **state)
     qs_run_options o;
     qs_run_options_default(&o);
     qs_error err;
-    char *argv[] = {"run", job, "--bits", "4", "--sym", "--out=/elsewhere", NULL};
-    assert_int_equal(qs_run_options_parse_argv(&o, 6, argv, &err), QS_OK);
+    char *argv[] = {"run", job, "--bits", "4", "--sym", "--out=/elsewhere", "--static-groups", "false", "--mse", NULL};
+    assert_int_equal(qs_run_options_parse_argv(&o, 9, argv, &err), QS_OK);
+    assert_false(o.static_groups); /* a switch followed by an explicit false */
+    assert_true(o.mse);
     char want[600];
     snprintf(want, sizeof want, "%s/models/tiny", dir); /* relative to the job file */
     assert_string_equal(o.model, want);
