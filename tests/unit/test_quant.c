@@ -392,10 +392,12 @@ static void check_layout(const qs_quant_result *res, const qs_quant_opts *o)
 
 /* ---- GPTQ vs the plain GPTQ -------------------------------------------------- */
 
-/* Tie tolerance, in units of the grid step. The fast GPTQ runs in f32 and adds
- * the updates in another order (a 128-deep GEMM), so its W differs from the
- * double-precision plain one by ~1e-6 of a step; a code can only differ where
- * the plain x / scale lies that close to a .5 rounding boundary. After such a
+/* Tie tolerance, in units of the grid step. The fast GPTQ runs in f32 and
+ * sums the updates in another order (GEMMs of depth block_size), so its W
+ * differs from the double-precision plain one by 1e-7..1e-4 of a step (more
+ * for 8 bits and ill-conditioned H; the test prints the largest distance that
+ * explained a difference); a code can only differ where the plain x / scale
+ * lies that close to a .5 rounding boundary. After such a
  * tie the two rows legitimately diverge (a different code feeds a different
  * error forward), so each row is compared up to its first difference, which
  * must be explained by a tie: of a code, or of the scale (fp16 rounding of
