@@ -610,8 +610,10 @@ static void test_gptq_f32_factor(void **state)
             o.act_order = act;
             run_case(&e, H_RANDOM, &o, &st);
             run_case(&e, H_DEAD, &o, &st);
+            run_case(&e, H_ILLCOND, &o, &st);
         }
-    print_message("f32 factor: %lld of %lld rows diverged at a tie\n", (long long)st.diverged_rows, (long long)st.rows);
+    print_message("f32 factor: %lld of %lld rows diverged at a tie (max distance %.2g)\n", (long long)st.diverged_rows,
+                  (long long)st.rows, st.max_tie_dist);
     assert_true(st.diverged_rows * 20 <= st.rows);
     env_free(&e);
 }
