@@ -7,6 +7,7 @@
  * The writer reproduces numpy.save byte for byte (including the spare spaces
  * numpy leaves so that the first axis can grow in place).
  */
+#include "pipeline/fsutil.h"
 #include "pipeline/npy.h"
 
 #include <errno.h>
@@ -353,21 +354,6 @@ static const char *npy_descr(qs_dtype dt)
     }
 }
 
-static qs_status fsync_dir_of(const char *path, qs_error *err)
-{
-    size_t n = strlen(path) + 1;
-    char *copy = malloc(n);
-    if (!copy) return qs_error_set(err, QS_ERR_NOMEM, "%s: out of memory", path);
-    memcpy(copy, path, n);
-    const char *dir = dirname(copy);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    qs_status s = QS_OK;
-    if (fd < 0 || fsync(fd) != 0) s = qs_error_set(err, QS_ERR_IO, "%s: cannot fsync directory: %s", dir, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(copy);
-    return s;
-}
-
 qs_status qs_npy_write(const char *path, const qs_tensor *t, qs_error *err)
 {
     const char *descr = npy_descr(t->dtype);
@@ -435,5 +421,5 @@ qs_status qs_npy_write(const char *path, const qs_tensor *t, qs_error *err)
         return s;
     }
     free(tmp);
-    return fsync_dir_of(path, err);
+    return qs_fsync_dir_of(path, err);
 }

@@ -14,6 +14,7 @@
  * we write them sorted so that our output is deterministic.
  */
 #define _GNU_SOURCE /* qsort_r */
+#include "pipeline/fsutil.h"
 #include "pipeline/safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -782,20 +783,6 @@ qs_status qs_st_writer_tensor(qs_st_writer *w, const char *name, const void *byt
     return QS_OK;
 }
 
-/* fsync the directory holding path, so that a rename into it is durable. */
-static qs_status fsync_dir_of(const char *path, qs_error *err)
-{
-    char *copy = st_strdup(path);
-    if (!copy) return qs_error_set(err, QS_ERR_NOMEM, "%s: out of memory", path);
-    const char *dir = dirname(copy);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    qs_status s = QS_OK;
-    if (fd < 0 || fsync(fd) != 0) s = qs_error_set(err, QS_ERR_IO, "%s: cannot fsync directory: %s", dir, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(copy);
-    return s;
-}
-
 qs_status qs_st_writer_finish(qs_st_writer *w, qs_error *err)
 {
     if (!w->begun) QS_TRY(qs_st_writer_begin(w, err));
@@ -814,7 +801,7 @@ qs_status qs_st_writer_finish(qs_st_writer *w, qs_error *err)
         return qs_error_set(err, QS_ERR_IO, "%s: cannot rename to %s: %s", w->tmp, w->path, strerror(errno));
     free(w->tmp);
     w->tmp = NULL; /* renamed: nothing left to remove */
-    qs_status s = fsync_dir_of(w->path, err);
+    qs_status s = qs_fsync_dir_of(w->path, err);
     if (s != QS_OK) return s;
     qs_st_writer_abort(w); /* frees */
     return QS_OK;
