@@ -453,6 +453,15 @@ qs_status qs_st_read_f32(const qs_st_file *f, const qs_st_info *t, float *dst, b
         }
     }
     atomic_fetch_add(&st_bytes_read, t->nbytes);
+    /* The data now lives in dst: give the mapped pages back so a rank that
+     * streams block after block holds one block, not every block it has read
+     * (the kernel keeps them in the page cache; only whole pages inside this
+     * tensor are dropped). */
+    if (f->map) {
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t a = ((uintptr_t)src + page - 1) & ~(page - 1), b = ((uintptr_t)src + t->nbytes) & ~(page - 1);
+        if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+    }
     if (check_finite) {
         for (size_t i = 0; i < n; i++) {
             if (!isfinite(dst[i]))
