@@ -47,18 +47,29 @@ def rank_pids(work):
     return [int(x) for x in p.stdout.split()]
 
 
-def run_killed(np_, model, calib, work, out, at):
-    """Starts a run, SIGKILLs one random rank after `at` seconds (if still running)."""
+def blocks_done(work):
+    try:
+        return open(os.path.join(work, "journal.log")).read().count(" done xxh64=")
+    except OSError:
+        return 0
+
+
+def run_killed(np_, model, calib, work, out, after_blocks, delay):
+    """Starts a run and SIGKILLs one random rank once `after_blocks` blocks are
+    journaled plus `delay` seconds: a random moment that is still mid-run on a
+    loaded machine (a wall-clock deadline alone would often come too late)."""
     p = subprocess.Popen(cmd(np_, model, calib, work, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    t0 = time.time()
-    killed = False
+    killed, t_reached = False, None
     while p.poll() is None:
-        if not killed and time.time() - t0 >= at:
-            pids = rank_pids(work)
-            if pids:
-                os.kill(rnd.choice(pids), signal.SIGKILL)
-                killed = True
-        time.sleep(0.02)
+        if not killed:
+            if t_reached is None and blocks_done(work) >= after_blocks:
+                t_reached = time.time()
+            if t_reached is not None and time.time() - t_reached >= delay:
+                pids = rank_pids(work)
+                if pids:
+                    os.kill(rnd.choice(pids), signal.SIGKILL)
+                    killed = True
+        time.sleep(0.01)
     p.communicate()
     return killed, p.returncode
 
@@ -101,13 +112,16 @@ kills = 0
 for i, (name, np_) in enumerate(plan):
     model, calib = cases[(name)]
     work, out = os.path.join(tmp, f"kill{i}-w"), os.path.join(tmp, f"kill{i}-o")
-    at = rnd.uniform(0.2, max(0.3, durations[(name, np_)] * 0.9))
-    killed, rc = run_killed(np_, model, calib, work, out, at)
+    n_blocks = 2 if name == "tinystories" else 6
+    after = rnd.randrange(0, n_blocks - 1)
+    delay = rnd.uniform(0, durations[(name, np_)] / n_blocks / 2)
+    killed, rc = run_killed(np_, model, calib, work, out, after, delay)
     kills += killed
     done = len(os.listdir(os.path.join(work, "blocks"))) if os.path.isdir(os.path.join(work, "blocks")) else 0
     finish(np_, model, calib, work, out)
     same_exports(refs[(name, np_)], out)
-    print(f"kill {i}: {name} P={np_} at {at:.2f}s killed={killed} rc={rc} blocks done before resume={done}: identical")
+    print(f"kill {i}: {name} P={np_} after {after} blocks + {delay:.2f}s killed={killed} rc={rc} "
+          f"blocks done before resume={done}: identical")
 qstest.check(kills >= 8, f"only {kills} of 10 runs were killed mid-run; the runs are too short to test resume")
 
 # --- corrupted checkpoints are recomputed ------------------------------------------------------
