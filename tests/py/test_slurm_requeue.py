@@ -64,6 +64,8 @@ def main():
             for f in (f"slurm-{jid}.out", f"slurm-{jid}.err", "slurm.log"):
                 p = os.path.join(work, f)
                 print(f"--- {f}\n" + (L.read(p) if os.path.exists(p) else "(none)"))
+            print(h.run(["scontrol", "show", "job", jid], check=False).stdout)
+            print(h.log_tail(60))
             raise AssertionError(f"job {jid} ended {state}")
         log = L.read(os.path.join(work, "slurm.log"))
         print(log)

@@ -41,6 +41,8 @@ def main():
         if state != "COMPLETED":
             for f in (f"slurm-{jid}.out", f"slurm-{jid}.err", "slurm.log"):
                 print(f"--- {f}\n" + (L.read(os.path.join(work, f)) if os.path.exists(os.path.join(work, f)) else "(none)"))
+            print(h.run(["scontrol", "show", "job", jid], check=False).stdout)
+            print(h.log_tail(60))
             raise AssertionError(f"job {jid} ended {state}")
         print(f"Slurm job {jid}: {time.time() - t0:.1f} s from submit to COMPLETED")
         files = L.assert_same_exports(os.path.join(tmp, "out-direct"), os.path.join(tmp, "out-slurm"))
