@@ -292,7 +292,7 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
         restarts; returns the state. A requeued job waiting for its BeginTime (Slurm holds it about
         two minutes) is released at once when release_requeued."""
         t_end = time.time() + timeout
-        state, seen, since = None, None, 0.0
+        state, seen, since, pending_since = None, None, 0.0, None
         while time.time() < t_end:
             state = self.job_field(job_id, "JobState")
             restarts = int(self.job_field(job_id, "Restarts") or 0)
@@ -306,8 +306,14 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
                     return state
             else:
                 seen = None
-                if release_requeued and state == "PENDING" and self.job_field(job_id, "Reason") == "BeginTime":
-                    self.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
+                # release a requeued job only once the node is idle again: starting it while
+                # slurmd still cleans up its previous run can make the launch fail
+                if (release_requeued and state == "PENDING" and self.job_field(job_id, "Reason") == "BeginTime"
+                        and self._node_idle()):
+                    pending_since = pending_since or now
+                    if now - pending_since >= 2:
+                        self.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
+                        pending_since = None
             time.sleep(0.5)
         raise AssertionError(f"job {job_id} still {state} after {timeout} s\n" + self.log_tail())
 
