@@ -21,7 +21,7 @@ py=${PYTHON:-$here/.venv/bin/python3}
 tmp=$(mktemp -d /tmp/qs-bench-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
-layers=${QS_BENCH_LAYERS:-8} hidden=${QS_BENCH_HIDDEN:-512} ffn=${QS_BENCH_FFN:-1536} rows=${QS_BENCH_ROWS:-32} seq=${QS_BENCH_SEQ:-256}
+layers=${QS_BENCH_LAYERS:-8} hidden=${QS_BENCH_HIDDEN:-1024} ffn=${QS_BENCH_FFN:-2816} rows=${QS_BENCH_ROWS:-8} seq=${QS_BENCH_SEQ:-128}
 "$q" synth --arch llama --layers "$layers" --hidden "$hidden" --heads 8 --kv-heads 4 --ffn "$ffn" --vocab 4096 \
   --seed 1 --out "$tmp/model" >/dev/null
 "$py" -c "import numpy as np; np.save('$tmp/calib.npy', np.random.default_rng(0).integers(0, 4096, size=($rows, $seq), dtype=np.int32))"

@@ -61,7 +61,21 @@ static qs_quant_opts quant_opts(const qs_run_options *o)
 
 /* ---- per-block callback: export shard + statistics ---------------------------- */
 
+/* Progress: every rank tells rank 0 (the coordinator) when it has finished a
+ * block, in a 16-byte message tagged PROGRESS_TAG + block; rank 0 prints one
+ * line per block with the ETA of the whole run. */
+#define PROGRESS_TAG 20000
+
 typedef struct run_ctx {
+    const qs_comm_i *c;
+    int n_layers;
+    const qs_stage_plan *stages;
+    double t0;
+    int reported;
+    double block_seconds;   /* sum over blocks computed (not resumed) in this run */
+    int computed;
+    double (*msg)[2];       /* rank 0: [n_layers] {seconds, resumed} received; others: their sends */
+    qs_comm_request *req;   /* [n_layers] */
     const qs_run_options *o;
     qs_gptq_export *exp;  /* NULL when gptq is not among --formats */
     qs_gguf_export *gguf; /* NULL when gguf is not among --formats */
@@ -101,9 +115,60 @@ static qs_status resume_block(void *ctx, int layer, qs_quant_result res[QS_MAX_B
     return QS_OK;
 }
 
+static void fmt_eta(double s, char *buf, size_t cap)
+{
+    if (s < 90) snprintf(buf, cap, "%.0f s", s);
+    else if (s < 5400) snprintf(buf, cap, "%.0f min", s / 60);
+    else snprintf(buf, cap, "%.1f h", s / 3600);
+}
+
+static int owner_of(const run_ctx *r, int layer)
+{
+    for (int k = 0; k < r->c->size; k++)
+        if (layer >= r->stages[k].first_block && layer < r->stages[k].end_block) return k;
+    return 0;
+}
+
+/* Rank 0: one line for a finished block, with the ETA of the whole run. */
+static void report_block(run_ctx *r, int layer, double seconds, bool resumed)
+{
+    r->reported++;
+    if (!resumed) {
+        r->block_seconds += seconds;
+        r->computed++;
+    }
+    char eta[32] = "-";
+    /* ranks of the exact schedule run in turn: what is left costs the mean block time each */
+    if (r->computed) fmt_eta((r->n_layers - r->reported) * r->block_seconds / r->computed, eta, sizeof eta);
+    fprintf(stderr, "qshard run: block %d of %d %s (rank %d, %.2f s); %d/%d done after %.1f s, ETA %s\n", layer + 1,
+            r->n_layers, resumed ? "resumed from its checkpoint" : "quantized", owner_of(r, layer), seconds,
+            r->reported, r->n_layers, now() - r->t0, eta);
+}
+
+/* Rank 0: prints what other ranks have reported so far. */
+static void poll_progress(run_ctx *r)
+{
+    for (int l = 0; l < r->n_layers; l++) {
+        if (!r->req[l].n) continue;
+        int done = 0;
+        qs_error e;
+        if (r->c->test(r->c->ctx, &r->req[l], &done, &e) == QS_OK && done)
+            report_block(r, l, r->msg[l][0], r->msg[l][1] != 0);
+    }
+}
+
 static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
 {
     run_ctx *r = ctx;
+    if (r->c->rank == 0) {
+        report_block(r, b->layer, b->seconds, b->resumed);
+        poll_progress(r);
+    } else {
+        r->msg[b->layer][0] = b->seconds;
+        r->msg[b->layer][1] = b->resumed;
+        QS_TRY(r->c->isend(r->c->ctx, r->msg[b->layer], sizeof r->msg[b->layer], 0, PROGRESS_TAG + b->layer,
+                           &r->req[b->layer], err));
+    }
     if (!b->resumed) {
         /* the checkpoint first: it is what a resumed run trusts */
         uint64_t h = 0;
@@ -268,10 +333,22 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
                 qs_arch_name(cfg->arch), cfg->n_layers, c->size,
                 o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined", o->method == QS_METHOD_GPTQ ? "GPTQ" : "RTN",
                 o->bits, o->group_size, (long long)s.dims[0], (long long)s.dims[1]);
-    fprintf(stderr, "[rank %d] blocks [%d, %d)%s%s\n", c->rank, mine->first_block, mine->end_block,
-            mine->embed ? " + embedding" : "", mine->head ? " + head" : "");
+    for (int r = 0; r < c->size && c->rank == 0; r++)
+        fprintf(stderr, "  rank %d: blocks [%d, %d)%s%s\n", r, s.plan.stages[r].first_block,
+                s.plan.stages[r].end_block, s.plan.stages[r].embed ? " + embedding" : "",
+                s.plan.stages[r].head ? " + head" : "");
 
-    run_ctx rc = {o, s.exp, s.gguf, s.fp_id, s.resuming != 0, c->rank, 0, cJSON_CreateArray()};
+    run_ctx rc = {c, cfg->n_layers, s.plan.stages, t0, 0, 0, 0, NULL, NULL, o, s.exp, s.gguf, s.fp_id,
+                  s.resuming != 0, c->rank, 0, cJSON_CreateArray()};
+    rc.msg = calloc((size_t)cfg->n_layers, sizeof *rc.msg);
+    rc.req = calloc((size_t)cfg->n_layers, sizeof *rc.req);
+    if (!rc.msg || !rc.req) {
+        st = qs_error_set(err, QS_ERR_NOMEM, "progress messages");
+        c->abort(c->ctx, 1);
+    }
+    if (c->rank == 0)
+        for (int l = mine->end_block; l < cfg->n_layers && st == QS_OK; l++)
+            st = c->irecv(c->ctx, rc.msg[l], sizeof rc.msg[l], owner_of(&rc, l), PROGRESS_TAG + l, &rc.req[l], err);
     qs_stage_args a;
     memset(&a, 0, sizeof a);
     a.comm = c;
@@ -291,7 +368,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     a.tokens = c->rank == 0 ? s.tokens.data : NULL;
     a.embed = mine->embed;
     a.n_layers = cfg->n_layers;
-    a.progress = true;
+    a.progress = false; /* rank 0 reports every rank's blocks (report_block) */
     a.on_block = on_block;
     a.on_block_ctx = &rc;
     a.resume_block = resume_block;
@@ -303,6 +380,26 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     if (st == QS_OK && mine->head && s.exp) st = qs_gptq_export_head(s.exp, err);
     if (st == QS_OK && mine->embed && s.gguf) st = qs_gguf_export_embed(s.gguf, err);
     if (st == QS_OK && mine->head && s.gguf) st = qs_gguf_export_head(s.gguf, err);
+    /* rank 0 hears of every block before the final collectives; a stop ends the wait */
+    while (st == QS_OK && c->rank == 0 && rc.reported < cfg->n_layers) {
+        poll_progress(&rc);
+        if ((stop_flag && *stop_flag) || c->stop_requested(c->ctx)) {
+            if (stop_flag) *stop_flag = 1;
+            st = qs_error_set(err, QS_ERR_INTERRUPTED, "stopped while waiting for the other ranks");
+            break;
+        }
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    for (int l = 0; l < cfg->n_layers; l++) {
+        if (!rc.req[l].n) continue;
+        if (st == QS_OK) {
+            qs_error e;
+            c->wait(c->ctx, &rc.req[l], &e);
+        } else {
+            c->cancel(c->ctx, &rc.req[l]);
+        }
+    }
     /* a stop request: every rank gets here (waits poll for it); agree, then exit 3 */
     int64_t stopped[1] = {st == QS_ERR_INTERRUPTED};
     if (st == QS_OK || st == QS_ERR_INTERRUPTED) {
@@ -317,6 +414,8 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
                                 "command again to resume\n", o->work);
             }
             cJSON_Delete(rc.layers);
+            free(rc.msg);
+            free(rc.req);
             st = qs_error_set(err, QS_ERR_INTERRUPTED, "interrupted (resumable)");
             goto out;
         }
@@ -407,6 +506,8 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         }
     }
     free(tt);
+    free(rc.msg);
+    free(rc.req);
     cJSON_Delete(rc.layers);
 out:
     qs_fingerprint_free(&s.fp);

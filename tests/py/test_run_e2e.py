@@ -52,10 +52,14 @@ def same_exports(a, b, skip=()):
                      f"{f} differs between {a} and {b}")
 
 
+last_log = {}
+
+
 def quantize(np_, model, calib, tag, *extra):
     out, work = os.path.join(tmp, "out-" + tag), os.path.join(tmp, "work-" + tag)
-    qstest.mpirun(np_, ["run", "--model", model, "--calib", calib, "--work", work, "--out", out,
-                        "--micro-batch", "4", *extra])
+    p = qstest.mpirun(np_, ["run", "--model", model, "--calib", calib, "--work", work, "--out", out,
+                            "--micro-batch", "4", *extra])
+    last_log[tag] = p.stderr
     qstest.check(os.path.exists(os.path.join(out, "model.safetensors.index.json")), f"{out}: no index")
     if any("gguf" in str(e) for e in extra):
         qstest.check(os.path.getsize(os.path.join(out, "model.gguf")) > 0, f"{out}: no model.gguf")
@@ -121,6 +125,11 @@ for arch, extra in (("llama", ["--kv-heads", "2", "--ffn", "160"]), ("opt", []),
     for o in outs[1:]:
         same_exports(outs[0], o)
     print(f"{arch}: exports identical for P = 1, 2, 3 ({len(model_files(outs[0]))} files)")
+    # rank 0 reports every block of every rank, with an ETA
+    lines = [l for l in last_log[f"{arch}-p3"].splitlines() if f" of {layers} quantized (rank " in l]
+    qstest.check(len(lines) == layers, f"{arch}: expected {layers} progress lines:\n{last_log[f'{arch}-p3']}")
+    qstest.check({l.split("(rank ")[1][0] for l in lines} == {"0", "1", "2"} and all("ETA" in l for l in lines),
+                 f"{arch}: progress lines name every rank and an ETA")
 
 # --- errors: one line, exit 2, no index ----------------------------------------------------
 p = qstest.mpirun(3, ["run", "--model", MODEL, "--calib", calib, "--work", os.path.join(tmp, "w3"),
