@@ -2,6 +2,7 @@
 #include "pipeline/run.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,7 +188,7 @@ static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
         cJSON_AddNumberToObject(e, "cols", (double)b->res[i].cols);
         cJSON_AddNumberToObject(e, "h_trace", s->h_trace);
         cJSON_AddNumberToObject(e, "loss", s->loss);
-        cJSON_AddNumberToObject(e, "loss_rtn", s->loss_rtn);
+        if (!isnan(s->loss_rtn)) cJSON_AddNumberToObject(e, "loss_rtn", s->loss_rtn);
         cJSON_AddNumberToObject(e, "samples", (double)s->samples);
         cJSON_AddNumberToObject(e, "seconds", s->seconds);
         cJSON_AddItemToArray(r->layers, e);
@@ -357,6 +358,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     a.names = &s.names;
     a.quant = quant_opts(o);
     a.true_sequential = o->true_sequential;
+    a.rtn_baseline = o->rtn_baseline;
     a.schedule = o->schedule;
     a.first_block = mine->first_block;
     a.end_block = mine->end_block;

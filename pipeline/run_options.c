@@ -64,6 +64,7 @@ static const key_def keys[] = {
     {"static-groups", K_BOOL, F(static_groups), 0, 0, "  group parameters from the original weights"},
     {"true-sequential", K_BOOL, F(true_sequential), 0, 0, "quantize q/k/v, o, up/gate, down in turn (default on)"},
     {"mse", K_BOOL, F(mse), 0, 0, "            MSE clipping search for the grid"},
+    {"rtn-baseline", K_BOOL, F(rtn_baseline), 0, 0, "   report RTN's H-weighted loss per linear next to GPTQ's"},
     {"damp", K_DOUBLE, F(damp), 0, 0, "D           damping as a fraction of the mean Hessian diagonal (0.01)"},
     {"block-size", K_INT, F(block_size), 1, 1 << 16, "N     GPTQ lazy-batch block (128)"},
     {"schedule", K_SPECIAL, 0, 0, 0, 0, "exact|pipelined (default exact)"},

@@ -52,6 +52,7 @@ typedef struct qs_run_options {
     bool static_groups;
     bool true_sequential;
     bool mse;
+    bool rtn_baseline;      /* report RTN's loss next to GPTQ's (does not change the numbers) */
     double damp;
     int block_size;
     int calib_rows;         /* use the first N rows of the calibration set (0: all) */

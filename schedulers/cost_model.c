@@ -80,7 +80,9 @@ void qs_cost_block(const qs_model_config *c, const qs_cost_params *p, qs_block_c
         stage_in[s[i].stage] = s[i].in;
         stage_name[s[i].stage] = s[i].name;
         double din = (double)s[i].in;
-        gptq += (4.0 / 3.0) * din * din * din + 2.0 * (double)s[i].out * din * din;
+        /* factorization, the sweep's trailing updates, and the H-weighted loss
+         * tr((W−Q) H (W−Q)ᵀ) the report gives per linear (one more GEMM) */
+        gptq += (4.0 / 3.0) * din * din * din + 2.0 * 2.0 * (double)s[i].out * din * din;
         uint64_t gb = (uint64_t)(s[i].in * s[i].in + s[i].out * s[i].in) * 4u;
         if (gb > gptq_bytes) gptq_bytes = gb;
     }

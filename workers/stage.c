@@ -1,6 +1,7 @@
 /* stage.c — one rank's part of a quantization run (see stage.h). */
 #include "workers/stage.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,8 +223,9 @@ static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_c
             for (int64_t j = 0; j < in; j++) ls->h_trace += h[j * in + j];
             qs_status rc = qs_quant_gptq(a->be, w->data, out, in, hw, &qo, &o->res[i], err);
             if (rc == QS_OK) rc = qs_quant_hloss(a->be, w->data, o->res[i].q, out, in, h, &ls->loss, err);
-            if (rc == QS_OK) {
-                /* the RTN baseline of the same grid, for the report */
+            ls->loss_rtn = NAN;
+            if (rc == QS_OK && a->rtn_baseline) {
+                /* the RTN baseline of the same grid, for the report: costs as much as the loss itself */
                 qs_quant_result rtn;
                 qs_quant_opts ro = qo;
                 ro.method = QS_QUANT_METHOD_RTN;

@@ -42,7 +42,7 @@
 typedef struct qs_linear_stats {
     double h_trace;       /* trace of the Hessian of its input */
     double loss;          /* tr((W − Q) H (W − Q)ᵀ) of the method used */
-    double loss_rtn;      /* the same for round-to-nearest (the baseline) */
+    double loss_rtn;      /* the same for round-to-nearest (the baseline); NaN when not measured */
     double seconds;       /* quantization time */
     int64_t samples;      /* token rows its Hessian saw */
 } qs_linear_stats;
@@ -75,6 +75,7 @@ typedef struct qs_stage_args {
     const qs_model_names *names;
     qs_quant_opts quant;
     bool true_sequential;
+    bool rtn_baseline;                            /* also measure RTN's loss per linear (one GEMM each) */
     qs_schedule_kind schedule;
     int first_block, end_block;                   /* this rank's blocks */
     int prev_rank, next_rank;                     /* -1 when none */

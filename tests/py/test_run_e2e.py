@@ -82,7 +82,7 @@ for bits in (4, 3):
     for method in ("gptq", "rtn"):
         outs = []
         for np_ in ((1, 2) if (bits, method) == (4, "gptq") else (1,)):
-            fmt = ["--formats", "gptq,gguf"] if (bits, method) == (4, "gptq") else []
+            fmt = ["--formats", "gptq,gguf", "--rtn-baseline"] if (bits, method) == (4, "gptq") else []
             out, work = quantize(np_, MODEL, calib, f"ts-{method}{bits}-p{np_}", "--method", method,
                                  "--bits", bits, "--group-size", 32, *fmt)
             outs.append(out)
