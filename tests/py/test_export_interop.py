@@ -138,4 +138,33 @@ rep = json.load(open(os.path.join(work, "qshard_report.json")))
 for e in rep["layers"]:
     g = h5["blocks"][f"block_{e['block']:05d}"][e["name"]]
     qstest.check(abs(g.attrs["loss"] - e["loss"]) <= 1e-12 * max(1, abs(e["loss"])), f"{e['name']}: archive loss")
+
+
+# the v1 trap: v1 stores zero − 1, so a zero-point of 0 (an asymmetric group with
+# no negative weight) cannot be written; the run refuses, names the tensor and
+# points to gptq_v2, and the same command with gptq_v2 resumes and finishes.
+model = os.path.join(tmp, "nonneg")
+shutil.copytree(MODEL, model)
+from safetensors.numpy import load_file as lf  # noqa: E402
+w32 = lf(os.path.join(MODEL, "model.f32.safetensors"))
+w32["model.embed_tokens.weight"] = w32.pop("lm_head.weight")
+w32["model.layers.1.mlp.up_proj.weight"] = np.abs(w32["model.layers.1.mlp.up_proj.weight"])
+os.remove(os.path.join(model, "model.safetensors"))
+os.remove(os.path.join(model, "model.f32.safetensors"))
+save_file(w32, os.path.join(model, "model.safetensors"))
+outn, workn = os.path.join(tmp, "out-nonneg"), os.path.join(tmp, "work-nonneg")
+args = ["run", "--model", model, "--calib", calib, "--work", workn, "--out", outn, "--asym", "--group-size", 32,
+        "--method", "rtn"]
+p = qstest.run(args, expect=None)
+qstest.check(p.returncode == 2 and "up_proj" in p.stderr and "gptq_v2" in p.stderr,
+             f"v1 with a zero-point of 0 must be refused, naming the tensor and gptq_v2: {p.returncode} {p.stderr}")
+qstest.check(not os.path.exists(os.path.join(outn, "model.safetensors.index.json")), "no index after the refusal")
+p = qstest.run(args + ["--checkpoint-format", "gptq_v2"])
+qstest.check("resumed" in open(os.path.join(workn, "journal.log")).read(), "the v2 run resumed the finished blocks")
+qz = None
+with safe_open(os.path.join(outn, json.load(open(os.path.join(outn, "model.safetensors.index.json")))["weight_map"][
+        "model.layers.1.mlp.up_proj.qzeros"]), framework="np") as st:
+    qz = st.get_tensor("model.layers.1.mlp.up_proj.qzeros")
+qstest.check((unpack_stream(qz.T, 4, 384) == 0).any(), "gptq_v2 stores the zero-points of 0 as they are")
+print("v1 trap: refused with a pointer to gptq_v2; v2 resumed and stored zero-points of 0")
 print("ok")
