@@ -14,6 +14,7 @@
 #include <xxhash.h>
 
 #include "pipeline/fsutil.h"
+#include "pipeline/h5util.h"
 
 void qs_checkpoint_block_path(const char *work_dir, int layer, char *buf, size_t cap)
 {
@@ -47,35 +48,6 @@ static uint64_t block_hash(int n, const qs_quant_result *res)
 }
 
 /* ---- small HDF5 helpers (errors as values, HDF5's own printing off) ------------ */
-
-static qs_status h5_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims, const void *data)
-{
-    hid_t sp = H5Screate_simple(rank, dims, NULL);
-    hid_t ds = sp < 0 ? -1 : H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = ds < 0 ? -1 : H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    if (ds >= 0) H5Dclose(ds);
-    if (sp >= 0) H5Sclose(sp);
-    return rc < 0 ? QS_ERR_IO : QS_OK;
-}
-
-static qs_status h5_attr(hid_t loc, const char *name, hid_t type, const void *v)
-{
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, v);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
-    return rc < 0 ? QS_ERR_IO : QS_OK;
-}
-
-static qs_status h5_attr_str(hid_t loc, const char *name, const char *v)
-{
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, strlen(v) + 1);
-    qs_status st = h5_attr(loc, name, t, v);
-    H5Tclose(t);
-    return st;
-}
 
 static bool h5_read_attr(hid_t loc, const char *name, hid_t type, void *v)
 {
@@ -140,12 +112,12 @@ qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome
     int fmt = 1, layer = o->layer;
     char hex[32];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
-    if (st == QS_OK) st = h5_attr(f, "format_version", H5T_NATIVE_INT, &fmt);
-    if (st == QS_OK) st = h5_attr(f, "layer", H5T_NATIVE_INT, &layer);
-    if (st == QS_OK) st = h5_attr(f, "n_linears", H5T_NATIVE_INT, &n);
-    if (st == QS_OK) st = h5_attr(f, "seconds", H5T_NATIVE_DOUBLE, &o->seconds);
-    if (st == QS_OK) st = h5_attr_str(f, "fingerprint", fingerprint);
-    if (st == QS_OK) st = h5_attr_str(f, "xxh64", hex);
+    if (st == QS_OK) st = qs_h5_attr(f, "format_version", H5T_NATIVE_INT, &fmt) ? QS_OK : QS_ERR_IO;
+    if (st == QS_OK) st = qs_h5_attr(f, "layer", H5T_NATIVE_INT, &layer) ? QS_OK : QS_ERR_IO;
+    if (st == QS_OK) st = qs_h5_attr(f, "n_linears", H5T_NATIVE_INT, &n) ? QS_OK : QS_ERR_IO;
+    if (st == QS_OK) st = qs_h5_attr(f, "seconds", H5T_NATIVE_DOUBLE, &o->seconds) ? QS_OK : QS_ERR_IO;
+    if (st == QS_OK) st = qs_h5_attr_str(f, "fingerprint", fingerprint) ? QS_OK : QS_ERR_IO;
+    if (st == QS_OK) st = qs_h5_attr_str(f, "xxh64", hex) ? QS_OK : QS_ERR_IO;
     for (int i = 0; i < n && st == QS_OK; i++) {
         const qs_quant_result *r = &o->res[i];
         const qs_linear_stats *s = &o->stats[i];
@@ -158,17 +130,17 @@ qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome
         }
         hsize_t d2[2] = {(hsize_t)r->rows, (hsize_t)r->cols}, ds[2] = {(hsize_t)r->groups, (hsize_t)r->rows},
                 d1[1] = {(hsize_t)r->cols};
-        st = h5_attr_str(g, "name", o->blk->lin[i].weight);
-        if (st == QS_OK) st = h5_attr(g, "bits", H5T_NATIVE_INT, &r->bits);
-        if (st == QS_OK) st = h5_attr(g, "h_trace", H5T_NATIVE_DOUBLE, &s->h_trace);
-        if (st == QS_OK) st = h5_attr(g, "loss", H5T_NATIVE_DOUBLE, &s->loss);
-        if (st == QS_OK) st = h5_attr(g, "loss_rtn", H5T_NATIVE_DOUBLE, &s->loss_rtn);
-        if (st == QS_OK) st = h5_attr(g, "seconds", H5T_NATIVE_DOUBLE, &s->seconds);
-        if (st == QS_OK) st = h5_attr(g, "samples", H5T_NATIVE_INT64, &s->samples);
-        if (st == QS_OK) st = h5_dataset(g, "codes", H5T_NATIVE_UINT8, 2, d2, r->codes);
-        if (st == QS_OK) st = h5_dataset(g, "scales", H5T_NATIVE_FLOAT, 2, ds, r->scales);
-        if (st == QS_OK) st = h5_dataset(g, "zeros", H5T_NATIVE_INT32, 2, ds, r->zeros);
-        if (st == QS_OK) st = h5_dataset(g, "g_idx", H5T_NATIVE_INT32, 1, d1, r->g_idx);
+        st = qs_h5_attr_str(g, "name", o->blk->lin[i].weight) ? QS_OK : QS_ERR_IO;
+        if (st == QS_OK) st = qs_h5_attr(g, "bits", H5T_NATIVE_INT, &r->bits) ? QS_OK : QS_ERR_IO;
+        if (st == QS_OK) st = qs_h5_attr(g, "h_trace", H5T_NATIVE_DOUBLE, &s->h_trace) ? QS_OK : QS_ERR_IO;
+        if (st == QS_OK) st = qs_h5_attr(g, "loss", H5T_NATIVE_DOUBLE, &s->loss) ? QS_OK : QS_ERR_IO;
+        if (st == QS_OK) st = qs_h5_attr(g, "loss_rtn", H5T_NATIVE_DOUBLE, &s->loss_rtn) ? QS_OK : QS_ERR_IO;
+        if (st == QS_OK) st = qs_h5_attr(g, "seconds", H5T_NATIVE_DOUBLE, &s->seconds) ? QS_OK : QS_ERR_IO;
+        if (st == QS_OK) st = qs_h5_attr(g, "samples", H5T_NATIVE_INT64, &s->samples) ? QS_OK : QS_ERR_IO;
+        if (st == QS_OK) st = qs_h5_dataset(g, "codes", H5T_NATIVE_UINT8, 2, d2, r->codes, 0) ? QS_OK : QS_ERR_IO;
+        if (st == QS_OK) st = qs_h5_dataset(g, "scales", H5T_NATIVE_FLOAT, 2, ds, r->scales, 0) ? QS_OK : QS_ERR_IO;
+        if (st == QS_OK) st = qs_h5_dataset(g, "zeros", H5T_NATIVE_INT32, 2, ds, r->zeros, 0) ? QS_OK : QS_ERR_IO;
+        if (st == QS_OK) st = qs_h5_dataset(g, "g_idx", H5T_NATIVE_INT32, 1, d1, r->g_idx, 0) ? QS_OK : QS_ERR_IO;
         H5Gclose(g);
     }
     if (f >= 0 && H5Fclose(f) < 0) st = QS_ERR_IO;
