@@ -6,6 +6,7 @@ two export directories.
 """
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,23 +98,40 @@ def resume_probe(qshard, work_base):
     work = os.path.join(work_base, "probe-work")
     cmd = mpirun_cmd(2, qshard, ["run", "--model", model, "--calib", calib, "--work", work,
                                  "--out", os.path.join(work_base, "probe-out"), "--group-size", "32"])
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    log = []
+    errf = os.path.join(work_base, "probe-stderr.txt")
+    with open(errf, "w") as ef:
+        proc = subprocess.Popen(cmd, stderr=ef, stdout=subprocess.DEVNULL)
+    journal = os.path.join(work, "journal.log")
     sent = False
-    for line in proc.stderr:
-        log.append(line)
-        if not sent and "done" in line and "block" in line:
+    t_end = time.time() + 120
+    # interrupt once the first block is journaled done (the journal is the run's record, issue 6)
+    while proc.poll() is None and time.time() < t_end:
+        if journal_blocks_done(journal):
             proc.send_signal(signal.SIGUSR1)   # mpirun forwards USR1 to the ranks
             sent = True
-    rc = proc.wait()
+            break
+        time.sleep(0.05)
+    try:
+        rc = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
     if not sent:
-        return False, "the probe run printed no 'block ... done' line to interrupt at:\n" + "".join(log[-10:])
+        return False, ("the probe run journaled no finished block before it ended (exit %d):\n" % rc
+                       + read(errf)[-2000:])
     if rc != 3:
         return False, (f"a run signalled with SIGUSR1 exited {rc}, not 3 (interrupted, resumable): "
                        "resume is not built yet (issue 6)")
     if not os.path.exists(os.path.join(work, "journal.log")):
         return False, "an interrupted run left no journal.log in its work dir (issue 6)"
     return True, ""
+
+
+def journal_blocks_done(journal):
+    """Blocks journaled done ("... block N done ...") in WORK/journal.log, in order."""
+    if not os.path.exists(journal):
+        return []
+    return [int(m) for m in re.findall(r"block (\d+) done", read(journal))]
 
 
 def model_files(out_dir):

@@ -5,11 +5,12 @@ stops at a block boundary (exit 3), the next job of the chain (linked by
 with exports byte-identical to an uninterrupted `mpirun -np 2 qshard run`.
 Skips (77) until `qshard run` can stop and resume (issue 6).
 
-Timing: slurmctld checks time limits about every 30 s, so USR1 arrives some
-17-47 s into a job with time=1:00 and signal-grace=40; the run is sized to take
-about a minute on an idle 2-core machine so that one job cannot finish it.
-A last job of the chain that is interrupted requeues itself, so a slow
-machine needs more time, not more jobs."""
+Timing: slurmctld checks time limits every 30 s and sends the warning signal
+once the time left is under grace + 30 s, so with time=1:00 USR1 arrives at
+the first check, 0-30 s into each job. The run is sized from a short timed
+run on this machine to take about TARGET_S seconds, so that the first job
+cannot finish it. A last job of the chain that is interrupted requeues
+itself: a slow machine needs more time, not more jobs."""
 import json
 import os
 import re
@@ -21,8 +22,8 @@ sys.path.insert(0, os.path.join(os.environ.get("QS_SOURCE_DIR", "."), "slurm", "
 import qstest  # noqa: E402
 import qs_slurm_testlib as L  # noqa: E402
 
-LAYERS = 12
 HIDDEN = 384
+TARGET_S = 45.0
 
 
 def main():
@@ -34,10 +35,19 @@ def main():
     ok, why = L.resume_probe(qs, tmp)
     if not ok:
         L.skip(f"resume is not supported by qshard run yet: {why}")
-    model = os.path.join(tmp, "model")
-    L.synth_model(qs, model, layers=LAYERS, hidden=HIDDEN)
+    # seconds per block on this machine, from a 4-block run of the same width
     calib = os.path.join(tmp, "calib.npy")
     L.random_tokens(calib, 512, 64, 128, seed=2)
+    small = os.path.join(tmp, "model-4")
+    L.synth_model(qs, small, layers=4, hidden=HIDDEN)
+    t0 = time.time()
+    qstest.mpirun(2, ["run", "--model", small, "--calib", calib, "--work", os.path.join(tmp, "work-4"),
+                      "--out", os.path.join(tmp, "out-4"), "--group-size", "32"])
+    per_block = (time.time() - t0) / 4
+    layers = max(8, min(60, int(TARGET_S / per_block + 0.999)))
+    print(f"{per_block:.2f} s per block here: {layers} blocks for a ~{TARGET_S:.0f} s run")
+    model = os.path.join(tmp, "model")
+    L.synth_model(qs, model, layers=layers, hidden=HIDDEN)
     work = os.path.join(tmp, "work-slurm")
     job = L.job_file(os.path.join(tmp, "job.ini"), model, calib, work, os.path.join(tmp, "out-slurm"),
                      slurm="time = 00:01:00\nsignal-grace = 40\nchain = 3")
@@ -62,16 +72,16 @@ def main():
         assert "interrupted (exit 3): job 2 of the chain resumes" in log, log
         assert log.count("finished (exit 0)") == 1, log
         journal = L.read(os.path.join(work, "journal.log"))
-        assert sorted(map(int, re.findall(r"block (\d+) done", journal))) == list(range(LAYERS)), journal
+        assert sorted(L.journal_blocks_done(os.path.join(work, "journal.log"))) == list(range(layers)), journal
         assert journal.count("run resumed") == len(launched) - 1 + log.count("requeued;"), journal
         st = json.loads(qstest.run(["status", work, "--json"]).stdout)
-        assert st["finished"] and st["blocks_done"] == st["blocks_total"] == LAYERS, st
+        assert st["finished"] and st["blocks_done"] == st["blocks_total"] == layers, st
         assert st["slurm_submitted"] == ids, st
     finally:
         h.stop()
     t0 = time.time()
     qstest.mpirun(2, ["run", job, "--work", os.path.join(tmp, "work-direct"), "--out", os.path.join(tmp, "out-direct")])
-    print(f"direct mpirun -np 2: {time.time() - t0:.1f} s for {LAYERS} blocks; the chain took {chain_s:.0f} s "
+    print(f"direct mpirun -np 2: {time.time() - t0:.1f} s for {layers} blocks; the chain took {chain_s:.0f} s "
           f"in {len(launched)} jobs")
     files = L.assert_same_exports(os.path.join(tmp, "out-direct"), os.path.join(tmp, "out-slurm"))
     print(f"byte-identical after {len(launched)} jobs: {', '.join(files)}")

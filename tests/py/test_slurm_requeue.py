@@ -41,12 +41,11 @@ def main():
     h = L.start_harness()
     try:
         jid = qstest.run(["submit", job], env=h.env(), cwd=tmp).stdout.strip()
-        err = os.path.join(work, f"slurm-{jid}.err")
-        done_re = re.compile(r"block (\d+) of (\d+) done")
+        journal = os.path.join(work, "journal.log")
 
         def blocks_done():
-            return len(done_re.findall(L.read(err))) if os.path.exists(err) else 0
-        L.wait_for(lambda: blocks_done() >= 2, 120, "two blocks done in the first attempt")
+            return len(L.journal_blocks_done(journal))
+        L.wait_for(lambda: blocks_done() >= 2, 120, "two blocks journaled done in the first attempt")
         before = blocks_done()
         h.run(["scancel", "--signal=USR1", "--batch", jid])
         print(f"sent USR1 to the batch shell of job {jid} after {before} block(s)")
@@ -79,12 +78,10 @@ def main():
         st = json.loads(qstest.run(["status", work, "--json"]).stdout)
         assert st["finished"] and st["slurm_job_id"] == jid and st["slurm_restarts"] == 1, st
         # resumed, not restarted: every block was journaled done exactly once over both attempts
-        journal = L.read(os.path.join(work, "journal.log"))
-        done_blocks = re.findall(r"block (\d+) done", journal)
-        assert sorted(map(int, done_blocks)) == list(range(LAYERS)), journal
-        assert "run resumed" in journal, journal
-        total = blocks_done()
-        print(f"'block ... done' lines over both attempts: {total} ({before} before the signal, {LAYERS} blocks)")
+        text = L.read(journal)
+        assert sorted(L.journal_blocks_done(journal)) == list(range(LAYERS)), text
+        assert "run resumed" in text, text
+        print(f"journal: {before} block(s) done before the signal, each of the {LAYERS} blocks done once over both attempts")
     finally:
         h.stop()
     print("ok")
