@@ -50,7 +50,10 @@ qs_status qs_fingerprint_make(const qs_run_options *o, const qs_manifest *m, con
     qsort(files, nf, sizeof *files, cmp_str);
     cJSON *j = cJSON_CreateObject();
     cJSON *model = cJSON_AddObjectToObject(j, "model");
-    cJSON_AddStringToObject(model, "dir", qs_manifest_dir(m));
+    /* absolute, so `qshard export`/`status` find the model from any directory */
+    char *abs = realpath(qs_manifest_dir(m), NULL);
+    cJSON_AddStringToObject(model, "dir", abs ? abs : qs_manifest_dir(m));
+    free(abs);
     cJSON *fl = cJSON_AddArrayToObject(model, "files");
     for (size_t k = 0; k < nf; k++) {
         struct stat sb;

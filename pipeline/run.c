@@ -323,8 +323,9 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     if (st != QS_OK) goto out;
     if (c->rank == 0) {
         const char *job = getenv("SLURM_JOB_ID"), *restarts = getenv("SLURM_RESTART_COUNT");
-        qs_journal_append(o->work, "run %s on %d rank(s), fingerprint %s, slurm job %s, restart count %s",
-                          s.resuming ? "resumed" : "started", c->size, s.fp_id, job ? job : "-", restarts ? restarts : "0");
+        qs_journal_append(o->work, "run %s: %d blocks on %d rank(s), fingerprint %s, slurm job %s, restart count %s",
+                          s.resuming ? "resumed" : "started", qs_manifest_config(s.m)->n_layers, c->size, s.fp_id,
+                          job ? job : "-", restarts ? restarts : "0");
     }
 
     const qs_stage_plan *mine = &s.plan.stages[c->rank];
