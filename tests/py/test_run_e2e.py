@@ -66,6 +66,14 @@ def quantize(np_, model, calib, tag, *extra):
     return out, work
 
 
+def names_of_embedding(ins, arch):
+    """The tensors the embedding stage reads, per architecture (HF names)."""
+    names = [t["name"] for t in ins["other_tensors"]]
+    keep = ("embed_tokens.weight", "embed_positions.weight", "word_embeddings.weight",
+            "word_embeddings_layernorm.weight", "word_embeddings_layernorm.bias")
+    return {n for n in names if n.endswith(keep)}
+
+
 def quality(model, tokens):
     p = qstest.run(["eval", "--model", model, "--tokens", tokens, "--ref", MODEL, "--json"])
     return json.loads(p.stdout)
@@ -125,6 +133,15 @@ for arch, extra in (("llama", ["--kv-heads", "2", "--ffn", "160"]), ("opt", []),
     for o in outs[1:]:
         same_exports(outs[0], o)
     print(f"{arch}: exports identical for P = 1, 2, 3 ({len(model_files(outs[0]))} files)")
+    # each rank reads only its own blocks' tensors (and the first, the embedding)
+    ins = json.loads(qstest.run(["inspect", model, "--json"]).stdout)
+    rep = json.load(open(os.path.join(tmp, f"work-{arch}-p3", "qshard_report.json")))
+    for r in rep["per_rank"]:
+        own = sum(ins["blocks"][i]["bytes"] for i in range(r["first_block"], r["end_block"]))
+        if r["rank"] == 0:
+            own += sum(t["bytes"] for t in ins["other_tensors"] if t["name"] in names_of_embedding(ins, arch))
+        qstest.check(r["bytes_read"] == own, f"{arch} rank {r['rank']} read {r['bytes_read']} bytes, its blocks "
+                     f"[{r['first_block']}, {r['end_block']}) (+ embedding on rank 0) hold {own}")
     # rank 0 reports every block of every rank, with an ETA
     lines = [l for l in last_log[f"{arch}-p3"].splitlines() if f" of {layers} quantized (rank " in l]
     qstest.check(len(lines) == layers, f"{arch}: expected {layers} progress lines:\n{last_log[f'{arch}-p3']}")
