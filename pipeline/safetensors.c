@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE /* qsort_r */
 #include "pipeline/fsutil.h"
+#include "pipeline/strbuf.h"
 #include "pipeline/safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -629,68 +630,40 @@ qs_status qs_st_writer_declare(qs_st_writer *w, const char *name, qs_dtype dt, i
     return QS_OK;
 }
 
-/* A growable string for the JSON header. */
-typedef struct strbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} strbuf;
-
-static void sb_put(strbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_str(strbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_printf(strbuf *b, const char *fmt, unsigned long long v)
+static void sb_printf(qs_strbuf *b, const char *fmt, unsigned long long v)
 {
     char tmp[32];
     int n = snprintf(tmp, sizeof tmp, fmt, v);
-    sb_put(b, tmp, (size_t)n);
+    qs_strbuf_put(b, tmp, (size_t)n);
 }
 
 /* A JSON string escaped exactly as serde_json writes it. */
-static void sb_json_string(strbuf *b, const char *s)
+static void sb_json_string(qs_strbuf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
-    sb_put(b, "\"", 1);
+    qs_strbuf_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[7];
         switch (*p) {
-        case '"': sb_put(b, "\\\"", 2); break;
-        case '\\': sb_put(b, "\\\\", 2); break;
-        case '\b': sb_put(b, "\\b", 2); break;
-        case '\f': sb_put(b, "\\f", 2); break;
-        case '\n': sb_put(b, "\\n", 2); break;
-        case '\r': sb_put(b, "\\r", 2); break;
-        case '\t': sb_put(b, "\\t", 2); break;
+        case '"': qs_strbuf_put(b, "\\\"", 2); break;
+        case '\\': qs_strbuf_put(b, "\\\\", 2); break;
+        case '\b': qs_strbuf_put(b, "\\b", 2); break;
+        case '\f': qs_strbuf_put(b, "\\f", 2); break;
+        case '\n': qs_strbuf_put(b, "\\n", 2); break;
+        case '\r': qs_strbuf_put(b, "\\r", 2); break;
+        case '\t': qs_strbuf_put(b, "\\t", 2); break;
         default:
             if (*p < 0x20) {
                 memcpy(esc, "\\u00", 4);
                 esc[4] = hex[*p >> 4];
                 esc[5] = hex[*p & 15];
-                sb_put(b, esc, 6);
+                qs_strbuf_put(b, esc, 6);
             } else {
-                sb_put(b, (const char *)p, 1);
+                qs_strbuf_put(b, (const char *)p, 1);
             }
         }
     }
-    sb_put(b, "\"", 1);
+    qs_strbuf_put(b, "\"", 1);
 }
 
 qs_status qs_st_writer_begin(qs_st_writer *w, qs_error *err)
@@ -707,8 +680,8 @@ qs_status qs_st_writer_begin(qs_st_writer *w, qs_error *err)
         off += d->nbytes;
     }
 
-    strbuf b = {0};
-    sb_str(&b, "{");
+    qs_strbuf b = {0};
+    qs_strbuf_str(&b, "{");
     bool first = true;
     if (w->n_meta) {
         /* Sorted keys: deterministic output (the Python library's order is a hash order). */
@@ -719,34 +692,34 @@ qs_status qs_st_writer_begin(qs_st_writer *w, qs_error *err)
         }
         for (size_t i = 0; i < w->n_meta; i++) keys[i] = w->meta_k[i];
         qsort(keys, w->n_meta, sizeof *keys, cmp_str_ptr);
-        sb_str(&b, "\"__metadata__\":{");
+        qs_strbuf_str(&b, "\"__metadata__\":{");
         for (size_t i = 0; i < w->n_meta; i++) {
             const char *v = NULL;
             for (size_t j = 0; j < w->n_meta; j++)
                 if (w->meta_k[j] == keys[i]) v = w->meta_v[j];
-            if (i) sb_str(&b, ",");
+            if (i) qs_strbuf_str(&b, ",");
             sb_json_string(&b, keys[i]);
-            sb_str(&b, ":");
+            qs_strbuf_str(&b, ":");
             sb_json_string(&b, v);
         }
-        sb_str(&b, "}");
+        qs_strbuf_str(&b, "}");
         free(keys);
         first = false;
     }
     for (size_t i = 0; i < w->n; i++) {
         const st_decl *d = &w->decl[w->order[i]];
-        if (!first) sb_str(&b, ",");
+        if (!first) qs_strbuf_str(&b, ",");
         first = false;
         sb_json_string(&b, d->name);
-        sb_str(&b, ":{\"dtype\":\"");
-        sb_str(&b, qs_dtype_name(d->dtype));
-        sb_str(&b, "\",\"shape\":[");
+        qs_strbuf_str(&b, ":{\"dtype\":\"");
+        qs_strbuf_str(&b, qs_dtype_name(d->dtype));
+        qs_strbuf_str(&b, "\",\"shape\":[");
         for (int k = 0; k < d->ndim; k++) sb_printf(&b, k ? ",%llu" : "%llu", (unsigned long long)d->shape[k]);
         sb_printf(&b, "],\"data_offsets\":[%llu", (unsigned long long)d->begin);
         sb_printf(&b, ",%llu]}", (unsigned long long)(d->begin + d->nbytes));
     }
-    sb_str(&b, "}");
-    while (!b.oom && b.len % 8) sb_str(&b, " ");
+    qs_strbuf_str(&b, "}");
+    while (!b.oom && b.len % 8) qs_strbuf_str(&b, " ");
     if (b.oom) {
         free(b.p);
         return qs_error_set(err, QS_ERR_NOMEM, "%s: out of memory for the header", w->path);

@@ -18,62 +18,9 @@
 #include <xxhash.h>
 
 #include "pipeline/fsutil.h"
+#include "pipeline/strbuf.h"
 
 extern char **environ;
-
-/* ---- a growing string ------------------------------------------------------ */
-
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
-
-static void sb_fmt(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_fmt(sbuf *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) {
-        sb_add(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_add(b, big, (size_t)n);
-    free(big);
-}
 
 /* ---- fields ------------------------------------------------------------------ */
 
@@ -160,13 +107,13 @@ qs_status qs_submit_fields_from_options(const qs_run_options *o, const char *qsh
 
 char *qs_submit_shell_quote(const char *s)
 {
-    sbuf b = {0};
-    sb_str(&b, "'");
+    qs_strbuf b = {0};
+    qs_strbuf_str(&b, "'");
     for (const char *p = s; *p; p++) {
-        if (*p == '\'') sb_str(&b, "'\\''");
-        else sb_add(&b, p, 1);
+        if (*p == '\'') qs_strbuf_str(&b, "'\\''");
+        else qs_strbuf_put(&b, p, 1);
     }
-    sb_str(&b, "'");
+    qs_strbuf_str(&b, "'");
     if (b.oom) {
         free(b.p);
         return NULL;
@@ -174,26 +121,26 @@ char *qs_submit_shell_quote(const char *s)
     return b.p;
 }
 
-static bool sb_quoted(sbuf *b, const char *s)
+static bool sb_quoted(qs_strbuf *b, const char *s)
 {
     char *q = qs_submit_shell_quote(s);
     if (!q) return false;
-    sb_str(b, q);
+    qs_strbuf_str(b, q);
     free(q);
     return true;
 }
 
-static void optional_lines(sbuf *b, const qs_sbatch_fields *f)
+static void optional_lines(qs_strbuf *b, const qs_sbatch_fields *f)
 {
     if (f->gpus_per_node > 0)
-        sb_fmt(b, "#SBATCH --gpus-per-node=%d\n#   (one rank per GPU: the ranks pick their GPU by local rank)",
+        qs_strbuf_fmt(b, "#SBATCH --gpus-per-node=%d\n#   (one rank per GPU: the ranks pick their GPU by local rank)",
                f->gpus_per_node);
     else
-        sb_str(b, "#   (no --gpus-per-node: CPU ranks)");
-    if (f->partition[0]) sb_fmt(b, "\n#SBATCH --partition=%s", f->partition);
-    else sb_str(b, "\n#   (no --partition: the cluster's default)");
-    if (f->account[0]) sb_fmt(b, "\n#SBATCH --account=%s", f->account);
-    else sb_str(b, "\n#   (no --account: your default)");
+        qs_strbuf_str(b, "#   (no --gpus-per-node: CPU ranks)");
+    if (f->partition[0]) qs_strbuf_fmt(b, "\n#SBATCH --partition=%s", f->partition);
+    else qs_strbuf_str(b, "\n#   (no --partition: the cluster's default)");
+    if (f->account[0]) qs_strbuf_fmt(b, "\n#SBATCH --account=%s", f->account);
+    else qs_strbuf_str(b, "\n#   (no --account: your default)");
     /* [slurm] extra = "--constraint=h100; --qos=high" */
     const char *p = f->extra;
     while (*p) {
@@ -203,31 +150,31 @@ static void optional_lines(sbuf *b, const qs_sbatch_fields *f)
         const char *t = e;
         while (t > p && isspace((unsigned char)t[-1])) t--;
         if (t > p) {
-            sb_str(b, "\n#SBATCH ");
-            sb_add(b, p, (size_t)(t - p));
+            qs_strbuf_str(b, "\n#SBATCH ");
+            qs_strbuf_put(b, p, (size_t)(t - p));
         }
         p = e;
     }
 }
 
-static bool render_field(sbuf *b, const char *name, size_t len, const qs_sbatch_fields *f)
+static bool render_field(qs_strbuf *b, const char *name, size_t len, const qs_sbatch_fields *f)
 {
 #define IS(x) (len == strlen(x) && !strncmp(name, x, len))
-    if (IS("JOB_NAME")) sb_str(b, f->job_name);
-    else if (IS("NODES")) sb_fmt(b, "%d", f->nodes);
-    else if (IS("TASKS_PER_NODE")) sb_fmt(b, "%d", f->tasks_per_node);
-    else if (IS("CPUS_PER_TASK")) sb_fmt(b, "%d", f->cpus_per_task);
-    else if (IS("GPUS_PER_NODE")) sb_fmt(b, "%d", f->gpus_per_node);
-    else if (IS("TIME")) sb_str(b, f->time);
-    else if (IS("GRACE")) sb_fmt(b, "%d", f->grace_s);
-    else if (IS("WORK")) sb_str(b, f->work);
+    if (IS("JOB_NAME")) qs_strbuf_str(b, f->job_name);
+    else if (IS("NODES")) qs_strbuf_fmt(b, "%d", f->nodes);
+    else if (IS("TASKS_PER_NODE")) qs_strbuf_fmt(b, "%d", f->tasks_per_node);
+    else if (IS("CPUS_PER_TASK")) qs_strbuf_fmt(b, "%d", f->cpus_per_task);
+    else if (IS("GPUS_PER_NODE")) qs_strbuf_fmt(b, "%d", f->gpus_per_node);
+    else if (IS("TIME")) qs_strbuf_str(b, f->time);
+    else if (IS("GRACE")) qs_strbuf_fmt(b, "%d", f->grace_s);
+    else if (IS("WORK")) qs_strbuf_str(b, f->work);
     else if (IS("SBATCH_OPTIONAL")) optional_lines(b, f);
     else if (IS("QSHARD_Q")) return sb_quoted(b, f->qshard);
     else if (IS("SUBMIT_DIR_Q")) return sb_quoted(b, f->submit_dir);
     else if (IS("WORK_Q")) return sb_quoted(b, f->work);
     else if (IS("RUN_ARGS_Q")) {
         for (int i = 0; i < f->n_run_args; i++) {
-            if (i) sb_str(b, " ");
+            if (i) qs_strbuf_str(b, " ");
             if (!sb_quoted(b, f->run_args[i])) return false;
         }
     } else
@@ -240,17 +187,17 @@ qs_status qs_submit_render(const char *tmpl, const char *template_name, const qs
                            char **script, qs_error *err)
 {
     *script = NULL;
-    sbuf b = {0};
+    qs_strbuf b = {0};
     const char *p = tmpl;
     int line = 1;
     for (;;) {
         const char *open = strstr(p, "{{");
         if (!open) {
-            sb_str(&b, p);
+            qs_strbuf_str(&b, p);
             break;
         }
         for (const char *q = p; q < open; q++) line += *q == '\n';
-        sb_add(&b, p, (size_t)(open - p));
+        qs_strbuf_put(&b, p, (size_t)(open - p));
         const char *name = open + 2;
         const char *close = strstr(name, "}}");
         const char *nl = strchr(name, '\n');
@@ -316,7 +263,7 @@ qs_status qs_submit_find_template(const char *explicit_path, char *out, size_t n
 /* ---- sbatch -------------------------------------------------------------------- */
 
 /* Reads both pipes to EOF (poll: neither can fill up while we wait on the other). */
-static void drain(int out_fd, int err_fd, sbuf *out, sbuf *errb)
+static void drain(int out_fd, int err_fd, qs_strbuf *out, qs_strbuf *errb)
 {
     struct pollfd fds[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
     int open_n = 2;
@@ -330,7 +277,7 @@ static void drain(int out_fd, int err_fd, sbuf *out, sbuf *errb)
             char buf[4096];
             ssize_t r = read(fds[i].fd, buf, sizeof buf);
             if (r > 0) {
-                sb_add(i == 0 ? out : errb, buf, (size_t)r);
+                qs_strbuf_put(i == 0 ? out : errb, buf, (size_t)r);
             } else if (r == 0 || errno != EINTR) {
                 fds[i].fd = -1;
                 open_n--;
@@ -393,7 +340,7 @@ qs_status qs_submit_sbatch(const char *script_path, int chain_index, int chain_t
                                 prog);
         return qs_error_set(err, QS_ERR_INPUT, "%s: cannot run it: %s", prog, strerror(rc));
     }
-    sbuf out = {0}, errb = {0};
+    qs_strbuf out = {0}, errb = {0};
     drain(po[0], pe[0], &out, &errb);
     close(po[0]);
     close(pe[0]);
