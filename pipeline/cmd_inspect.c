@@ -49,7 +49,7 @@ static cJSON *shape_json(const qs_st_info *t)
 }
 
 typedef struct block_info {
-    char prefix[QS_NAME_MAX];
+    char prefix[QS_BLOCK_PREFIX_MAX];
     qs_block_linear lin[QS_MAX_BLOCK_LINEARS];
     int n_lin;
     uint64_t params, bytes;
@@ -77,11 +77,8 @@ static qs_status survey(const qs_manifest *m, const qs_model_names *names, block
                                     (long long)l->out, (long long)l->in);
             }
         }
-        /* The block prefix is what precedes "<short_name>.weight" in a weight name. */
         if (bi->n_lin == 0) continue;
-        const qs_block_linear *l0 = &bi->lin[0];
-        size_t wl = strlen(l0->weight), sl = strlen(l0->short_name) + strlen(".weight");
-        snprintf(bi->prefix, sizeof bi->prefix, "%.*s", (int)(wl > sl ? wl - sl : 0), l0->weight);
+        qs_block_prefix(cfg, names, b, bi->prefix);
     }
     for (size_t i = 0; i < qs_manifest_count(m); i++) {
         const qs_st_info *t = qs_manifest_at(m, i, NULL);

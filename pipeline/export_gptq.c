@@ -39,23 +39,6 @@ struct qs_gptq_export {
     uint64_t total_bytes;
 };
 
-/* "model.layers.12." for block 12, found from the block's first linear name. */
-static void block_prefix(const qs_model_config *cfg, const qs_model_names *names, int layer, char *buf, size_t cap)
-{
-    qs_block_linear lin[QS_MAX_BLOCK_LINEARS];
-    qs_block_linears(cfg, names, layer, lin);
-    char pat[32];
-    snprintf(pat, sizeof pat, ".%d.", layer);
-    const char *w = lin[0].weight;
-    const char *hit = strstr(w, pat);
-    size_t len;
-    if (hit) len = (size_t)(hit - w) + strlen(pat);
-    else len = (size_t)snprintf(NULL, 0, "%d.", layer); /* "12.self_attn..." never happens; keep a bound */
-    if (len >= cap) len = cap - 1;
-    memcpy(buf, w, len);
-    buf[len] = '\0';
-}
-
 static int cmp_entry(const void *a, const void *b)
 {
     const entry *x = a, *y = b;
@@ -92,7 +75,7 @@ qs_status qs_gptq_export_init(qs_gptq_export **out, const char *out_dir, const q
     qs_status st = QS_OK;
 
     /* prefixes of every block, to assign tensors to groups */
-    char (*prefix)[QS_NAME_MAX] = calloc((size_t)nl, sizeof *prefix);
+    char (*prefix)[QS_BLOCK_PREFIX_MAX] = calloc((size_t)nl, sizeof *prefix);
     qs_block_linear(*lins)[QS_MAX_BLOCK_LINEARS] = calloc((size_t)nl, sizeof *lins);
     int *nlin = calloc((size_t)nl, sizeof *nlin);
     if (!prefix || !lins || !nlin) {
@@ -100,7 +83,7 @@ qs_status qs_gptq_export_init(qs_gptq_export **out, const char *out_dir, const q
         goto fail;
     }
     for (int l = 0; l < nl; l++) {
-        block_prefix(&x->cfg, names, l, prefix[l], QS_NAME_MAX);
+        qs_block_prefix(&x->cfg, names, l, prefix[l]);
         nlin[l] = qs_block_linears(&x->cfg, names, l, lins[l]);
     }
     for (size_t i = 0; i < qs_manifest_count(m) && st == QS_OK; i++) {

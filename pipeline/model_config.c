@@ -689,9 +689,8 @@ qs_status qs_model_names_init(const qs_model_config *cfg, qs_name_exists_fn exis
 }
 
 /* "<prefix>layers.N." (llama, opt) or "<prefix>h.N." (bloom). */
-#define QS_BLOCK_PREFIX_MAX 128 /* prefix (< 64) + "layers." + a number */
-static void block_prefix(const qs_model_config *cfg, const qs_model_names *names, int layer,
-                         char out[QS_BLOCK_PREFIX_MAX])
+void qs_block_prefix(const qs_model_config *cfg, const qs_model_names *names, int layer,
+                     char out[QS_BLOCK_PREFIX_MAX])
 {
     snprintf(out, QS_BLOCK_PREFIX_MAX, "%s%s%d.", names->prefix, cfg->arch == QS_ARCH_BLOOM ? "h." : "layers.", layer);
 }
@@ -713,7 +712,7 @@ int qs_block_linears(const qs_model_config *cfg, const qs_model_names *names, in
                      qs_block_linear out[QS_MAX_BLOCK_LINEARS])
 {
     char bp[QS_BLOCK_PREFIX_MAX];
-    block_prefix(cfg, names, layer, bp);
+    qs_block_prefix(cfg, names, layer, bp);
     const int64_t h = cfg->hidden, f = cfg->ffn;
     switch (cfg->arch) {
     case QS_ARCH_LLAMA: {
@@ -750,7 +749,7 @@ void qs_block_norm_names(const qs_model_config *cfg, const qs_model_names *names
                          char mlp_norm_b[QS_NAME_MAX])
 {
     char bp[QS_BLOCK_PREFIX_MAX];
-    block_prefix(cfg, names, layer, bp);
+    qs_block_prefix(cfg, names, layer, bp);
     const char *attn = "input_layernorm", *mlp = "post_attention_layernorm";
     if (cfg->arch == QS_ARCH_OPT) {
         attn = "self_attn_layer_norm";

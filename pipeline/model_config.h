@@ -123,6 +123,11 @@ typedef bool (*qs_name_exists_fn)(const char *name, void *ctx);
 qs_status qs_model_names_init(const qs_model_config *cfg, qs_name_exists_fn exists, void *ctx,
                               qs_model_names *names, qs_error *err);
 
+/* "model.layers.12." — what every tensor name of block `layer` starts with. */
+#define QS_BLOCK_PREFIX_MAX 128 /* prefix (< 64) + "layers." + a number */
+void qs_block_prefix(const qs_model_config *cfg, const qs_model_names *names, int layer,
+                     char out[QS_BLOCK_PREFIX_MAX]);
+
 /* The quantizable linears of block `layer`, in forward order; returns the count. */
 int qs_block_linears(const qs_model_config *cfg, const qs_model_names *names, int layer,
                      qs_block_linear out[QS_MAX_BLOCK_LINEARS]);

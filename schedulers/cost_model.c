@@ -19,66 +19,26 @@ void qs_cost_params_default(qs_cost_params *p)
     p->schedule = QS_SCHEDULE_EXACT;
 }
 
-/* The linears of a block as (out, in, stage) from the architecture alone. */
-typedef struct lin_shape {
-    int64_t out, in;
-    int stage;
-    const char *name;
-} lin_shape;
-
-static int block_shapes(const qs_model_config *c, lin_shape s[QS_MAX_BLOCK_LINEARS])
-{
-    int64_t h = c->hidden, hd = c->head_dim, q = (int64_t)c->n_heads * hd, kv = (int64_t)c->n_kv_heads * hd;
-    int64_t f = c->ffn;
-    int n = 0;
-    switch (c->arch) {
-    case QS_ARCH_LLAMA:
-        s[n++] = (lin_shape){q, h, 0, "self_attn.q_proj"};
-        s[n++] = (lin_shape){kv, h, 0, "self_attn.k_proj"};
-        s[n++] = (lin_shape){kv, h, 0, "self_attn.v_proj"};
-        s[n++] = (lin_shape){h, q, 1, "self_attn.o_proj"};
-        s[n++] = (lin_shape){f, h, 2, "mlp.gate_proj"};
-        s[n++] = (lin_shape){f, h, 2, "mlp.up_proj"};
-        s[n++] = (lin_shape){h, f, 3, "mlp.down_proj"};
-        break;
-    case QS_ARCH_OPT:
-        s[n++] = (lin_shape){q, h, 0, "self_attn.q_proj"};
-        s[n++] = (lin_shape){q, h, 0, "self_attn.k_proj"};
-        s[n++] = (lin_shape){q, h, 0, "self_attn.v_proj"};
-        s[n++] = (lin_shape){h, q, 1, "self_attn.out_proj"};
-        s[n++] = (lin_shape){f, h, 2, "fc1"};
-        s[n++] = (lin_shape){h, f, 3, "fc2"};
-        break;
-    case QS_ARCH_BLOOM:
-        s[n++] = (lin_shape){3 * q, h, 0, "self_attention.query_key_value"};
-        s[n++] = (lin_shape){h, q, 1, "self_attention.dense"};
-        s[n++] = (lin_shape){f, h, 2, "mlp.dense_h_to_4h"};
-        s[n++] = (lin_shape){h, f, 3, "mlp.dense_4h_to_h"};
-        break;
-    }
-    return n;
-}
-
 void qs_cost_block(const qs_model_config *c, const qs_cost_params *p, qs_block_cost *o)
 {
     memset(o, 0, sizeof *o);
-    lin_shape s[QS_MAX_BLOCK_LINEARS];
-    int n = block_shapes(c, s);
+    /* the linears as the model files name them (standard HF names: no checkpoint to probe) */
+    qs_model_names names;
+    memset(&names, 0, sizeof names);
+    qs_block_linear s[QS_MAX_BLOCK_LINEARS];
+    int n = qs_block_linears(c, &names, 0, s);
     double tokens = (double)p->calib_rows * (double)p->calib_len;
     int64_t h = c->hidden;
 
-    int64_t lin_params = 0, bias_params = 0;
+    int64_t lin_params = 0;
     int64_t stage_in[4] = {0, 0, 0, 0};
     const char *stage_name[4] = {"", "", "", ""};
     double gptq = 0;
     uint64_t gptq_bytes = 0;
     for (int i = 0; i < n; i++) {
         lin_params += s[i].out * s[i].in;
-        bool has_bias = c->arch != QS_ARCH_LLAMA || (s[i].stage == 0 && c->qkv_bias) ||
-                        (s[i].stage == 1 && c->o_bias) || (s[i].stage >= 2 && c->mlp_bias);
-        if (has_bias) bias_params += s[i].out;
         stage_in[s[i].stage] = s[i].in;
-        stage_name[s[i].stage] = s[i].name;
+        stage_name[s[i].stage] = s[i].short_name;
         double din = (double)s[i].in;
         /* factorization, the sweep's trailing updates, and the H-weighted loss
          * tr((W−Q) H (W−Q)ᵀ) the report gives per linear (one more GEMM) */
@@ -86,8 +46,7 @@ void qs_cost_block(const qs_model_config *c, const qs_cost_params *p, qs_block_c
         uint64_t gb = (uint64_t)(s[i].in * s[i].in + s[i].out * s[i].in) * 4u;
         if (gb > gptq_bytes) gptq_bytes = gb;
     }
-    int64_t norm_params = c->norm == QS_NORM_LAYER ? 4 * h : 2 * h;
-    o->params = lin_params + bias_params + norm_params;
+    o->params = qs_block_param_count(c);
 
     /* Forward: 2 flops per weight per token, plus causal attention
      * (QKᵀ and AV over half the L×L square on average). */

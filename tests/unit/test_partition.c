@@ -59,7 +59,7 @@ static void test_partition_optimal(void **state)
 static qs_model_config bloom176b(void)
 {
     qs_model_config c;
-    memset(&c, 0, sizeof c);
+    qs_model_config_defaults(&c, QS_ARCH_BLOOM); /* LayerNorm, ALiBi, biases everywhere */
     c.arch = QS_ARCH_BLOOM;
     c.n_layers = 70;
     c.hidden = 14336;
