@@ -370,8 +370,6 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     a.micro_batch = o->micro_batch;
     a.tokens = c->rank == 0 ? s.tokens.data : NULL;
     a.embed = mine->embed;
-    a.n_layers = cfg->n_layers;
-    a.progress = false; /* rank 0 reports every rank's blocks (report_block) */
     a.on_block = on_block;
     a.on_block_ctx = &rc;
     a.resume_block = resume_block;

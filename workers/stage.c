@@ -29,7 +29,6 @@ typedef struct stage_state {
     float *acts, *next;         /* [rows, seq, hidden] */
     qs_comm_request *send_req;  /* one per micro-batch */
     double t_start;
-    int blocks_done;
 } stage_state;
 
 static int64_t mb_first(const stage_state *s, int64_t k) { return k * s->a->micro_batch; }
@@ -246,17 +245,6 @@ static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_c
     return QS_OK;
 }
 
-static void print_progress(stage_state *s, int layer, double block_s)
-{
-    if (!s->a->progress) return;
-    s->blocks_done++;
-    int mine = s->a->end_block - s->a->first_block;
-    double elapsed = now() - s->t_start;
-    double eta = elapsed / s->blocks_done * (mine - s->blocks_done);
-    fprintf(stderr, "[rank %d] block %d of %d done (%d/%d of this rank) in %.2f s, ETA %.1f s\n", s->a->comm->rank,
-            layer + 1, s->a->n_layers, s->blocks_done, mine, block_s, eta);
-}
-
 /* The quantization loop over this rank's blocks, starting from `acts`. */
 static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block *first, capture_ctx *first_cap,
                                  bool send_last, qs_error *err)
@@ -342,7 +330,6 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
         float *tmp = s->acts;
         s->acts = s->next;
         s->next = tmp;
-        if (st == QS_OK) print_progress(s, layer, now() - tb);
         if (st == QS_OK && last && send_last) st = wait_sends(s, err);
     }
     return st;

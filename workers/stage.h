@@ -23,7 +23,8 @@
  *               quantize at once, each starting from its FP input.
  *
  * What the rank does with a finished block is up to the caller: a callback
- * gets the block's quantization results (workers know nothing of formats).
+ * gets the block's quantization results (workers know nothing of formats);
+ * pipeline/run.c checkpoints, exports and reports progress from it.
  */
 #ifndef QS_STAGE_H
 #define QS_STAGE_H
@@ -82,8 +83,6 @@ typedef struct qs_stage_args {
     int64_t rows, seq, micro_batch;               /* calibration N, L, M */
     const int32_t *tokens;                        /* [rows, seq] on the embedding rank, else NULL */
     bool embed;                                   /* this rank runs the embedding stage */
-    int n_layers;                                 /* for progress lines */
-    bool progress;                                /* print block i of N lines (rank 0's coordinator) */
     qs_block_done_fn on_block;
     void *on_block_ctx;
     qs_block_resume_fn resume_block;              /* NULL: quantize every block */
