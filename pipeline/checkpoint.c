@@ -13,8 +13,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "pipeline/fsutil.h"
-#include "pipeline/h5util.h"
+#include "pipeline/formats/fsutil.h"
+#include "pipeline/formats/h5util.h"
 
 void qs_checkpoint_block_path(const char *work_dir, int layer, char *buf, size_t cap)
 {

@@ -8,8 +8,8 @@
 #include <time.h>
 
 #include "kernels/cpu/ops_cpu.h"
-#include "pipeline/npy.h"
-#include "pipeline/token_set.h"
+#include "pipeline/formats/npy.h"
+#include "pipeline/formats/token_set.h"
 #include "workers/model.h"
 
 static double now_s(void)

@@ -39,7 +39,7 @@ typedef struct qs_eval_result {
     double tokens_per_s; /* forward tokens (rows · L) per second */
 } qs_eval_result;
 
-/* Reads a token set into an I32 [rows, L] tensor (pipeline/token_set.h: .npy
+/* Reads a token set into an I32 [rows, L] tensor (pipeline/formats/token_set.h: .npy
  * or HDF5 `input_ids`) and checks L >= 2. */
 qs_status qs_eval_read_tokens(const char *path, qs_tensor *tokens, qs_error *err);
 

@@ -21,7 +21,7 @@
 #include <stdbool.h>
 
 #include "kernels/tensor.h"
-#include "pipeline/manifest.h"
+#include "pipeline/formats/manifest.h"
 #include "pipeline/run_options.h"
 
 typedef struct qs_fingerprint {

@@ -17,8 +17,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "pipeline/fsutil.h"
-#include "pipeline/strbuf.h"
+#include "pipeline/formats/fsutil.h"
+#include "pipeline/formats/strbuf.h"
 
 extern char **environ;
 

@@ -72,7 +72,7 @@
 #include <omp.h>
 #endif
 
-#include "pipeline/safetensors.h"
+#include "pipeline/formats/safetensors.h"
 
 #define SQRT20 4.47213595499958f
 #define GAMMA UINT64_C(0x9e3779b97f4a7c15)

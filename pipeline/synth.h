@@ -13,7 +13,7 @@
 
 #include <stdint.h>
 
-#include "pipeline/model_config.h"
+#include "pipeline/formats/model_config.h"
 
 #define QS_SYNTH_MAX_OUTLIERS 16
 /* Activation outlier channels are this many times the median channel. */

@@ -18,7 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "pipeline/model_config.h"
+#include "pipeline/formats/model_config.h"
 
 typedef enum qs_schedule_kind { QS_SCHEDULE_EXACT = 0, QS_SCHEDULE_PIPELINED } qs_schedule_kind;
 

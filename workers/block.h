@@ -26,8 +26,8 @@
 
 #include "kernels/backend.h"
 #include "kernels/tensor.h"
-#include "pipeline/manifest.h"
-#include "pipeline/model_config.h"
+#include "pipeline/formats/manifest.h"
+#include "pipeline/formats/model_config.h"
 
 #define QS_BLOCK_STAGES 4
 

@@ -17,8 +17,8 @@
 
 #include "kernels/backend.h"
 #include "kernels/tensor.h"
-#include "pipeline/manifest.h"
-#include "pipeline/model_config.h"
+#include "pipeline/formats/manifest.h"
+#include "pipeline/formats/model_config.h"
 #include "workers/block.h"
 
 typedef struct qs_embed_stage {

@@ -8,7 +8,7 @@
 #include <time.h>
 
 #include "kernels/hessian.h"
-#include "pipeline/safetensors.h"
+#include "pipeline/formats/safetensors.h"
 #include "workers/model.h"
 
 static double now(void)

@@ -34,7 +34,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/quant.h"
-#include "pipeline/manifest.h"
+#include "pipeline/formats/manifest.h"
 #include "schedulers/cost_model.h"
 #include "workers/block.h"
 #include "workers/comm.h"

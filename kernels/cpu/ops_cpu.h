@@ -38,7 +38,7 @@ void qs_cpu_gelu_tanh(float *x, int64_t n);
 
 /* inv_freq[i] (i < head_dim/2) = theta^(-2i/d), then the scaling of the config:
  * scaling 0 none, 1 linear (÷ factor), 2 llama3 (see qs_op_rope_llama3_scale).
- * The int matches qs_rope_scaling_kind in pipeline/model_config.h. */
+ * The int matches qs_rope_scaling_kind in pipeline/formats/model_config.h. */
 void qs_cpu_rope_inv_freq(int head_dim, double theta, int scaling, double factor, double low_freq_factor,
                           double high_freq_factor, double original_max_positions, double *inv_freq);
 

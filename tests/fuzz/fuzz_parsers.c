@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline/manifest.h"
-#include "pipeline/model_config.h"
-#include "pipeline/npy.h"
-#include "pipeline/safetensors.h"
+#include "pipeline/formats/manifest.h"
+#include "pipeline/formats/model_config.h"
+#include "pipeline/formats/npy.h"
+#include "pipeline/formats/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

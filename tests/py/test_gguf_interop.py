@@ -1,7 +1,7 @@
 """GGUF export read back with PyPI's gguf package (llama.cpp's own reader).
 
 gguf_tool (tests/unit/gguf_tool.c) quantizes every linear of a model with
-qshard's RTN/GPTQ, writes the GGUF through pipeline/export_gguf.h with P
+qshard's RTN/GPTQ, writes the GGUF through pipeline/export/export_gguf.h with P
 forked "ranks", and dumps qshard's dequantized weights as .npy. Here:
 
 - metadata keys, value types and values against config.json;

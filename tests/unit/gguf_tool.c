@@ -1,5 +1,5 @@
 /* gguf_tool.c — test-only: quantizes every linear of a model directory (RTN or
- * GPTQ), writes a GGUF with pipeline/export_gguf.h the way the ranks of a run
+ * GPTQ), writes a GGUF with pipeline/export/export_gguf.h the way the ranks of a run
  * do (rank 0 creates the partial file, P forked processes write their own
  * blocks, rank 0 finishes), and dumps the dequantized weights as .npy so the
  * Python interop test can compare them with PyPI gguf's dequantization.
@@ -19,9 +19,9 @@
 
 #include "kernels/backend.h"
 #include "kernels/quant.h"
-#include "pipeline/export_gguf.h"
-#include "pipeline/manifest.h"
-#include "pipeline/npy.h"
+#include "pipeline/export/export_gguf.h"
+#include "pipeline/formats/manifest.h"
+#include "pipeline/formats/npy.h"
 #include "workers/block.h"
 #include "workers/model.h"
 #include "workers/stage.h"

@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline/npy.h"
-#include "pipeline/safetensors.h"
+#include "pipeline/formats/npy.h"
+#include "pipeline/formats/safetensors.h"
 
 static int fail(const qs_error *err)
 {

@@ -10,7 +10,7 @@
 #include "kernels/backend.h"
 #include "kernels/half.h"
 #include "kernels/tensor.h"
-#include "pipeline/cli.h"
+#include "pipeline/cli/cli.h"
 
 static void test_exit_codes(void **state)
 {

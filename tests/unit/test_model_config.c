@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline/model_config.h"
+#include "pipeline/formats/model_config.h"
 
 /* ---- helpers ----------------------------------------------------------------- */
 

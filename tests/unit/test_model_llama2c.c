@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "pipeline/llama2c.h"
+#include "pipeline/formats/llama2c.h"
 
 static char model_path[4096];
 

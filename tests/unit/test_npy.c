@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "pipeline/npy.h"
+#include "pipeline/formats/npy.h"
 
 static char tmpdir_path[256];
 

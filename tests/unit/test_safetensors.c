@@ -15,8 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pipeline/manifest.h"
-#include "pipeline/safetensors.h"
+#include "pipeline/formats/manifest.h"
+#include "pipeline/formats/safetensors.h"
 
 static char tmpdir_path[256];
 

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pipeline/fsutil.h"
+#include "pipeline/formats/fsutil.h"
 #include "pipeline/run_options.h"
 #include "pipeline/submit.h"
 

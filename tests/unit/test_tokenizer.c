@@ -13,9 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "pipeline/npy.h"
-#include "pipeline/token_set.h"
-#include "pipeline/tokenizer.h"
+#include "pipeline/formats/npy.h"
+#include "pipeline/formats/token_set.h"
+#include "pipeline/formats/tokenizer.h"
 
 /* ---- helpers ---- */
 

@@ -16,8 +16,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "pipeline/token_set.h"
-#include "pipeline/tokenizer.h"
+#include "pipeline/formats/token_set.h"
+#include "pipeline/formats/tokenizer.h"
 
 static char *read_all(FILE *f, size_t *n)
 {

@@ -1,0 +1,136 @@
+/* cli.c — subcommand dispatch and shared option helpers. */
+#include "pipeline/cli/cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const qs_command qs_commands[] = {
+    {"inspect", qs_cmd_inspect, "what is in a checkpoint: architecture, blocks, tensors, bytes"},
+    {"synth", qs_cmd_synth, "write a deterministic synthetic HF checkpoint (llama/opt/bloom)"},
+    {"convert", qs_cmd_convert, "convert a llama2.c checkpoint to an HF llama directory"},
+    {"layer", qs_cmd_layer, "quantize one weight matrix (RTN/GPTQ) from .npy files"},
+    {"tokenize", qs_cmd_tokenize, "make calibration/eval token sets with a tokenizer.json"},
+    {"eval", qs_cmd_eval, "perplexity, KL divergence and top-1 agreement of a model"},
+    {"run", qs_cmd_run, "quantize a model (under mpirun: layer-wise across ranks)"},
+    {"plan", qs_cmd_plan, "per-rank block ranges, memory and time for a cluster"},
+    {"export", qs_cmd_export, "re-export a finished work dir (gptq, gguf, hdf5)"},
+    {"submit", qs_cmd_submit, "submit a job file to Slurm (requeues and resumes itself)"},
+    {"status", qs_cmd_status, "progress of a work dir: blocks done, journal, Slurm job"},
+    {NULL, NULL, NULL},
+};
+
+static void print_help(FILE *f)
+{
+    fprintf(f,
+            "qshard %s — distributed GPTQ quantization for very large language models\n\n"
+            "usage: qshard COMMAND [options]     (qshard COMMAND --help for its options)\n\n"
+            "commands:\n",
+            "0.1.0");
+    for (const qs_command *c = qs_commands; c->name; c++) fprintf(f, "  %-10s %s\n", c->name, c->summary);
+}
+
+int qs_cli_main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_help(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        print_help(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("qshard 0.1.0\n");
+        return 0;
+    }
+    for (const qs_command *c = qs_commands; c->name; c++)
+        if (strcmp(argv[1], c->name) == 0) return c->fn(argc - 1, argv + 1);
+    fprintf(stderr, "qshard: error: unknown command '%s' (qshard --help lists them)\n", argv[1]);
+    return 2;
+}
+
+int qs_cli_report(const char *cmd, const qs_error *err)
+{
+    fprintf(stderr, "qshard %s: error: %s\n", cmd, err->msg[0] ? err->msg : qs_status_name(err->code));
+    int code = qs_status_exit_code(err->code);
+    return code ? code : 1;
+}
+
+int qs_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    char msg[QS_ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "qshard %s: error: %s (qshard %s --help)\n", cmd, msg, cmd);
+    return 2;
+}
+
+bool qs_cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return true;
+    return false;
+}
+
+qs_status qs_parse_long(const char *opt, const char *val, long lo, long hi, long *out, qs_error *err)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = val ? strtol(val, &end, 10) : 0;
+    if (!val || !*val || *end || errno)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: expected an integer, got '%s'", opt, val ? val : "");
+    if (v < lo || v > hi)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: %ld is outside [%ld, %ld]", opt, v, lo, hi);
+    *out = v;
+    return QS_OK;
+}
+
+qs_status qs_parse_double(const char *opt, const char *val, double *out, qs_error *err)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = val ? strtod(val, &end) : 0;
+    if (!val || !*val || *end || errno || !isfinite(v))
+        return qs_error_set(err, QS_ERR_INPUT, "%s: expected a number, got '%s'", opt, val ? val : "");
+    *out = v;
+    return QS_OK;
+}
+
+qs_status qs_parse_bytes(const char *opt, const char *val, uint64_t *out, qs_error *err)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = val ? strtod(val, &end) : 0;
+    if (!val || end == val || errno || !(v >= 0))
+        return qs_error_set(err, QS_ERR_INPUT, "%s: expected a size like 80GiB, got '%s'", opt, val ? val : "");
+    double mul = 1;
+    while (*end == ' ') end++;
+    if (*end) {
+        char u = (char)toupper((unsigned char)*end);
+        const char *rest = end + 1;
+        if (u == 'K') mul = 1024.0;
+        else if (u == 'M') mul = 1024.0 * 1024;
+        else if (u == 'G') mul = 1024.0 * 1024 * 1024;
+        else if (u == 'T') mul = 1024.0 * 1024 * 1024 * 1024;
+        else if (u == 'B') rest = end + 1, mul = 1;
+        else return qs_error_set(err, QS_ERR_INPUT, "%s: unknown size unit in '%s'", opt, val);
+        if (u != 'B') {
+            if (strcasecmp(rest, "iB") == 0 || strcasecmp(rest, "B") == 0 || *rest == '\0') {
+                /* KiB/KB/K are all binary: memory sizes are always powers of two here */
+            } else {
+                return qs_error_set(err, QS_ERR_INPUT, "%s: unknown size unit in '%s'", opt, val);
+            }
+        } else if (*rest) {
+            return qs_error_set(err, QS_ERR_INPUT, "%s: unknown size unit in '%s'", opt, val);
+        }
+    }
+    *out = (uint64_t)(v * mul);
+    return QS_OK;
+}

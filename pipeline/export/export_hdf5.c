@@ -1,0 +1,99 @@
+/* export_hdf5.c — the HDF5 archive of a run (see export_hdf5.h). */
+#define _GNU_SOURCE
+#include "pipeline/export/export_hdf5.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pipeline/formats/fsutil.h"
+#include "pipeline/formats/h5util.h"
+
+struct qs_hdf5_export {
+    char path[4096];
+    char tmp[4160];
+    hid_t file, blocks;
+    H5E_auto2_t efn;
+    void *edata;
+};
+
+qs_status qs_hdf5_export_open(qs_hdf5_export **out, const char *path, const char *fingerprint_id,
+                              const char *run_json, qs_error *err)
+{
+    qs_hdf5_export *x = calloc(1, sizeof *x);
+    if (!x) return qs_error_set(err, QS_ERR_NOMEM, "%s", path);
+    snprintf(x->path, sizeof x->path, "%s", path);
+    snprintf(x->tmp, sizeof x->tmp, "%s.tmp.%d", path, (int)getpid());
+    H5Eget_auto2(H5E_DEFAULT, &x->efn, &x->edata);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    x->file = H5Fcreate(x->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    bool ok = x->file >= 0 && qs_h5_attr_str(x->file, "qshard_version", "0.1.0") &&
+              qs_h5_attr_str(x->file, "fingerprint", fingerprint_id) && qs_h5_attr_str(x->file, "run", run_json);
+    if (ok) x->blocks = H5Gcreate2(x->file, "blocks", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (!ok || x->blocks < 0) {
+        qs_hdf5_export_abort(x);
+        return qs_error_set(err, QS_ERR_IO, "%s: cannot create the HDF5 archive", path);
+    }
+    *out = x;
+    return QS_OK;
+}
+
+qs_status qs_hdf5_export_block(qs_hdf5_export *x, const qs_block_record *r, qs_error *err)
+{
+    char name[64];
+    snprintf(name, sizeof name, "block_%05d", r->layer);
+    hid_t g = H5Gcreate2(x->blocks, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    bool ok = g >= 0 && qs_h5_attr(g, "layer", H5T_NATIVE_INT, &r->layer) &&
+              qs_h5_attr(g, "seconds", H5T_NATIVE_DOUBLE, &r->seconds);
+    for (int i = 0; i < r->n_linears && ok; i++) {
+        const qs_quant_result *q = &r->res[i];
+        const qs_linear_stats *s = &r->stats[i];
+        hid_t l = H5Gcreate2(g, r->names[i], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hsize_t d2[2] = {(hsize_t)q->rows, (hsize_t)q->cols}, ds[2] = {(hsize_t)q->groups, (hsize_t)q->rows},
+                d1[1] = {(hsize_t)q->cols};
+        ok = l >= 0 && qs_h5_attr(l, "bits", H5T_NATIVE_INT, &q->bits) &&
+             qs_h5_attr(l, "h_trace", H5T_NATIVE_DOUBLE, &s->h_trace) &&
+             qs_h5_attr(l, "loss", H5T_NATIVE_DOUBLE, &s->loss) &&
+             qs_h5_attr(l, "loss_rtn", H5T_NATIVE_DOUBLE, &s->loss_rtn) &&
+             qs_h5_attr(l, "seconds", H5T_NATIVE_DOUBLE, &s->seconds) &&
+             qs_h5_attr(l, "samples", H5T_NATIVE_INT64, &s->samples) &&
+             qs_h5_dataset(l, "codes", H5T_NATIVE_UINT8, 2, d2, q->codes, 1) &&
+             qs_h5_dataset(l, "scales", H5T_NATIVE_FLOAT, 2, ds, q->scales, 1) &&
+             qs_h5_dataset(l, "zeros", H5T_NATIVE_INT32, 2, ds, q->zeros, 1) &&
+             qs_h5_dataset(l, "g_idx", H5T_NATIVE_INT32, 1, d1, q->g_idx, 1);
+        if (l >= 0) H5Gclose(l);
+    }
+    if (g >= 0) H5Gclose(g);
+    return ok ? QS_OK : qs_error_set(err, QS_ERR_IO, "%s: cannot write block %d", x->tmp, r->layer);
+}
+
+qs_status qs_hdf5_export_finish(qs_hdf5_export *x, qs_error *err)
+{
+    H5Gclose(x->blocks);
+    herr_t rc = H5Fclose(x->file);
+    H5Eset_auto2(H5E_DEFAULT, x->efn, x->edata);
+    qs_status st = QS_OK;
+    int fd = rc < 0 ? -1 : open(x->tmp, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0) st = qs_error_set(err, QS_ERR_IO, "%s: cannot close/fsync: %s", x->tmp, strerror(errno));
+    if (fd >= 0) close(fd);
+    if (st == QS_OK && rename(x->tmp, x->path) != 0)
+        st = qs_error_set(err, QS_ERR_IO, "%s: cannot rename into place: %s", x->path, strerror(errno));
+    if (st == QS_OK) st = qs_fsync_dir_of(x->path, err);
+    if (st != QS_OK) unlink(x->tmp);
+    free(x);
+    return st;
+}
+
+void qs_hdf5_export_abort(qs_hdf5_export *x)
+{
+    if (!x) return;
+    if (x->blocks > 0) H5Gclose(x->blocks);
+    if (x->file > 0) H5Fclose(x->file);
+    H5Eset_auto2(H5E_DEFAULT, x->efn, x->edata);
+    unlink(x->tmp);
+    free(x);
+}
