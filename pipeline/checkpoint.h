@@ -19,7 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "kernels/quant.h"
+#include "kernels/quant_opts.h"
 #include "workers/stage.h"
 
 /* One finished block as stored: enough to rebuild the block's quantized

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "kernels/hessian.h"
+#include "kernels/quant.h"
 #include "pipeline/formats/safetensors.h"
 #include "workers/model.h"
 

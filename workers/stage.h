@@ -33,7 +33,7 @@
 #include <stdint.h>
 
 #include "kernels/backend.h"
-#include "kernels/quant.h"
+#include "kernels/quant_opts.h"
 #include "pipeline/formats/manifest.h"
 #include "schedulers/cost_model.h"
 #include "workers/block.h"

@@ -61,7 +61,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "kernels/quant.h"
+#include "kernels/cpu/gptq.h"
 #include "kernels/tensor.h"
 
 #ifndef QS_GPTQ_CLOCK

@@ -6,7 +6,7 @@
 #include <omp.h>
 #include <time.h>
 
-#include "kernels/quant.h"
+#include "kernels/cpu/rtn.h"
 
 static double now_s(void)
 {

@@ -48,7 +48,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "kernels/quant.h"
+#include "kernels/quant_opts.h"
 #include "pipeline/formats/gguf_format.h"
 #include "pipeline/formats/manifest.h"
 #include "pipeline/formats/model_config.h"
