@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "pipeline/cli/cli.h"
+#include "pipeline/option_parse.h"
 
 void qs_run_options_default(qs_run_options *o)
 {

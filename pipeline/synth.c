@@ -55,6 +55,7 @@
  * float operations, no libm, so the bytes do not depend on the math library.
  */
 #include "pipeline/synth.h"
+#include "pipeline/formats/fsutil.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -387,60 +388,6 @@ void qs_synth_fill(const qs_synth_model *m, const qs_synth_tensor *t, int64_t st
 
 /* ==== files ===================================================================== */
 
-qs_status qs_synth_make_dir(const char *dir, qs_error *err)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-        return qs_error_set(err, QS_ERR_INPUT, "%s: path too long", dir);
-    /* mkdir -p: create each missing component in turn */
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST)
-            return qs_error_set(err, QS_ERR_IO, "%s: cannot create directory: %s", path, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(path, 0777) != 0 && errno != EEXIST)
-        return qs_error_set(err, QS_ERR_IO, "%s: cannot create directory: %s", path, strerror(errno));
-    struct stat sb;
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return qs_error_set(err, QS_ERR_INPUT, "%s: exists and is not a directory", path);
-    return QS_OK;
-}
-
-static qs_status fsync_parent(const char *path, qs_error *err)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    const char *dir = dirname(buf);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    qs_status st = QS_OK;
-    if (fd < 0 || fsync(fd) != 0) st = qs_error_set(err, QS_ERR_IO, "%s: cannot fsync directory: %s", dir, strerror(errno));
-    if (fd >= 0) close(fd);
-    return st;
-}
-
-qs_status qs_synth_write_file(const char *path, const void *data, size_t n, qs_error *err)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return qs_error_set(err, QS_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    bool ok = fwrite(data, 1, n, f) == n && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int e = errno;
-    if (fclose(f) != 0) ok = false;
-    if (!ok) {
-        unlink(tmp);
-        return qs_error_set(err, QS_ERR_IO, "%s: write failed: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        e = errno;
-        unlink(tmp);
-        return qs_error_set(err, QS_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(e));
-    }
-    return fsync_parent(path, err);
-}
-
 static void shard_name(const qs_synth_model *m, int s, char *out, size_t cap)
 {
     if (m->n_shards == 1) snprintf(out, cap, "model.safetensors");
@@ -528,19 +475,19 @@ static qs_status write_index(const qs_synth_model *m, const char *dir, qs_error 
     if (!text) return qs_error_set(err, QS_ERR_NOMEM, "%s: out of memory for the index", dir);
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    qs_status st = qs_synth_write_file(path, text, strlen(text), err);
+    qs_status st = qs_write_file_durable(path, text, strlen(text), err);
     cJSON_free(text);
     return st;
 }
 
 qs_status qs_synth_write(const qs_synth_model *m, const char *dir, qs_error *err)
 {
-    QS_TRY(qs_synth_make_dir(dir, err));
+    QS_TRY(qs_mkdir_p(dir, err));
     char path[4200];
     char *json = NULL;
     QS_TRY(qs_model_config_to_json(&m->opts.cfg, &json, err));
     snprintf(path, sizeof path, "%s/config.json", dir);
-    qs_status st = qs_synth_write_file(path, json, strlen(json), err);
+    qs_status st = qs_write_file_durable(path, json, strlen(json), err);
     free(json);
     if (st != QS_OK) return st;
 

@@ -76,9 +76,4 @@ void qs_synth_fill(const qs_synth_model *m, const qs_synth_tensor *t, int64_t st
  * model.safetensors.index.json) into dir, creating it. */
 qs_status qs_synth_write(const qs_synth_model *m, const char *dir, qs_error *err);
 
-/* Durable small-file write: temp file → fflush → fsync → rename → fsync dir. */
-qs_status qs_synth_write_file(const char *path, const void *data, size_t n, qs_error *err);
-/* mkdir -p for one level (the parent must exist); an existing directory is fine. */
-qs_status qs_synth_make_dir(const char *dir, qs_error *err);
-
 #endif

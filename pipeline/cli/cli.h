@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "kernels/status.h"
+#include "pipeline/option_parse.h"
 
 typedef int (*qs_cmd_fn)(int argc, char **argv);
 
@@ -36,12 +37,6 @@ int qs_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
 
 /* True when argv has -h/--help; callers then print their usage and return 0. */
 bool qs_cli_wants_help(int argc, char **argv);
-
-/* Strict number parsing for option values ("--bits" "4"). */
-qs_status qs_parse_long(const char *opt, const char *val, long lo, long hi, long *out, qs_error *err);
-qs_status qs_parse_double(const char *opt, const char *val, double *out, qs_error *err);
-/* "80GiB", "512MiB", "1.5e9", "64G" (G = GiB) → bytes. */
-qs_status qs_parse_bytes(const char *opt, const char *val, uint64_t *out, qs_error *err);
 
 /* The subcommands. */
 int qs_cmd_inspect(int argc, char **argv);

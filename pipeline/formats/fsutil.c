@@ -65,7 +65,7 @@ qs_status qs_mkdir_p(const char *dir, qs_error *err)
         return qs_error_set(err, QS_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
     struct stat sb;
     if (stat(buf, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return qs_error_set(err, QS_ERR_IO, "%s: exists and is not a directory", buf);
+        return qs_error_set(err, QS_ERR_INPUT, "%s: exists and is not a directory", buf);
     return QS_OK;
 }
 

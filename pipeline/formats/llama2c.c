@@ -38,8 +38,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "pipeline/formats/fsutil.h"
 #include "pipeline/formats/safetensors.h"
-#include "pipeline/synth.h"
 
 #define HEADER_BYTES 28
 
@@ -212,13 +212,13 @@ qs_status qs_llama2c_to_hf(const qs_llama2c *m, const char *dir, qs_error *err)
     qs_llama2c_config(m, &cfg);
     qs_model_names names;
     QS_TRY(qs_model_names_init(&cfg, NULL, NULL, &names, err));
-    QS_TRY(qs_synth_make_dir(dir, err));
+    QS_TRY(qs_mkdir_p(dir, err));
 
     char *json = NULL;
     char path[4200];
     QS_TRY(qs_model_config_to_json(&cfg, &json, err));
     snprintf(path, sizeof path, "%s/config.json", dir);
-    qs_status st = qs_synth_write_file(path, json, strlen(json), err);
+    qs_status st = qs_write_file_durable(path, json, strlen(json), err);
     free(json);
     if (st != QS_OK) return st;
 
