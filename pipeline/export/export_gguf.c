@@ -1,10 +1,13 @@
 /* export_gguf.c — the GGUF export of a quantized llama model (see export_gguf.h):
- * the plan (tensor names, types, offsets, metadata), the vocabulary from
- * tokenizer.json, and the parallel pwrite of each rank's tensors. */
+ * the plan (tensor names, types, offsets, the general.* and llama.* metadata),
+ * init, and the parallel pwrite of each rank's tensors: everything that
+ * decides or writes the file's tensor data, and the public entry points.
+ *
+ * The vocabulary (tokenizer.json → tokenizer.ggml.*) is in gguf_vocab.c: init
+ * loads it and adds its keys, and nothing else here touches it. */
 #define _GNU_SOURCE
 #include "pipeline/export/export_gguf.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -15,6 +18,7 @@
 #include <unistd.h>
 
 #include "kernels/half.h"
+#include "pipeline/export/gguf_vocab.h"
 #include "pipeline/formats/fsutil.h"
 
 /* ==== the plan ================================================================= */
@@ -143,465 +147,6 @@ static qs_status plan_tensor_from(qs_gguf_export *x, const char *gguf, const cha
     return add_plan(x, &p, err);
 }
 
-/* ==== the vocabulary: tokenizer.json → tokenizer.ggml.* =========================== */
-
-enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5, TT_BYTE = 6 };
-enum { SP_BOS = 0, SP_EOS, SP_UNK, SP_SEP, SP_PAD, SP_CLS, SP_MASK, SP_COUNT };
-static const char *const sp_typ[SP_COUNT] = {"bos", "eos", "unk", "sep", "pad", "cls", "mask"};
-
-typedef struct vocab {
-    const char *model;        /* "llama", "gpt2", "no_vocab" */
-    const char *pre;          /* tokenizer.ggml.pre */
-    int64_t n;
-    char **tok;               /* n tokens (owned copies) */
-    float *score;             /* llama only */
-    int32_t *type;
-    char **merges;            /* gpt2 only */
-    size_t n_merges;
-    int64_t special[SP_COUNT]; /* -1 when unset */
-    int add[SP_COUNT];        /* -1 unset, 0, 1 (bos, eos, sep) */
-    int add_space_prefix;     /* -1 unset */
-    char *chat_template;
-} vocab;
-
-static void vocab_free(vocab *v)
-{
-    if (v->tok)
-        for (int64_t i = 0; i < v->n; i++) free(v->tok[i]);
-    for (size_t i = 0; i < v->n_merges; i++) free(v->merges[i]);
-    free(v->tok), free(v->score), free(v->type), free(v->merges), free(v->chat_template);
-    memset(v, 0, sizeof *v);
-}
-
-static bool is_byte_token(const char *s)
-{
-    static const char hex[] = "0123456789abcdefABCDEF";
-    return strlen(s) == 6 && !strncmp(s, "<0x", 3) && s[5] == '>' && strchr(hex, s[3]) && strchr(hex, s[4]);
-}
-
-typedef struct vocab_entry {
-    const char *s;
-    int64_t id;
-} vocab_entry;
-
-static int cmp_entry(const void *a, const void *b)
-{
-    return strcmp(((const vocab_entry *)a)->s, ((const vocab_entry *)b)->s);
-}
-
-/* llama.cpp's converter treats these added tokens as control tokens too. */
-static bool looks_special(const char *t)
-{
-    size_t n = strlen(t);
-    if (!strcmp(t, "<pad>") || !strcmp(t, "<mask>")) return true;
-    return n >= 4 && !strncmp(t, "<|", 2) && !strcmp(t + n - 2, "|>");
-}
-
-/* True when a pre-tokenizer / decoder tree has a node of `type`. */
-static bool has_type(const cJSON *node, const char *type)
-{
-    if (!cJSON_IsObject(node)) return false;
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(node, "type");
-    if (cJSON_IsString(t) && !strcmp(t->valuestring, type)) return true;
-    static const char *const lists[] = {"pretokenizers", "decoders", "processors", "normalizers"};
-    for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(node, lists[i]);
-        const cJSON *c;
-        cJSON_ArrayForEach(c, arr) if (has_type(c, type)) return true;
-    }
-    return false;
-}
-
-/* llama.cpp identifies a byte-level pre-tokenizer by name. We recognise the
- * two common ones from their structure; anything else is "default". */
-static const char *gpt2_pre(const cJSON *pre)
-{
-    static const char llama3_regex[] =
-        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(pre, "type");
-    if (!cJSON_IsString(t)) return "default";
-    if (!strcmp(t->valuestring, "ByteLevel")) {
-        const cJSON *re = cJSON_GetObjectItemCaseSensitive(pre, "use_regex");
-        return (!re || cJSON_IsTrue(re)) ? "gpt-2" : "default";
-    }
-    if (!strcmp(t->valuestring, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(pre, "pretokenizers");
-        if (cJSON_GetArraySize(list) != 2) return "default";
-        const cJSON *split = cJSON_GetArrayItem(list, 0), *bl = cJSON_GetArrayItem(list, 1);
-        const cJSON *st = cJSON_GetObjectItemCaseSensitive(split, "type");
-        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(split, "pattern"), "Regex");
-        const cJSON *bt = cJSON_GetObjectItemCaseSensitive(bl, "type");
-        if (cJSON_IsString(st) && !strcmp(st->valuestring, "Split") && cJSON_IsString(pat) &&
-            !strcmp(pat->valuestring, llama3_regex) && cJSON_IsString(bt) && !strcmp(bt->valuestring, "ByteLevel"))
-            return "llama-bpe";
-    }
-    return "default";
-}
-
-/* "a b" or ["a", "b"] → "a b"; spaces inside a pair's parts (the list form
- * allows them) are written as U+0120, as llama.cpp's converter does. */
-static char *merge_string(const cJSON *mg)
-{
-    if (cJSON_IsString(mg)) return strdup(mg->valuestring);
-    if (!cJSON_IsArray(mg) || cJSON_GetArraySize(mg) != 2) return NULL;
-    const cJSON *a = cJSON_GetArrayItem(mg, 0), *b = cJSON_GetArrayItem(mg, 1);
-    if (!cJSON_IsString(a) || !cJSON_IsString(b)) return NULL;
-    size_t na = strlen(a->valuestring), nb = strlen(b->valuestring);
-    char *s = malloc(2 * (na + nb) + 2), *p = s;
-    if (!s) return NULL;
-    for (int part = 0; part < 2; part++) {
-        const char *src = part ? b->valuestring : a->valuestring;
-        if (part) *p++ = ' ';
-        for (; *src; src++) {
-            if (*src == ' ') *p++ = (char)0xC4, *p++ = (char)0xA0;
-            else *p++ = *src;
-        }
-    }
-    *p = '\0';
-    return s;
-}
-
-/* The content of a tokenizer_config "<typ>_token" entry (a string or {content}). */
-static const char *config_token(const cJSON *tc, const char *typ)
-{
-    char key[32];
-    snprintf(key, sizeof key, "%s_token", typ);
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(tc, key);
-    if (cJSON_IsString(e)) return e->valuestring;
-    if (cJSON_IsObject(e)) {
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
-        if (cJSON_IsString(c)) return c->valuestring;
-    }
-    return NULL;
-}
-
-static int64_t added_token_id(const cJSON *added, const char *content)
-{
-    const cJSON *a;
-    cJSON_ArrayForEach(a, added)
-    {
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "content");
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(a, "id");
-        if (cJSON_IsString(c) && cJSON_IsNumber(id) && !strcmp(c->valuestring, content)) return (int64_t)id->valuedouble;
-    }
-    return -1;
-}
-
-static cJSON *load_json(const char *path, qs_status *st, qs_error *err)
-{
-    char *text = NULL;
-    size_t len = 0;
-    *st = qs_read_file(path, &text, &len, err);
-    if (*st != QS_OK) return NULL;
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        *st = qs_error_set(err, QS_ERR_INPUT, "%s: not a JSON object", path);
-        return NULL;
-    }
-    return j;
-}
-
-/* Special token ids and add_*_token flags, as llama.cpp's SpecialVocab finds
- * them: the post-processor's template, then tokenizer_config.json (<typ>_token
- * looked up among the added tokens, add_<typ>_token), then config.json
- * (<typ>_token_id); the first id found for a type wins. */
-static void special_tokens(vocab *v, const cJSON *tj, const cJSON *tc, const cJSON *cfg, bool *special)
-{
-    const cJSON *added = cJSON_GetObjectItemCaseSensitive(tj, "added_tokens");
-    const char *bos = tc ? config_token(tc, "bos") : NULL, *eos = tc ? config_token(tc, "eos") : NULL;
-    const char *cls = tc ? config_token(tc, "cls") : NULL;
-    const cJSON *pp = cJSON_GetObjectItemCaseSensitive(tj, "post_processor");
-    const cJSON *procs = cJSON_GetObjectItemCaseSensitive(pp, "processors");
-    const cJSON *one = pp;
-    int count = procs ? cJSON_GetArraySize(procs) : (cJSON_IsObject(pp) ? 1 : 0);
-    for (int i = 0; i < count; i++) {
-        one = procs ? cJSON_GetArrayItem(procs, i) : pp;
-        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(one, "type");
-        if (!cJSON_IsString(ty)) continue;
-        if (!strcmp(ty->valuestring, "RobertaProcessing")) {
-            v->add[SP_BOS] = v->add[SP_EOS] = v->add[SP_SEP] = 1;
-            continue;
-        }
-        if (strcmp(ty->valuestring, "TemplateProcessing")) continue;
-        const cJSON *single = cJSON_GetObjectItemCaseSensitive(one, "single");
-        int ns = cJSON_GetArraySize(single);
-        if (ns <= 1) continue;
-        const cJSON *first = cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(single, 0), "SpecialToken"), "id");
-        const cJSON *last = cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(single, ns - 1), "SpecialToken"), "id");
-        if (cJSON_IsString(first)) {
-            if (!tc) bos = first->valuestring;
-            v->add[SP_BOS] = (bos && !strcmp(first->valuestring, bos)) || (cls && !strcmp(first->valuestring, cls));
-        }
-        if (cJSON_IsString(last)) {
-            if (!tc) eos = last->valuestring;
-            v->add[SP_EOS] = eos && !strcmp(last->valuestring, eos);
-        }
-    }
-    if (tc) {
-        for (int s = 0; s < SP_COUNT; s++) {
-            char key[32];
-            snprintf(key, sizeof key, "add_%s_token", sp_typ[s]);
-            const cJSON *b = cJSON_GetObjectItemCaseSensitive(tc, key);
-            if (cJSON_IsBool(b) && (s == SP_BOS || s == SP_EOS || s == SP_SEP)) v->add[s] = cJSON_IsTrue(b);
-            const char *content = config_token(tc, sp_typ[s]);
-            int64_t id = content ? added_token_id(added, content) : -1;
-            if (id >= 0 && id < v->n && v->special[s] < 0) v->special[s] = id;
-            /* transformers' all_special_ids: the tokenizer_config's tokens */
-            if (id >= 0 && id < v->n && special) special[id] = true;
-        }
-        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(tc, "chat_template");
-        if (cJSON_IsString(ct)) v->chat_template = strdup(ct->valuestring);
-        const cJSON *aps = cJSON_GetObjectItemCaseSensitive(tc, "add_prefix_space");
-        if (cJSON_IsBool(aps)) v->add_space_prefix = cJSON_IsTrue(aps);
-    }
-    if (cfg) {
-        for (int s = 0; s < SP_COUNT; s++) {
-            char key[32];
-            snprintf(key, sizeof key, "%s_token_id", sp_typ[s]);
-            const cJSON *id = cJSON_GetObjectItemCaseSensitive(cfg, key);
-            if (cJSON_IsNumber(id) && id->valuedouble >= 0 && id->valuedouble < (double)v->n && v->special[s] < 0)
-                v->special[s] = (int64_t)id->valuedouble;
-        }
-    }
-}
-
-/* Reads tokenizer.json (+ tokenizer_config.json, config.json beside the model)
- * into the GGUF vocabulary of n_vocab tokens (the embedding's rows). */
-static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_dir, int64_t n_vocab, qs_error *err)
-{
-    memset(v, 0, sizeof *v);
-    for (int s = 0; s < SP_COUNT; s++) v->special[s] = -1, v->add[s] = -1;
-    v->add_space_prefix = -1;
-    if (!qs_path_exists(tok_path)) {
-        v->model = "no_vocab";
-        return QS_OK;
-    }
-    qs_status st = QS_OK;
-    cJSON *tj = load_json(tok_path, &st, err), *tc = NULL, *cfg = NULL;
-    if (!tj) return st;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", model_dir);
-    if (qs_path_exists(path) && !(tc = load_json(path, &st, err))) goto done;
-    snprintf(path, sizeof path, "%s/config.json", model_dir);
-    if (qs_path_exists(path) && !(cfg = load_json(path, &st, err))) goto done;
-
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
-    const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
-    const cJSON *vmap = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    const cJSON *added = cJSON_GetObjectItemCaseSensitive(tj, "added_tokens");
-    if (!cJSON_IsString(mtype) || strcmp(mtype->valuestring, "BPE")) {
-        st = qs_error_set(err, QS_ERR_UNSUPPORTED, "%s: model.type %s: the GGUF export handles BPE tokenizers only",
-                          tok_path, cJSON_IsString(mtype) ? mtype->valuestring : "(missing)");
-        goto done;
-    }
-    if (!cJSON_IsObject(vmap)) {
-        st = qs_error_set(err, QS_ERR_INPUT, "%s: model.vocab is not an object", tok_path);
-        goto done;
-    }
-    bool byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
-    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(tj, "pre_tokenizer");
-    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(tj, "decoder");
-    if (byte_fallback) {
-        v->model = "llama";
-        v->pre = "default";
-    } else if (has_type(pre, "ByteLevel") || has_type(dec, "ByteLevel")) {
-        v->model = "gpt2";
-        v->pre = gpt2_pre(pre);
-    } else {
-        st = qs_error_set(err, QS_ERR_UNSUPPORTED,
-                          "%s: a BPE tokenizer without byte_fallback and without ByteLevel has no llama.cpp vocabulary type",
-                          tok_path);
-        goto done;
-    }
-
-    v->n = n_vocab;
-    v->tok = calloc((size_t)n_vocab, sizeof *v->tok);
-    v->score = calloc((size_t)n_vocab, sizeof *v->score);
-    v->type = calloc((size_t)n_vocab, sizeof *v->type);
-    bool *is_added = calloc((size_t)n_vocab, 1), *in_base = calloc((size_t)n_vocab, 1), *special = calloc((size_t)n_vocab, 1);
-    if (!v->tok || !v->score || !v->type || !is_added || !in_base || !special) {
-        free(is_added), free(in_base), free(special);
-        st = qs_error_set(err, QS_ERR_NOMEM, "%s: vocabulary of %lld", tok_path, (long long)n_vocab);
-        goto done;
-    }
-    /* base vocabulary, then added tokens (which may reuse or extend ids) */
-    const cJSON *e;
-    cJSON_ArrayForEach(e, vmap)
-    {
-        double id = cJSON_IsNumber(e) ? e->valuedouble : -1;
-        if (id < 0 || id != floor(id)) {
-            st = qs_error_set(err, QS_ERR_INPUT, "%s: model.vocab[\"%s\"] is not a token id", tok_path, e->string);
-            break;
-        }
-        if (id >= (double)n_vocab) {
-            st = qs_error_set(err, QS_ERR_INPUT, "%s: token \"%s\" has id %.0f but the model's vocab_size is %lld", tok_path,
-                              e->string, id, (long long)n_vocab);
-            break;
-        }
-        int64_t i = (int64_t)id;
-        free(v->tok[i]);
-        v->tok[i] = strdup(e->string);
-        in_base[i] = true;
-    }
-    cJSON_ArrayForEach(e, added)
-    {
-        if (st != QS_OK) break;
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id"), *c = cJSON_GetObjectItemCaseSensitive(e, "content");
-        if (!cJSON_IsNumber(id) || !cJSON_IsString(c) || id->valuedouble < 0) {
-            st = qs_error_set(err, QS_ERR_INPUT, "%s: added_tokens entry without a valid id and content", tok_path);
-            break;
-        }
-        if (id->valuedouble >= (double)n_vocab) {
-            st = qs_error_set(err, QS_ERR_INPUT, "%s: added token \"%s\" has id %.0f but the model's vocab_size is %lld",
-                              tok_path, c->valuestring, id->valuedouble, (long long)n_vocab);
-            break;
-        }
-        int64_t i = (int64_t)id->valuedouble;
-        if (!v->tok[i]) v->tok[i] = strdup(c->valuestring);
-        is_added[i] = true;
-        special[i] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "special"));
-    }
-    if (st == QS_OK) {
-        v->n = n_vocab;
-        /* llama (LlamaHfVocab): CONTROL for transformers' special ids; gpt2: only
-         * added tokens that are special or look special (<|...|>, <pad>, <mask>) */
-        special_tokens(v, tj, tc, cfg, !strcmp(v->model, "llama") ? special : NULL);
-        for (int64_t i = 0; i < n_vocab && !strcmp(v->model, "gpt2"); i++)
-            if (is_added[i] && !special[i]) special[i] = looks_special(v->tok[i]);
-    }
-
-    /* merges: gpt2 writes them; llama turns their ranks into scores. cJSON
-     * arrays and objects are lists, so walk them once and look pieces up in a
-     * sorted copy of the vocabulary (Llama-3 has 280k merges, 128k tokens). */
-    int n_merges = cJSON_GetArraySize(merges);
-    float *rank_score = NULL;
-    vocab_entry *sorted = NULL;
-    size_t n_sorted = 0;
-    if (st == QS_OK && !strcmp(v->model, "gpt2") && n_merges > 0) {
-        v->merges = calloc((size_t)n_merges, sizeof *v->merges);
-        if (!v->merges) st = qs_error_set(err, QS_ERR_NOMEM, "%s: merges", tok_path);
-        int k = 0;
-        cJSON_ArrayForEach(e, merges)
-        {
-            if (st != QS_OK) break;
-            v->merges[k] = merge_string(e);
-            if (!v->merges[k]) st = qs_error_set(err, QS_ERR_INPUT, "%s: model.merges[%d] is not a merge", tok_path, k);
-            v->n_merges = (size_t)++k;
-        }
-    }
-    if (st == QS_OK && !strcmp(v->model, "llama")) {
-        /* llama.cpp's SPM tokenizer merges the adjacent pair whose joined piece
-         * has the highest score, so a piece's score is minus the rank of the
-         * merge that makes it: that reproduces the BPE merge order. Pieces no
-         * merge makes score below every merge. */
-        rank_score = malloc((size_t)n_vocab * sizeof *rank_score);
-        sorted = malloc(((size_t)cJSON_GetArraySize(vmap) + 1) * sizeof *sorted);
-        if (!rank_score || !sorted) st = qs_error_set(err, QS_ERR_NOMEM, "%s: scores", tok_path);
-        for (int64_t i = 0; st == QS_OK && i < n_vocab; i++) rank_score[i] = 1.0f; /* not scored yet */
-        cJSON_ArrayForEach(e, vmap)
-        {
-            if (st != QS_OK) break;
-            sorted[n_sorted].s = e->string;
-            sorted[n_sorted++].id = (int64_t)e->valuedouble;
-        }
-        if (st == QS_OK) qsort(sorted, n_sorted, sizeof *sorted, cmp_entry);
-        int k = 0;
-        cJSON_ArrayForEach(e, merges)
-        {
-            if (st != QS_OK) break;
-            const char *a = NULL, *b = NULL;
-            char *ms = NULL;
-            if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(e->child) &&
-                cJSON_IsString(e->child->next)) {
-                a = e->child->valuestring, b = e->child->next->valuestring;
-            } else if (cJSON_IsString(e) && (ms = strdup(e->valuestring)) && strchr(ms, ' ')) {
-                char *sp = strchr(ms, ' ');
-                *sp = '\0';
-                a = ms, b = sp + 1;
-            }
-            if (!a) {
-                free(ms);
-                st = qs_error_set(err, QS_ERR_INPUT, "%s: model.merges[%d] is not a merge", tok_path, k);
-                break;
-            }
-            size_t na = strlen(a), nb = strlen(b);
-            char *joined = malloc(na + nb + 1);
-            if (!joined) {
-                free(ms);
-                st = qs_error_set(err, QS_ERR_NOMEM, "%s: merges", tok_path);
-                break;
-            }
-            memcpy(joined, a, na);
-            memcpy(joined + na, b, nb + 1);
-            vocab_entry key = {joined, 0};
-            const vocab_entry *hit = bsearch(&key, sorted, n_sorted, sizeof *sorted, cmp_entry);
-            if (hit && hit->id >= 0 && hit->id < n_vocab && rank_score[hit->id] > 0)
-                rank_score[hit->id] = -(float)k; /* the first (lowest-rank) merge making it */
-            free(joined);
-            free(ms);
-            k++;
-        }
-        for (int64_t i = 0; st == QS_OK && i < n_vocab; i++)
-            if (rank_score[i] > 0) rank_score[i] = -(float)n_merges;
-    }
-    free(sorted);
-    for (int64_t i = 0; st == QS_OK && i < n_vocab; i++) {
-        if (!v->tok[i]) {
-            char pad[32];
-            snprintf(pad, sizeof pad, "[PAD%lld]", (long long)i);
-            v->tok[i] = strdup(pad);
-            v->type[i] = TT_UNUSED;
-            v->score[i] = -1000.0f;
-        } else if (!strcmp(v->model, "llama")) {
-            v->type[i] = is_byte_token(v->tok[i]) ? TT_BYTE
-                         : special[i]             ? TT_CONTROL
-                         : (is_added[i] && !in_base[i]) ? TT_USER_DEFINED
-                                                        : TT_NORMAL;
-            v->score[i] = rank_score[i];
-        } else {
-            v->type[i] = special[i] ? TT_CONTROL : is_added[i] ? TT_USER_DEFINED : TT_NORMAL;
-        }
-        if (!v->tok[i]) st = qs_error_set(err, QS_ERR_NOMEM, "%s: tokens", tok_path);
-    }
-    free(rank_score);
-    free(is_added), free(in_base), free(special);
-done:
-    cJSON_Delete(tj);
-    cJSON_Delete(tc);
-    cJSON_Delete(cfg);
-    if (st != QS_OK) vocab_free(v);
-    return st;
-}
-
-static void vocab_metadata(qs_gguf_layout *l, const vocab *v)
-{
-    qs_gguf_add_string(l, "tokenizer.ggml.model", v->model);
-    if (!strcmp(v->model, "no_vocab")) return;
-    qs_gguf_add_string(l, "tokenizer.ggml.pre", v->pre);
-    qs_gguf_add_array_string(l, "tokenizer.ggml.tokens", (const char *const *)v->tok, NULL, (size_t)v->n);
-    if (!strcmp(v->model, "llama")) qs_gguf_add_array_f32(l, "tokenizer.ggml.scores", v->score, (size_t)v->n);
-    qs_gguf_add_array_i32(l, "tokenizer.ggml.token_type", v->type, (size_t)v->n);
-    if (v->n_merges)
-        qs_gguf_add_array_string(l, "tokenizer.ggml.merges", (const char *const *)v->merges, NULL, v->n_merges);
-    /* llama.cpp's key names (sic: "seperator"); cls has no key */
-    static const char *const id_keys[SP_COUNT] = {"tokenizer.ggml.bos_token_id",     "tokenizer.ggml.eos_token_id",
-                                                  "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.seperator_token_id",
-                                                  "tokenizer.ggml.padding_token_id", NULL,
-                                                  "tokenizer.ggml.mask_token_id"};
-    for (int s = 0; s < SP_COUNT; s++)
-        if (id_keys[s] && v->special[s] >= 0) qs_gguf_add_u32(l, id_keys[s], (uint32_t)v->special[s]);
-    if (v->add[SP_BOS] >= 0) qs_gguf_add_bool(l, "tokenizer.ggml.add_bos_token", v->add[SP_BOS]);
-    if (v->add[SP_EOS] >= 0) qs_gguf_add_bool(l, "tokenizer.ggml.add_eos_token", v->add[SP_EOS]);
-    if (v->add[SP_SEP] >= 0) qs_gguf_add_bool(l, "tokenizer.ggml.add_sep_token", v->add[SP_SEP]);
-    if (v->add_space_prefix >= 0) qs_gguf_add_bool(l, "tokenizer.ggml.add_space_prefix", v->add_space_prefix);
-    if (v->chat_template) qs_gguf_add_string(l, "tokenizer.chat_template", v->chat_template);
-}
-
 /* ==== init ======================================================================= */
 
 static void model_name(const qs_gguf_export *x, char *buf, size_t cap)
@@ -728,15 +273,14 @@ qs_status qs_gguf_export_init(qs_gguf_export **out, const char *out_path, const 
     x->cfg = *qs_manifest_config(m);
     x->o = *o;
     qs_gguf_layout_init(&x->lay, QS_GGUF_ALIGNMENT);
-    vocab v;
-    memset(&v, 0, sizeof v);
+    qs_gguf_vocab *v = NULL;
     qs_status st = check_model(x, err);
     if (st == QS_OK) st = plan_tensors(x, err);
     if (st == QS_OK) {
         char tok[4200];
         if (o->tokenizer) snprintf(tok, sizeof tok, "%s", o->tokenizer);
         else snprintf(tok, sizeof tok, "%s/tokenizer.json", qs_manifest_dir(m));
-        st = vocab_load(&v, tok, qs_manifest_dir(m), x->cfg.vocab, err);
+        st = qs_gguf_vocab_load(&v, tok, qs_manifest_dir(m), x->cfg.vocab, err);
     }
     if (st != QS_OK) goto fail;
 
@@ -769,8 +313,9 @@ qs_status qs_gguf_export_init(qs_gguf_export **out, const char *out_path, const 
         qs_gguf_add_string(l, "llama.rope.scaling.type", "linear");
         qs_gguf_add_f32(l, "llama.rope.scaling.factor", (float)c->rope_factor);
     }
-    vocab_metadata(l, &v);
-    vocab_free(&v);
+    qs_gguf_vocab_add_metadata(l, v);
+    qs_gguf_vocab_free(v);
+    v = NULL;
 
     for (size_t i = 0; i < x->n && st == QS_OK; i++) {
         plan_tensor *p = &x->t[i];
@@ -783,7 +328,7 @@ qs_status qs_gguf_export_init(qs_gguf_export **out, const char *out_path, const 
     *out = x;
     return QS_OK;
 fail:
-    vocab_free(&v);
+    qs_gguf_vocab_free(v);
     qs_gguf_export_free(x);
     return st;
 }

@@ -1,0 +1,26 @@
+/* gguf_vocab.h — private to pipeline/export/: the vocabulary of the GGUF
+ * export (gguf_vocab.c), read from tokenizer.json and written as the
+ * tokenizer.ggml.* metadata keys. export_gguf.c loads it while it plans the
+ * file and adds its keys after the general.* and llama.* ones. */
+#ifndef QS_GGUF_VOCAB_H
+#define QS_GGUF_VOCAB_H
+
+#include <stdint.h>
+
+#include "kernels/status.h"
+#include "pipeline/formats/gguf_format.h"
+
+typedef struct qs_gguf_vocab qs_gguf_vocab;
+
+/* Reads tokenizer.json at tok_path (+ tokenizer_config.json and config.json in
+ * model_dir when they exist) into the vocabulary of n_vocab tokens (the
+ * embedding's rows; missing ids become "[PADn]"). Without tokenizer.json the
+ * vocabulary is "no_vocab". A tokenizer llama.cpp has no vocabulary type for is
+ * QS_ERR_UNSUPPORTED; ids beyond n_vocab or malformed files QS_ERR_INPUT. */
+qs_status qs_gguf_vocab_load(qs_gguf_vocab **out, const char *tok_path, const char *model_dir, int64_t n_vocab,
+                             qs_error *err);
+/* Adds tokenizer.ggml.* (and tokenizer.chat_template) to l, in a fixed order. */
+void qs_gguf_vocab_add_metadata(qs_gguf_layout *l, const qs_gguf_vocab *v);
+void qs_gguf_vocab_free(qs_gguf_vocab *v);
+
+#endif
