@@ -11,7 +11,7 @@
  * arena; splits only make more (offset, length) pairs.
  */
 #define _GNU_SOURCE /* memmem */
-#include "pipeline/formats/tokenizer.h"
+#include "pipeline/formats/tokenizer/tokenizer.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
