@@ -77,11 +77,11 @@ qs_status qs_tok_load_added_tokens(qs_tokenizer *t, const cJSON *list, re_state 
         added_tok *a = &t->added[k];
         if (!qs_strmap_put(&t->added_map, a->content, a->len, a->id)) return nomem(t, err);
         if (a->normalized) {
-            sbuf o = {0}, tmp = {0};
+            qs_strbuf o = {0}, tmp = {0};
             qs_status s = qs_tok_normalize(t, st, a->content, a->len, false, &o, &tmp, err);
-            sbuf_free(&tmp);
+            qs_strbuf_free(&tmp);
             if (s != QS_OK) {
-                sbuf_free(&o);
+                qs_strbuf_free(&o);
                 return qs_error_prefix(err, "added token '%s'", a->content);
             }
             t->norm_contents[k] = o.p ? o.p : strdup("");

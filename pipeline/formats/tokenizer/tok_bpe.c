@@ -110,7 +110,7 @@ qs_status qs_tok_load_model(qs_tokenizer *t, const cJSON *m, qs_error *err)
     if (!qs_tok_jnull(merges) && !cJSON_IsArray(merges))
         return qs_tok_jfail(t, err, QS_ERR_INPUT, "model.merges", "must be an array of \"a b\" strings or [\"a\", \"b\"] pairs");
     uint32_t rank = 0;
-    sbuf ab = {0}; /* "a\0b\0ab" */
+    qs_strbuf ab = {0}; /* "a\0b\0ab" */
     qs_status st = QS_OK;
     cJSON_ArrayForEach(it, merges) {
         char p[64];
@@ -134,9 +134,14 @@ qs_status qs_tok_load_model(qs_tokenizer *t, const cJSON *m, qs_error *err)
             break;
         }
         size_t alen = cJSON_IsString(it) ? (size_t)(b - 1 - a) : strlen(a), blen = strlen(b);
-        ab.n = 0;
-        if (!sbuf_add(&ab, a, alen) || !sbuf_add(&ab, "", 1) || !sbuf_add(&ab, b, blen) || !sbuf_add(&ab, "", 1) ||
-            !sbuf_add(&ab, a, alen) || !sbuf_add(&ab, b, blen)) {
+        qs_strbuf_truncate(&ab, 0);
+        qs_strbuf_put(&ab, a, alen);
+        qs_strbuf_put(&ab, "", 1);
+        qs_strbuf_put(&ab, b, blen);
+        qs_strbuf_put(&ab, "", 1);
+        qs_strbuf_put(&ab, a, alen);
+        qs_strbuf_put(&ab, b, blen);
+        if (ab.oom) {
             st = nomem(t, err);
             break;
         }
@@ -154,7 +159,7 @@ qs_status qs_tok_load_model(qs_tokenizer *t, const cJSON *m, qs_error *err)
         }
         rank++;
     }
-    sbuf_free(&ab);
+    qs_strbuf_free(&ab);
     return st;
 }
 

@@ -79,27 +79,37 @@ qs_status qs_tok_load_decoder(qs_tokenizer *t, const cJSON *n, const char *path,
 /* ---- decode (HF decoders' decode_chain over the token strings, then concat) ---- */
 
 typedef struct svec {
-    sbuf *s;
+    qs_strbuf *s;
     size_t n, cap;
 } svec;
 
-static sbuf *svec_new(svec *v)
+/* A new empty string at the end of v (its p is not NULL); NULL when out of memory. */
+static qs_strbuf *svec_new(svec *v)
 {
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 64;
-        sbuf *q = realloc(v->s, cap * sizeof *q);
+        qs_strbuf *q = realloc(v->s, cap * sizeof *q);
         if (!q) return NULL;
         v->s = q;
         v->cap = cap;
     }
-    v->s[v->n] = (sbuf){0};
-    if (!sbuf_reserve(&v->s[v->n], 0)) return NULL;
+    v->s[v->n] = (qs_strbuf){0};
+    if (!qs_strbuf_reserve(&v->s[v->n], 0)) return NULL;
     return &v->s[v->n++];
+}
+
+/* A new string holding s[0..n) at the end of v; NULL when out of memory. */
+static qs_strbuf *svec_push(svec *v, const char *s, size_t n)
+{
+    qs_strbuf *d = svec_new(v);
+    if (!d) return NULL;
+    qs_strbuf_put(d, s, n);
+    return d->oom ? NULL : d;
 }
 
 static void svec_free(svec *v)
 {
-    for (size_t i = 0; i < v->n; i++) sbuf_free(&v->s[i]);
+    for (size_t i = 0; i < v->n; i++) qs_strbuf_free(&v->s[i]);
     free(v->s);
     *v = (svec){0};
 }
@@ -107,18 +117,19 @@ static void svec_free(svec *v)
 static const char FFFD[] = "\xef\xbf\xbd";
 
 /* Rust String::from_utf8_lossy. */
-static bool add_lossy(sbuf *o, const char *s, size_t n)
+static bool add_lossy(qs_strbuf *o, const char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
         size_t sub = 1, l = qs_utf8_seq((const unsigned char *)s + i, n - i, &sub);
         if (l) {
-            if (!sbuf_add(o, s + i, l)) return false;
+            qs_strbuf_put(o, s + i, l);
             i += l;
         } else {
-            if (!sbuf_add(o, FFFD, 3)) return false;
+            qs_strbuf_put(o, FFFD, 3);
             i += sub;
         }
+        if (o->oom) return false;
     }
     return true;
 }
@@ -131,19 +142,16 @@ static int hexval(char c)
     return -1;
 }
 
-static bool flush_bytes(svec *out, sbuf *bytes)
+static bool flush_bytes(svec *out, qs_strbuf *bytes)
 {
-    if (!bytes->n) return true;
-    if (qs_utf8_check(bytes->p, bytes->n) == bytes->n) {
-        sbuf *d = svec_new(out);
-        if (!d || !sbuf_add(d, bytes->p, bytes->n)) return false;
+    if (!bytes->len) return true;
+    if (qs_utf8_check(bytes->p, bytes->len) == bytes->len) {
+        if (!svec_push(out, bytes->p, bytes->len)) return false;
     } else {
-        for (size_t k = 0; k < bytes->n; k++) {
-            sbuf *d = svec_new(out);
-            if (!d || !sbuf_add(d, FFFD, 3)) return false;
-        }
+        for (size_t k = 0; k < bytes->len; k++)
+            if (!svec_push(out, FFFD, 3)) return false;
     }
-    bytes->n = 0;
+    qs_strbuf_truncate(bytes, 0);
     return true;
 }
 
@@ -156,73 +164,73 @@ static qs_status dec_apply(const qs_tokenizer *t, const dec_op *op, re_state *rs
         qs_tok_bytelevel_table(b2c);
         for (int i = 0; i < 324; i++) c2b[i] = -1;
         for (int b = 0; b < 256; b++) c2b[b2c[b]] = b;
-        sbuf bytes = {0};
+        qs_strbuf bytes = {0};
         bool ok = true;
         for (size_t i = 0; i < in->n && ok; i++) {
-            const sbuf *s = &in->s[i];
-            size_t mark = bytes.n;
+            const qs_strbuf *s = &in->s[i];
+            size_t mark = bytes.len;
             bool mapped = true;
-            for (size_t j = 0, l; j < s->n && ok; j += l) {
+            for (size_t j = 0, l; j < s->len && ok; j += l) {
                 uint32_t c = qs_utf8_get(s->p + j, &l);
                 if (c >= 324 || c2b[c] < 0) {
                     mapped = false;
                     break;
                 }
                 char b = (char)c2b[c];
-                ok = sbuf_add(&bytes, &b, 1);
+                qs_strbuf_put(&bytes, &b, 1);
+                ok = !bytes.oom;
             }
             if (!mapped) {
-                bytes.n = mark;
-                ok = sbuf_add(&bytes, s->p, s->n);
+                qs_strbuf_truncate(&bytes, mark);
+                qs_strbuf_put(&bytes, s->p, s->len);
+                ok = !bytes.oom;
             }
         }
-        sbuf *d = ok ? svec_new(out) : NULL;
-        ok = d && add_lossy(d, bytes.p ? bytes.p : "", bytes.n);
-        sbuf_free(&bytes);
+        qs_strbuf *d = ok ? svec_new(out) : NULL;
+        ok = d && add_lossy(d, bytes.p ? bytes.p : "", bytes.len);
+        qs_strbuf_free(&bytes);
         return ok ? QS_OK : nomem(t, err);
     }
     case DEC_REPLACE:
         for (size_t i = 0; i < in->n; i++) {
-            sbuf *d = svec_new(out);
+            qs_strbuf *d = svec_new(out);
             if (!d) return nomem(t, err);
-            int rc = qs_tok_replace_all(op->lit, op->lit_len, op->re, rs, in->s[i].p, in->s[i].n, op->content,
+            int rc = qs_tok_replace_all(op->lit, op->lit_len, op->re, rs, in->s[i].p, in->s[i].len, op->content,
                                         op->clen, d);
             if (rc == -1) return qs_error_set(err, QS_ERR_INPUT, "%s: decoder Replace: regex match failed", t->name);
             if (rc == -2) return nomem(t, err);
         }
         return QS_OK;
     case DEC_BYTEFALLBACK: {
-        sbuf bytes = {0};
+        qs_strbuf bytes = {0};
         bool ok = true;
         for (size_t i = 0; i < in->n && ok; i++) {
-            const sbuf *s = &in->s[i];
+            const qs_strbuf *s = &in->s[i];
             int hi, lo;
-            if (s->n == 6 && memcmp(s->p, "<0x", 3) == 0 && s->p[5] == '>' && (hi = hexval(s->p[3])) >= 0 &&
+            if (s->len == 6 && memcmp(s->p, "<0x", 3) == 0 && s->p[5] == '>' && (hi = hexval(s->p[3])) >= 0 &&
                 (lo = hexval(s->p[4])) >= 0) {
                 char b = (char)(hi * 16 + lo);
-                ok = sbuf_add(&bytes, &b, 1);
+                qs_strbuf_put(&bytes, &b, 1);
+                ok = !bytes.oom;
                 continue;
             }
-            ok = flush_bytes(out, &bytes);
-            sbuf *d = ok ? svec_new(out) : NULL;
-            ok = d && sbuf_add(d, s->p, s->n);
+            ok = flush_bytes(out, &bytes) && svec_push(out, s->p, s->len);
         }
         ok = ok && flush_bytes(out, &bytes);
-        sbuf_free(&bytes);
+        qs_strbuf_free(&bytes);
         return ok ? QS_OK : nomem(t, err);
     }
     case DEC_FUSE: {
-        sbuf *d = svec_new(out);
+        qs_strbuf *d = svec_new(out);
         if (!d) return nomem(t, err);
-        for (size_t i = 0; i < in->n; i++)
-            if (!sbuf_add(d, in->s[i].p, in->s[i].n)) return nomem(t, err);
-        return QS_OK;
+        for (size_t i = 0; i < in->n; i++) qs_strbuf_put(d, in->s[i].p, in->s[i].len);
+        return d->oom ? nomem(t, err) : QS_OK;
     }
     case DEC_STRIP:
         for (size_t i = 0; i < in->n; i++) {
-            const sbuf *s = &in->s[i];
-            size_t a = 0, b = s->n, l;
-            for (long k = 0; k < op->start && a < s->n; k++) {
+            const qs_strbuf *s = &in->s[i];
+            size_t a = 0, b = s->len, l;
+            for (long k = 0; k < op->start && a < s->len; k++) {
                 if (qs_utf8_get(s->p + a, &l) != op->strip_char) break;
                 a += l;
             }
@@ -232,24 +240,24 @@ static qs_status dec_apply(const qs_tokenizer *t, const dec_op *op, re_state *rs
                 if (qs_utf8_get(s->p + j, &l) != op->strip_char) break;
                 b = j;
             }
-            sbuf *d = svec_new(out);
-            if (!d || !sbuf_add(d, s->p + a, b - a)) return nomem(t, err);
+            if (!svec_push(out, s->p + a, b - a)) return nomem(t, err);
         }
         return QS_OK;
     case DEC_METASPACE:
         for (size_t i = 0; i < in->n; i++) {
-            const sbuf *s = &in->s[i];
-            sbuf *d = svec_new(out);
+            const qs_strbuf *s = &in->s[i];
+            qs_strbuf *d = svec_new(out);
             if (!d) return nomem(t, err);
-            for (size_t j = 0; j < s->n;) {
-                if (s->n - j >= op->rep_len && memcmp(s->p + j, op->rep, op->rep_len) == 0) {
-                    if (!(i == 0 && op->scheme != PREPEND_NEVER) && !sbuf_add(d, " ", 1)) return nomem(t, err);
+            for (size_t j = 0; j < s->len;) {
+                if (s->len - j >= op->rep_len && memcmp(s->p + j, op->rep, op->rep_len) == 0) {
+                    if (!(i == 0 && op->scheme != PREPEND_NEVER)) qs_strbuf_put(d, " ", 1);
                     j += op->rep_len;
                 } else {
-                    if (!sbuf_add(d, s->p + j, 1)) return nomem(t, err);
+                    qs_strbuf_put(d, s->p + j, 1);
                     j++;
                 }
             }
+            if (d->oom) return nomem(t, err);
         }
         return QS_OK;
     }
@@ -287,21 +295,18 @@ qs_status qs_tokenizer_decode(const qs_tokenizer *t, const int32_t *ids, size_t 
         } else {
             continue;
         }
-        sbuf *d = svec_new(&a);
-        if (!d || !sbuf_add(d, s, len)) {
+        if (!svec_push(&a, s, len)) {
             st = nomem(t, err);
             goto done;
         }
     }
-    sbuf res = {0};
+    qs_strbuf res = {0};
     if (!t->has_decoder) {
         /* HF without a decoder joins the tokens with spaces */
-        for (size_t i = 0; i < a.n; i++)
-            if ((i && !sbuf_add(&res, " ", 1)) || !sbuf_add(&res, a.s[i].p, a.s[i].n)) {
-                sbuf_free(&res);
-                st = nomem(t, err);
-                goto done;
-            }
+        for (size_t i = 0; i < a.n; i++) {
+            if (i) qs_strbuf_put(&res, " ", 1);
+            qs_strbuf_put(&res, a.s[i].p, a.s[i].len);
+        }
     } else {
         for (size_t k = 0; k < t->n_decs; k++) {
             if ((st = dec_apply(t, &t->decs[k], &rs, &a, &b, err)) != QS_OK) goto done;
@@ -310,20 +315,16 @@ qs_status qs_tokenizer_decode(const qs_tokenizer *t, const int32_t *ids, size_t 
             b = sw;
             svec_free(&b);
         }
-        for (size_t i = 0; i < a.n; i++)
-            if (!sbuf_add(&res, a.s[i].p, a.s[i].n)) {
-                sbuf_free(&res);
-                st = nomem(t, err);
-                goto done;
-            }
+        for (size_t i = 0; i < a.n; i++) qs_strbuf_put(&res, a.s[i].p, a.s[i].len);
     }
-    if (!sbuf_reserve(&res, 0)) {
+    if (!qs_strbuf_reserve(&res, 0)) { /* also when an append above ran out of memory */
+        qs_strbuf_free(&res);
         st = nomem(t, err);
         goto done;
     }
-    res.p[res.n] = '\0';
+    res.p[res.len] = '\0';
     *out = res.p;
-    if (out_len) *out_len = res.n;
+    if (out_len) *out_len = res.len;
 done:
     svec_free(&a);
     svec_free(&b);

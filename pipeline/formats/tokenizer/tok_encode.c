@@ -25,9 +25,9 @@ static void enc_swap(enc *e)
 static void enc_free(enc *e)
 {
     qs_tok_re_state_free(&e->rs);
-    sbuf_free(&e->arena);
-    sbuf_free(&e->nb);
-    sbuf_free(&e->tmp);
+    qs_strbuf_free(&e->arena);
+    qs_strbuf_free(&e->nb);
+    qs_strbuf_free(&e->tmp);
     free(e->cur.p);
     free(e->nxt.p);
     free(e->sp);
@@ -41,7 +41,8 @@ static void enc_free(enc *e)
 static qs_status encode_pieces(enc *e, const char *text, size_t len, qs_token_ids *out)
 {
     const qs_tokenizer *t = e->t;
-    if (!sbuf_add(&e->arena, text, len) || !pvec_push(&e->cur, (piece){0, len, -1, true})) return nomem(t, e->err);
+    qs_strbuf_put(&e->arena, text, len);
+    if (e->arena.oom || !pvec_push(&e->cur, (piece){0, len, -1, true})) return nomem(t, e->err);
     /* 1. added tokens that match the raw text */
     for (size_t i = 0; i < e->cur.n; i++) QS_TRY(qs_tok_split_added(e, &t->raw_set, e->cur.p[i]));
     enc_swap(e);
@@ -51,10 +52,10 @@ static qs_status encode_pieces(enc *e, const char *text, size_t len, qs_token_id
         if (p.id < 0 && t->n_norms) {
             QS_TRY(qs_tok_normalize(t, &e->rs, e->arena.p + p.off, p.len, e->no_prefix && p.origin, &e->nb, &e->tmp,
                                     e->err));
-            size_t off = arena_add(e, e->nb.p, e->nb.n);
+            size_t off = arena_add(e, e->nb.p, e->nb.len);
             if (off == SIZE_MAX) return nomem(t, e->err);
             p.off = off;
-            p.len = e->nb.n;
+            p.len = e->nb.len;
             if (!p.len) continue;
         }
         QS_TRY(qs_tok_split_added(e, &t->norm_set, p));

@@ -88,23 +88,25 @@ qs_status qs_tokenizer_load(const char *path, qs_tokenizer **out, qs_error *err)
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return qs_error_set(err, errno == ENOENT ? QS_ERR_INPUT : QS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    sbuf b = {0};
+    qs_strbuf b = {0};
     char chunk[65536];
     size_t r;
-    while ((r = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (!sbuf_add(&b, chunk, r)) {
+    while ((r = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        qs_strbuf_put(&b, chunk, r);
+        if (b.oom) {
             fclose(f);
-            sbuf_free(&b);
+            qs_strbuf_free(&b);
             return qs_error_set(err, QS_ERR_NOMEM, "%s: out of memory", path);
         }
+    }
     bool bad = ferror(f);
     fclose(f);
     if (bad) {
-        sbuf_free(&b);
+        qs_strbuf_free(&b);
         return qs_error_set(err, QS_ERR_IO, "%s: read failed", path);
     }
-    qs_status st = qs_tokenizer_parse(b.p ? b.p : "", b.n, path, out, err);
-    sbuf_free(&b);
+    qs_status st = qs_tokenizer_parse(b.p ? b.p : "", b.len, path, out, err);
+    qs_strbuf_free(&b);
     return st;
 }
 

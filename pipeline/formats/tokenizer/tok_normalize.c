@@ -81,27 +81,30 @@ qs_status qs_tok_load_normalizer(qs_tokenizer *t, const cJSON *n, const char *pa
     return QS_OK;
 }
 
-qs_status qs_tok_normalize(const qs_tokenizer *t, re_state *st, const char *s, size_t n, bool skip_prepend, sbuf *out,
-                           sbuf *tmp, qs_error *err)
+qs_status qs_tok_normalize(const qs_tokenizer *t, re_state *st, const char *s, size_t n, bool skip_prepend,
+                           qs_strbuf *out, qs_strbuf *tmp, qs_error *err)
 {
-    out->n = 0;
-    if (!sbuf_add(out, s, n)) return nomem(t, err);
+    qs_strbuf_truncate(out, 0);
+    qs_strbuf_put(out, s, n);
+    if (out->oom) return nomem(t, err);
     for (size_t k = 0; k < t->n_norms; k++) {
         const norm_op *op = &t->norms[k];
-        tmp->n = 0;
+        qs_strbuf_truncate(tmp, 0);
         switch (op->kind) {
         case NORM_PREPEND:
-            if (!out->n || skip_prepend) continue;
-            if (!sbuf_add(tmp, op->s, op->slen) || !sbuf_add(tmp, out->p, out->n)) return nomem(t, err);
+            if (!out->len || skip_prepend) continue;
+            qs_strbuf_put(tmp, op->s, op->slen);
+            qs_strbuf_put(tmp, out->p, out->len);
+            if (tmp->oom) return nomem(t, err);
             break;
         case NORM_REPLACE: {
-            int rc = qs_tok_replace_all(op->s, op->slen, op->re, st, out->p, out->n, op->content, op->clen, tmp);
+            int rc = qs_tok_replace_all(op->s, op->slen, op->re, st, out->p, out->len, op->content, op->clen, tmp);
             if (rc == -1) return qs_error_set(err, QS_ERR_INPUT, "%s: %s: regex match failed", t->name, op->path);
             if (rc == -2) return nomem(t, err);
             break;
         }
         case NORM_STRIP: {
-            size_t a = 0, b = out->n, l;
+            size_t a = 0, b = out->len, l;
             if (op->left)
                 while (a < b && qs_utf8_is_space(qs_utf8_get(out->p + a, &l))) a += l;
             if (op->right)
@@ -111,11 +114,12 @@ qs_status qs_tok_normalize(const qs_tokenizer *t, re_state *st, const char *s, s
                     if (!qs_utf8_is_space(qs_utf8_get(out->p + j, &l))) break;
                     b = j;
                 }
-            if (!sbuf_add(tmp, out->p + a, b - a)) return nomem(t, err);
+            qs_strbuf_put(tmp, out->p + a, b - a);
+            if (tmp->oom) return nomem(t, err);
             break;
         }
         case NORM_NFC: {
-            for (size_t i = 0, l; i < out->n; i += l) {
+            for (size_t i = 0, l; i < out->len; i += l) {
                 uint32_t c = qs_utf8_get(out->p + i, &l);
                 if (!nfc_stable(c))
                     return qs_error_set(err, QS_ERR_UNSUPPORTED,
@@ -126,7 +130,7 @@ qs_status qs_tok_normalize(const qs_tokenizer *t, re_state *st, const char *s, s
             continue;
         }
         }
-        sbuf sw = *out;
+        qs_strbuf sw = *out;
         *out = *tmp;
         *tmp = sw;
     }

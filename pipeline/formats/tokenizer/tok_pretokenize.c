@@ -220,19 +220,19 @@ static qs_status split_by(enc *e, piece p, split_behavior b, bool invert)
 static qs_status bytelevel_map(enc *e, piece *p)
 {
     const qs_tokenizer *t = e->t;
-    if (!sbuf_reserve(&e->arena, 2 * p->len)) return nomem(t, e->err);
+    if (!qs_strbuf_reserve(&e->arena, 2 * p->len)) return nomem(t, e->err);
     const unsigned char *src = (const unsigned char *)e->arena.p + p->off;
-    char *dst = e->arena.p + e->arena.n;
+    char *dst = e->arena.p + e->arena.len;
     size_t o = 0;
     for (size_t i = 0; i < p->len; i++) {
         dst[o] = t->bl_utf8[src[i]][0];
         dst[o + 1] = t->bl_utf8[src[i]][1];
         o += t->bl_len[src[i]];
     }
-    p->off = e->arena.n;
+    p->off = e->arena.len;
     p->len = o;
-    e->arena.n += o;
-    e->arena.p[e->arena.n] = '\0';
+    e->arena.len += o;
+    e->arena.p[e->arena.len] = '\0';
     return QS_OK;
 }
 
@@ -244,12 +244,14 @@ qs_status qs_tok_pretokenize(enc *e, const pre_op *op, piece p)
     switch (op->kind) {
     case PRE_BYTELEVEL: {
         if (op->add_prefix_space && !skip_prefix && p.len && e->arena.p[p.off] != ' ') {
-            e->nb.n = 0;
-            if (!sbuf_add(&e->nb, " ", 1) || !sbuf_add(&e->nb, e->arena.p + p.off, p.len)) return nomem(t, e->err);
-            size_t off = arena_add(e, e->nb.p, e->nb.n);
+            qs_strbuf_truncate(&e->nb, 0);
+            qs_strbuf_put(&e->nb, " ", 1);
+            qs_strbuf_put(&e->nb, e->arena.p + p.off, p.len);
+            if (e->nb.oom) return nomem(t, e->err);
+            size_t off = arena_add(e, e->nb.p, e->nb.len);
             if (off == SIZE_MAX) return nomem(t, e->err);
             p.off = off;
-            p.len = e->nb.n;
+            p.len = e->nb.len;
         }
         size_t first = e->nxt.n;
         if (op->use_regex) {
@@ -265,20 +267,21 @@ qs_status qs_tok_pretokenize(enc *e, const pre_op *op, piece p)
         QS_TRY(find_matches(e, op->re, op->lit, op->lit_len, e->arena.p + p.off, p.len));
         return split_by(e, p, op->behavior, op->invert);
     case PRE_METASPACE: {
-        e->nb.n = 0;
+        qs_strbuf_truncate(&e->nb, 0);
         const char *s = e->arena.p + p.off;
         for (size_t i = 0; i < p.len; i++) {
-            bool ok = s[i] == ' ' ? sbuf_add(&e->nb, op->rep, op->rep_len) : sbuf_add(&e->nb, s + i, 1);
-            if (!ok) return nomem(t, e->err);
+            if (s[i] == ' ') qs_strbuf_put(&e->nb, op->rep, op->rep_len);
+            else qs_strbuf_put(&e->nb, s + i, 1);
         }
-        bool starts = e->nb.n >= op->rep_len && memcmp(e->nb.p, op->rep, op->rep_len) == 0;
+        if (e->nb.oom) return nomem(t, e->err);
+        bool starts = e->nb.len >= op->rep_len && memcmp(e->nb.p, op->rep, op->rep_len) == 0;
         bool prepend = !starts && !skip_prefix &&
                        (op->scheme == PREPEND_ALWAYS || (op->scheme == PREPEND_FIRST && p.origin));
-        size_t off = e->arena.n;
+        size_t off = e->arena.len;
         if (prepend && arena_add(e, op->rep, op->rep_len) == SIZE_MAX) return nomem(t, e->err);
-        if (arena_add(e, e->nb.p, e->nb.n) == SIZE_MAX) return nomem(t, e->err);
+        if (arena_add(e, e->nb.p, e->nb.len) == SIZE_MAX) return nomem(t, e->err);
         p.off = off;
-        p.len = e->arena.n - off;
+        p.len = e->arena.len - off;
         if (!op->split) return pvec_push(&e->nxt, p) ? QS_OK : nomem(t, e->err);
         QS_TRY(find_matches(e, NULL, op->rep, op->rep_len, e->arena.p + p.off, p.len));
         return split_by(e, p, SPLIT_MERGED_NEXT, false);

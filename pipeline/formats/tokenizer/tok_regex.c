@@ -65,7 +65,7 @@ int qs_tok_re_next(const pcre2_code *re, re_state *st, const char *s, size_t n, 
 }
 
 int qs_tok_replace_all(const char *lit, size_t lit_len, const pcre2_code *re, re_state *st, const char *s, size_t n,
-                       const char *content, size_t clen, sbuf *out)
+                       const char *content, size_t clen, qs_strbuf *out)
 {
     size_t i = 0;
     for (;;) {
@@ -80,8 +80,11 @@ int qs_tok_replace_all(const char *lit, size_t lit_len, const pcre2_code *re, re
             ms = (size_t)(f - s);
             me = ms + lit_len;
         }
-        if (!sbuf_add(out, s + i, ms - i) || !sbuf_add(out, content, clen)) return -2;
+        qs_strbuf_put(out, s + i, ms - i);
+        qs_strbuf_put(out, content, clen);
+        if (out->oom) return -2;
         i = me;
     }
-    return sbuf_add(out, s + i, n - i) ? 0 : -2;
+    qs_strbuf_put(out, s + i, n - i);
+    return out->oom ? -2 : 0;
 }

@@ -23,44 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline/formats/strbuf.h"
 #include "pipeline/formats/tokenizer/tok_map.h"
 #include "pipeline/formats/tokenizer/tokenizer.h"
 #include "pipeline/formats/tokenizer/utf8.h"
-
-/* ---- a growable byte buffer ---------------------------------------------- */
-
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-} sbuf;
-
-static inline bool sbuf_reserve(sbuf *b, size_t extra)
-{
-    if (b->n + extra + 1 <= b->cap) return true;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + extra + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return false;
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-static inline bool sbuf_add(sbuf *b, const void *s, size_t n)
-{
-    if (!sbuf_reserve(b, n)) return false;
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-    return true;
-}
-
-static inline void sbuf_free(sbuf *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->n = b->cap = 0;
-}
 
 /* ---- the loaded tokenizer ------------------------------------------------ */
 
@@ -209,7 +175,7 @@ typedef struct enc {
     qs_error *err;
     bool no_prefix;
     re_state rs;
-    sbuf arena, nb, tmp;
+    qs_strbuf arena, nb, tmp;
     pvec cur, nxt;
     span *sp;
     size_t n_sp, cap_sp;
@@ -270,8 +236,9 @@ static inline bool pvec_push(pvec *v, piece p)
 /* Appends bytes to the arena and returns their offset (SIZE_MAX on OOM). */
 static inline size_t arena_add(enc *e, const char *s, size_t n)
 {
-    size_t off = e->arena.n;
-    return sbuf_add(&e->arena, s, n) ? off : SIZE_MAX;
+    size_t off = e->arena.len;
+    qs_strbuf_put(&e->arena, s, n);
+    return e->arena.oom ? SIZE_MAX : off;
 }
 
 /* ---- tok_regex.c: PCRE2 with UTF + UCP --------------------------------------- */
@@ -286,7 +253,7 @@ int qs_tok_re_next(const pcre2_code *re, re_state *st, const char *s, size_t n, 
 /* Appends s with every occurrence of the literal/regex replaced by content to
  * out: 0, or -1 when the regex match fails, -2 when out of memory. */
 int qs_tok_replace_all(const char *lit, size_t lit_len, const pcre2_code *re, re_state *st, const char *s, size_t n,
-                       const char *content, size_t clen, sbuf *out);
+                       const char *content, size_t clen, qs_strbuf *out);
 
 /* ---- tok_json.c: values of tokenizer.json, errors naming the json path -------- */
 
@@ -321,8 +288,8 @@ qs_status qs_tok_jprepend_scheme(const qs_tokenizer *t, const cJSON *o, const ch
 qs_status qs_tok_load_normalizer(qs_tokenizer *t, const cJSON *n, const char *path, qs_error *err);
 /* Normalizes s[0..n) into out (replacing its contents); tmp is scratch.
  * skip_prepend leaves out the Prepend normalizer (no_prefix_space). */
-qs_status qs_tok_normalize(const qs_tokenizer *t, re_state *st, const char *s, size_t n, bool skip_prepend, sbuf *out,
-                           sbuf *tmp, qs_error *err);
+qs_status qs_tok_normalize(const qs_tokenizer *t, re_state *st, const char *s, size_t n, bool skip_prepend,
+                           qs_strbuf *out, qs_strbuf *tmp, qs_error *err);
 
 /* ---- tok_added.c ---------------------------------------------------------------- */
 
