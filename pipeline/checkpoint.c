@@ -89,6 +89,23 @@ static bool h5_read_dataset(hid_t loc, const char *name, hid_t type, size_t expe
     return ok;
 }
 
+/* Rank and dimensions of a dataset (at most 2); 0 when absent or of another rank. */
+static int h5_dataset_dims(hid_t loc, const char *name, int64_t dims[2])
+{
+    hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (ds < 0) return 0;
+    hid_t sp = H5Dget_space(ds);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    hsize_t d[2] = {0, 0};
+    if (nd == 1 || nd == 2) H5Sget_simple_extent_dims(sp, d, NULL);
+    else nd = 0;
+    dims[0] = d[0] > (hsize_t)INT64_MAX ? -1 : (int64_t)d[0];
+    dims[1] = d[1] > (hsize_t)INT64_MAX ? -1 : (int64_t)d[1];
+    H5Sclose(sp);
+    H5Dclose(ds);
+    return nd;
+}
+
 /* ---- write ------------------------------------------------------------------------ */
 
 qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome *o, const char *fingerprint,
@@ -167,8 +184,8 @@ qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome
 
 /* ---- read --------------------------------------------------------------------------- */
 
-qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *fingerprint, qs_block_record *r,
-                                   qs_error *err)
+qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *fingerprint, const qs_block_expect *expect,
+                                   qs_block_record *r, qs_error *err)
 {
     memset(r, 0, sizeof *r);
     char path[4200];
@@ -195,39 +212,36 @@ qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *
         snprintf(why, sizeof why, "made by another run (fingerprint %.64s, this run %.64s)", fp, fingerprint);
     r->layer = layer;
     r->n_linears = n;
-    for (int i = 0; i < n && !why[0]; i++) {
+    qs_error bad; /* a field out of range (checkpoint_check.h) */
+    qs_error_clear(&bad);
+    for (int i = 0; i < n && !why[0] && !bad.msg[0]; i++) {
         char gname[32];
         snprintf(gname, sizeof gname, "linear%d", i);
         hid_t g = H5Gopen2(f, gname, H5P_DEFAULT);
-        int bits = 0;
-        hid_t ds = g < 0 ? -1 : H5Dopen2(g, "scales", H5P_DEFAULT);
-        hsize_t sd[2] = {0, 0}, cd[2] = {0, 0};
-        if (ds >= 0) {
-            hid_t sp = H5Dget_space(ds);
-            H5Sget_simple_extent_dims(sp, sd, NULL);
-            H5Sclose(sp);
-            H5Dclose(ds);
-        }
-        ds = g < 0 ? -1 : H5Dopen2(g, "codes", H5P_DEFAULT);
-        if (ds >= 0) {
-            hid_t sp = H5Dget_space(ds);
-            H5Sget_simple_extent_dims(sp, cd, NULL);
-            H5Sclose(sp);
-            H5Dclose(ds);
-        }
         qs_quant_result *q = &r->res[i];
         qs_linear_stats *s = &r->stats[i];
-        if (g < 0 || !h5_read_attr(g, "bits", H5T_NATIVE_INT, &bits) || !cd[0] || !sd[0] ||
-            !h5_read_attr_str(g, "name", r->names[i], QS_NAME_MAX)) {
+        qs_linear_dims d;
+        memset(&d, 0, sizeof d);
+        int64_t gd[2] = {0, 0};
+        bool readable = g >= 0 && h5_read_attr(g, "bits", H5T_NATIVE_INT, &d.bits) &&
+                        h5_read_attr_str(g, "name", r->names[i], QS_NAME_MAX) &&
+                        (d.codes_ndim = h5_dataset_dims(g, "codes", d.codes)) &&
+                        (d.scales_ndim = h5_dataset_dims(g, "scales", d.scales)) &&
+                        (d.zeros_ndim = h5_dataset_dims(g, "zeros", d.zeros)) &&
+                        (d.g_idx_ndim = h5_dataset_dims(g, "g_idx", gd));
+        d.g_idx = gd[0];
+        if (!readable) {
             snprintf(why, sizeof why, "linear %d unreadable", i);
-        } else {
+        } else if (qs_checkpoint_check_dims(path, i, r->names[i], &d, expect, &bad) == QS_OK) {
+            /* shapes are sane and what the model expects: now allocate and read */
             qs_quant_opts qo;
             qs_quant_opts_default(&qo);
-            qo.bits = bits;
-            qo.group_size = sd[0] == 1 ? -1 : (int)(cd[1] / sd[0]);
+            qo.bits = d.bits;
+            qo.group_size = d.scales[0] == 1 ? -1 : (int)(d.codes[1] / d.scales[0]);
             qs_error e2;
-            if (qs_quant_result_init(q, (int64_t)cd[0], (int64_t)cd[1], &qo, &e2) != QS_OK || q->groups != (int64_t)sd[0])
-                snprintf(why, sizeof why, "linear %d has inconsistent shapes", i);
+            if (qs_quant_result_init(q, d.codes[0], d.codes[1], &qo, &e2) != QS_OK || q->groups != d.scales[0])
+                snprintf(why, sizeof why, "linear %d: cannot hold [%lld, %lld] in memory", i, (long long)d.codes[0],
+                         (long long)d.codes[1]);
             else if (!h5_read_dataset(g, "codes", H5T_NATIVE_UINT8, (size_t)(q->rows * q->cols), q->codes) ||
                      !h5_read_dataset(g, "scales", H5T_NATIVE_FLOAT, (size_t)(q->groups * q->rows), q->scales) ||
                      !h5_read_dataset(g, "zeros", H5T_NATIVE_INT32, (size_t)(q->groups * q->rows), q->zeros) ||
@@ -243,14 +257,17 @@ qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *
     }
     if (f >= 0) H5Fclose(f);
     H5Eset_auto2(H5E_DEFAULT, efn, edata);
-    if (!why[0]) {
+    if (!why[0] && !bad.msg[0]) {
         r->xxh64 = block_hash(n, r->res);
         char got[40];
         snprintf(got, sizeof got, "%016llx", (unsigned long long)r->xxh64);
         if (strcmp(got, hex) != 0) snprintf(why, sizeof why, "checksum mismatch (stored %s, data %s)", hex, got);
     }
-    if (why[0]) {
+    /* a valid checksum proves the file is the one written, not that it is sane */
+    if (!why[0] && !bad.msg[0]) qs_block_results_check(path, n, r->names, r->res, r->stats, expect, &bad);
+    if (why[0] || bad.msg[0]) {
         qs_block_record_free(r);
+        if (bad.msg[0] && !why[0]) return qs_error_set(err, QS_ERR_INPUT, "%s", bad.msg);
         return qs_error_set(err, QS_ERR_INPUT, "%s: %s", path, why);
     }
     for (int i = 0; i < n; i++) qs_quant_dequantize(&r->res[i], r->res[i].q);

@@ -85,6 +85,8 @@ typedef struct run_ctx {
     int rank;
     int resumed_blocks;
     cJSON *layers; /* this rank's per-linear statistics */
+    const qs_model_config *cfg;  /* what checkpoints are checked against */
+    const qs_model_names *names;
 } run_ctx;
 
 /* Finished blocks of a previous run; a bad checkpoint is recomputed. */
@@ -99,7 +101,10 @@ static qs_status resume_block(void *ctx, int layer, qs_quant_result res[QS_MAX_B
     if (!qs_path_exists(path)) return QS_OK;
     qs_block_record rec;
     qs_error why;
-    if (qs_checkpoint_read_block(r->o->work, layer, r->fingerprint, &rec, &why) != QS_OK) {
+    qs_block_expect want;
+    qs_quant_opts q = quant_opts(r->o);
+    qs_block_expect_init(&want, r->cfg, r->names, layer, &q);
+    if (qs_checkpoint_read_block(r->o->work, layer, r->fingerprint, &want, &rec, &why) != QS_OK) {
         fprintf(stderr, "qshard run: warning: rank %d: %s; recomputing block %d\n", r->rank, why.msg, layer);
         qs_journal_append(r->o->work, "rank %d block %d checkpoint invalid (%s): recomputing", r->rank, layer, why.msg);
         return QS_OK;
@@ -171,6 +176,17 @@ static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
                            &r->req[b->layer], err));
     }
     if (!b->resumed) {
+        /* what was just computed passes the checks a checkpoint read back
+         * must pass: a scale that does not fit the export's fp16 or a
+         * non-finite loss is an error naming the tensor, never a success */
+        char names[QS_MAX_BLOCK_LINEARS][QS_NAME_MAX];
+        for (int i = 0; i < b->blk->n_linears; i++) snprintf(names[i], QS_NAME_MAX, "%s", b->blk->lin[i].weight);
+        qs_block_expect want;
+        qs_quant_opts q = quant_opts(r->o);
+        qs_block_expect_init(&want, r->cfg, r->names, b->layer, &q);
+        char origin[QS_PATH_MAX + 32];
+        snprintf(origin, sizeof origin, "%s: block %d", r->o->model, b->layer);
+        QS_TRY(qs_block_results_check(origin, b->blk->n_linears, names, b->res, b->stats, &want, err));
         /* the checkpoint first: it is what a resumed run trusts */
         uint64_t h = 0;
         QS_TRY(qs_checkpoint_write_block(r->o->work, b, r->fingerprint, &h, err));
@@ -341,7 +357,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
                 s.plan.stages[r].head ? " + head" : "");
 
     run_ctx rc = {c, cfg->n_layers, s.plan.stages, t0, 0, 0, 0, NULL, NULL, o, s.exp, s.gguf, s.fp_id,
-                  s.resuming != 0, c->rank, 0, cJSON_CreateArray()};
+                  s.resuming != 0, c->rank, 0, cJSON_CreateArray(), cfg, &s.names};
     rc.msg = calloc((size_t)cfg->n_layers, sizeof *rc.msg);
     rc.req = calloc((size_t)cfg->n_layers, sizeof *rc.req);
     if (!rc.msg || !rc.req) {

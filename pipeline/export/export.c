@@ -2,6 +2,7 @@
 #include "pipeline/export/export.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,25 +42,40 @@ static qs_status run_record(const char *work, cJSON **rec, char **text, char mod
     snprintf(model, 4096, "%s", dir->valuestring);
     qs_quant_opts_default(q);
     const cJSON *v;
-#define NUM(key, field)                                                     \
-    if ((v = cJSON_GetObjectItemCaseSensitive(op, key)) && cJSON_IsNumber(v)) \
-    field = v->valuedouble
+    /* every number is range-checked before it becomes an int: the record is
+     * a file in the work dir like the checkpoints, and as little trusted */
+#define INT(key, field, lo, hi)                                                                                       \
+    if ((v = cJSON_GetObjectItemCaseSensitive(op, key))) {                                                            \
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < (lo) ||               \
+            v->valuedouble > (hi))                                                                                    \
+            return qs_error_set(err, QS_ERR_INPUT, "%s: field 'options.%s': expected an integer in [%d, %d]", path, key, \
+                                (int)(lo), (int)(hi));                                                                \
+        field = (int)v->valuedouble;                                                                                  \
+    }
 #define BOOL(key, field)                                                     \
     if ((v = cJSON_GetObjectItemCaseSensitive(op, key)) && cJSON_IsBool(v)) \
     field = cJSON_IsTrue(v)
-    NUM("bits", q->bits);
-    NUM("group_size", q->group_size);
-    NUM("damp", q->damp);
-    NUM("block_size", q->block_size);
+    INT("bits", q->bits, 2, 8);
+    INT("group_size", q->group_size, -1, 1 << 24);
+    INT("block_size", q->block_size, 1, 1 << 16);
+    if ((v = cJSON_GetObjectItemCaseSensitive(op, "damp"))) {
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble < 1))
+            return qs_error_set(err, QS_ERR_INPUT, "%s: field 'options.damp': expected a number in [0, 1)", path);
+        q->damp = v->valuedouble;
+    }
     BOOL("sym", q->sym);
     BOOL("act_order", q->act_order);
     BOOL("static_groups", q->static_groups);
     BOOL("mse", q->mse);
     BOOL("true_sequential", *true_seq);
-#undef NUM
+#undef INT
 #undef BOOL
     v = cJSON_GetObjectItemCaseSensitive(op, "method");
     q->method = cJSON_IsString(v) && !strcmp(v->valuestring, "rtn") ? QS_QUANT_METHOD_RTN : QS_QUANT_METHOD_GPTQ;
+    if (q->bits != 2 && q->bits != 3 && q->bits != 4 && q->bits != 8)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: field 'options.bits' = %d, expected 2, 3, 4 or 8", path, q->bits);
+    if (q->group_size == 0)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: field 'options.group_size' = 0, expected -1 or a size", path);
     return QS_OK;
 }
 
@@ -80,6 +96,17 @@ qs_status qs_export_from_work(const char *work, const char *out, const qs_export
     qs_model_names names;
     if (st == QS_OK) st = qs_model_names_from_manifest(m, &names, err);
     const qs_model_config *cfg = m ? qs_manifest_config(m) : NULL;
+    /* the recorded options must fit the model's linears, as the run checked them */
+    if (st == QS_OK) {
+        qs_block_linear lin[QS_MAX_BLOCK_LINEARS];
+        int nl = qs_block_linears(cfg, &names, 0, lin);
+        for (int i = 0; i < nl && st == QS_OK; i++) {
+            q.name = lin[i].weight;
+            st = qs_quant_opts_check(&q, lin[i].out, lin[i].in, err);
+        }
+        q.name = NULL;
+        if (st != QS_OK) qs_error_prefix(err, "%s/fingerprint.json", work);
+    }
     /* every block must be there and sound before anything is written */
     for (int l = 0; st == QS_OK && l < cfg->n_layers; l++) {
         char path[4200];
@@ -115,7 +142,9 @@ qs_status qs_export_from_work(const char *work, const char *out, const qs_export
     }
     for (int l = 0; st == QS_OK && l < cfg->n_layers; l++) {
         qs_block_record r;
-        st = qs_checkpoint_read_block(work, l, id->valuestring, &r, err);
+        qs_block_expect want;
+        qs_block_expect_init(&want, cfg, &names, l, &q);
+        st = qs_checkpoint_read_block(work, l, id->valuestring, &want, &r, err);
         if (st != QS_OK) {
             qs_error_prefix(err, "run qshard run again to recompute it");
             break;
