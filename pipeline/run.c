@@ -14,8 +14,10 @@
 #include "pipeline/export/export_gguf.h"
 #include "pipeline/export/export_gptq.h"
 #include "pipeline/fingerprint.h"
+#include "pipeline/worklock.h"
 #include "pipeline/formats/fsutil.h"
 #include "pipeline/formats/manifest.h"
+#include "pipeline/formats/model_check.h"
 #include "pipeline/formats/token_set.h"
 #include "schedulers/partition.h"
 #include "workers/model.h"
@@ -227,6 +229,7 @@ typedef struct setup {
     qs_gguf_export *gguf;
     bool want_gptq, want_gguf, want_hdf5;
     char gguf_path[QS_PATH_MAX + 16];
+    qs_worklock lock; /* rank 0: held for the whole run */
 } setup;
 
 static qs_status load_calibration(const qs_run_options *o, const qs_model_config *cfg, qs_tensor *t, qs_error *err)
@@ -249,27 +252,53 @@ static qs_status load_calibration(const qs_run_options *o, const qs_model_config
     return QS_OK;
 }
 
+/* No output may land in or over an input: the model dir, the calibration
+ * set and the job file stay untouched whatever --out and --work say
+ * (compared as resolved real paths, symlinks followed). */
+static qs_status check_paths(const qs_run_options *o, qs_error *err)
+{
+    char model[QS_PATH_MAX], out[QS_PATH_MAX], work[QS_PATH_MAX], in[QS_PATH_MAX];
+    QS_TRY(qs_path_resolve(o->model, model, sizeof model, err));
+    QS_TRY(qs_path_resolve(o->out, out, sizeof out, err));
+    QS_TRY(qs_path_resolve(o->work, work, sizeof work, err));
+    if (qs_path_within(out, model) || qs_path_within(model, out))
+        return qs_error_set(err, QS_ERR_INPUT, "--out %s %s the model directory %s: the export would write over the model; "
+                            "choose another --out", o->out, !strcmp(out, model) ? "is" : qs_path_within(out, model) ? "is inside" : "contains", o->model);
+    if (qs_path_within(work, model) || qs_path_within(model, work))
+        return qs_error_set(err, QS_ERR_INPUT, "--work %s %s the model directory %s; choose another --work", o->work,
+                            !strcmp(work, model) ? "is" : qs_path_within(work, model) ? "is inside" : "contains", o->model);
+    if (!strcmp(out, work))
+        return qs_error_set(err, QS_ERR_INPUT, "--out and --work are the same directory %s; give each its own", o->out);
+    const char *inputs[2] = {o->calib, o->job_file};
+    const char *what[2] = {"--calib", "the job file"};
+    for (int i = 0; i < 2; i++) {
+        if (!inputs[i][0]) continue;
+        QS_TRY(qs_path_resolve(inputs[i], in, sizeof in, err));
+        if (qs_path_within(in, out))
+            return qs_error_set(err, QS_ERR_INPUT, "%s %s lies inside --out %s, which the export writes; move it",
+                                what[i], inputs[i], o->out);
+    }
+    return QS_OK;
+}
+
+/* Set-up, in the order that leaves nothing behind when it fails: every
+ * check (options, model, tensors, calibration, ranks, plan, exports, paths)
+ * before the first file is created; then the directories, the work dir's
+ * lock, a write probe, the fingerprint. */
 static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s, qs_error *err)
 {
     QS_TRY(qs_run_options_validate(o, err));
     QS_TRY(qs_manifest_open(o->model, &s->m, err));
     const qs_model_config *cfg = qs_manifest_config(s->m);
     QS_TRY(qs_model_names_from_manifest(s->m, &s->names, err));
+    /* every tensor the run uses, as `qshard inspect` checks it; rank 0 also
+     * reads the ones outside the blocks (the exports copy them) */
+    QS_TRY(qs_model_check(s->m, &s->names, c->rank == 0 ? QS_MODEL_CHECK_VALUES_OUTSIDE : QS_MODEL_CHECK_SHAPES, NULL,
+                          err));
     if (c->rank == 0) {
         QS_TRY(load_calibration(o, cfg, &s->tokens, err));
         s->dims[0] = s->tokens.shape[0];
         s->dims[1] = s->tokens.shape[1];
-        QS_TRY(qs_mkdir_p(o->out, err));
-        QS_TRY(qs_mkdir_p(o->work, err));
-        QS_TRY(qs_fingerprint_make(o, s->m, &s->tokens, c->size, &s->fp, err));
-        bool resuming = false;
-        QS_TRY(qs_fingerprint_check(o->work, &s->fp, o->force_resume, &resuming, err));
-        s->resuming = resuming;
-        memcpy(s->fp_id, s->fp.id, sizeof s->fp_id);
-        /* a previous export's index/config would make a partial directory look complete */
-        char p[QS_PATH_MAX + 64];
-        snprintf(p, sizeof p, "%s/model.safetensors.index.json", o->out);
-        remove(p);
     }
     /* every option must fit every linear before anything runs */
     qs_block_linear lin[QS_MAX_BLOCK_LINEARS];
@@ -290,7 +319,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
     QS_TRY(qs_plan_make(cfg, &p, c->size, 0, 0, &s->plan, err));
     qs_gptq_export_opts eo = {quant_opts(o), o->true_sequential, !strcmp(o->checkpoint_format, "gptq_v2"),
                               o->max_shard_size};
-    /* --formats: a comma list of gptq, gguf, hdf5 */
+    /* --formats: a comma list of gptq, gguf, hdf5 (qs_run_options_validate checked it) */
     char list[sizeof o->formats];
     snprintf(list, sizeof list, "%s", o->formats);
     for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
@@ -308,8 +337,28 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         go.fallback_f16 = !strcmp(o->gguf_fallback, "f16");
         snprintf(s->gguf_path, sizeof s->gguf_path, "%s/model.gguf", o->out);
         QS_TRY(qs_gguf_export_init(&s->gguf, s->gguf_path, s->m, &s->names, &go, err));
-        if (c->rank == 0) QS_TRY(qs_gguf_export_create(s->gguf, err));
     }
+    if (c->rank != 0) return QS_OK;
+    /* only now does anything touch the disk */
+    QS_TRY(check_paths(o, err));
+    QS_TRY(qs_mkdir_p(o->work, err));
+    QS_TRY(qs_worklock_take(&s->lock, o->work, err));
+    char blocks[QS_PATH_MAX + 16];
+    snprintf(blocks, sizeof blocks, "%s/blocks", o->work);
+    QS_TRY(qs_mkdir_p(blocks, err));
+    QS_TRY(qs_dir_probe_writable(blocks, err));
+    QS_TRY(qs_mkdir_p(o->out, err));
+    QS_TRY(qs_dir_probe_writable(o->out, err));
+    QS_TRY(qs_fingerprint_make(o, s->m, &s->tokens, c->size, &s->fp, err));
+    bool resuming = false;
+    QS_TRY(qs_fingerprint_check(o->work, &s->fp, o->force_resume, &resuming, err));
+    s->resuming = resuming;
+    memcpy(s->fp_id, s->fp.id, sizeof s->fp_id);
+    /* a previous export's index/config would make a partial directory look complete */
+    char ip[QS_PATH_MAX + 64];
+    snprintf(ip, sizeof ip, "%s/model.safetensors.index.json", o->out);
+    remove(ip);
+    if (s->gguf) QS_TRY(qs_gguf_export_create(s->gguf, err));
     return QS_OK;
 }
 
@@ -332,6 +381,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     double t0 = now();
     setup s;
     memset(&s, 0, sizeof s);
+    s.lock.fd = -1;
     qs_status st = agree(c, do_setup(o, c, &s, err), err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.dims, sizeof s.dims, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.fp_id, sizeof s.fp_id, 0, err);
@@ -527,6 +577,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     free(rc.req);
     cJSON_Delete(rc.layers);
 out:
+    qs_worklock_release(&s.lock);
     qs_fingerprint_free(&s.fp);
     qs_gptq_export_free(s.exp);
     qs_gguf_export_free(s.gguf);

@@ -2,3 +2,4 @@
 # and work dirs. Tests that feed hostile bytes to the binary carry the "unit"
 # label too, so the CI runs them against the ASan + UBSan build as well.
 qs_add_unit_test(test_checkpoint unit/test_checkpoint.c)
+qs_add_py_test(hostile_checkpoint tests/py/test_hostile_checkpoint.py LABELS "unit;interop" TIMEOUT 300)
