@@ -287,6 +287,10 @@ qs_status qs_journal_append(const char *work_dir, const char *fmt, ...)
     vsnprintf(line + off, sizeof line - off - 1, fmt, ap);
     va_end(ap);
     size_t n = strlen(line);
+    /* one event per line whatever a path or a message holds: control bytes
+     * (a newline in --out, say) become '?' */
+    for (size_t i = off; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f) line[i] = '?';
     line[n++] = '\n';
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0666);
     if (fd < 0) return QS_ERR_IO;

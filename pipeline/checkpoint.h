@@ -53,7 +53,8 @@ qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome
 qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *fingerprint, const qs_block_expect *expect,
                                    qs_block_record *r, qs_error *err);
 
-/* Appends one line to WORK/journal.log (O_APPEND, fsync). */
+/* Appends one line to WORK/journal.log (O_APPEND, fsync); control bytes in the
+ * text (a newline in a path) are written as '?', so one event stays one line. */
 qs_status qs_journal_append(const char *work_dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

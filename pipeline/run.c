@@ -7,12 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kernels/backend.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/export/export.h"
 #include "pipeline/export/export_gguf.h"
 #include "pipeline/export/export_gptq.h"
+#include "pipeline/export/side_files.h"
 #include "pipeline/fingerprint.h"
 #include "pipeline/worklock.h"
 #include "pipeline/formats/fsutil.h"
@@ -230,6 +232,7 @@ typedef struct setup {
     bool want_gptq, want_gguf, want_hdf5;
     char gguf_path[QS_PATH_MAX + 16];
     qs_worklock lock; /* rank 0: held for the whole run */
+    bool gguf_created; /* rank 0 made model.gguf.partial (and may remove it) */
 } setup;
 
 static qs_status load_calibration(const qs_run_options *o, const qs_model_config *cfg, qs_tensor *t, qs_error *err)
@@ -339,6 +342,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         QS_TRY(qs_gguf_export_init(&s->gguf, s->gguf_path, s->m, &s->names, &go, err));
     }
     if (c->rank != 0) return QS_OK;
+    if (s->want_gptq) QS_TRY(qs_side_files_check_dir(o->model, err));
     /* only now does anything touch the disk */
     QS_TRY(check_paths(o, err));
     QS_TRY(qs_mkdir_p(o->work, err));
@@ -359,6 +363,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
     snprintf(ip, sizeof ip, "%s/model.safetensors.index.json", o->out);
     remove(ip);
     if (s->gguf) QS_TRY(qs_gguf_export_create(s->gguf, err));
+    s->gguf_created = s->gguf != NULL;
     return QS_OK;
 }
 
@@ -488,7 +493,9 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         }
     }
     if (st != QS_OK) {
-        /* mid-run: report with the rank and stop every rank (no hang) */
+        /* mid-run: report with the rank and stop every rank (no hang); the
+         * GGUF file every rank writes into is not resumable: remove it */
+        if (s.gguf_created) unlink(qs_gguf_export_partial_path(s.gguf));
         fprintf(stderr, "qshard run: error: rank %d: %s\n", c->rank, err->msg);
         fflush(stderr);
         c->abort(c->ctx, qs_status_exit_code(st) ? qs_status_exit_code(st) : 1);
@@ -577,6 +584,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     free(rc.req);
     cJSON_Delete(rc.layers);
 out:
+    if (st != QS_OK && st != QS_ERR_INTERRUPTED && s.gguf_created) unlink(qs_gguf_export_partial_path(s.gguf));
     qs_worklock_release(&s.lock);
     qs_fingerprint_free(&s.fp);
     qs_gptq_export_free(s.exp);

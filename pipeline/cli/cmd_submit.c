@@ -41,32 +41,16 @@ static void usage(FILE *f)
 }
 
 /* The work dir, absolute and (when it exists) canonical, so that every
- * spelling of one dir gives the same job name. */
+ * spelling of one dir gives the same job name. A dir that is not there yet
+ * (--dry-run) is resolved from its longest existing prefix, "." and ".."
+ * applied to the rest (qs_path_resolve: no fixed-size table of components). */
 static void absolute_work(const qs_run_options *o, const char *cwd, char *out, size_t n)
 {
     char joined[QS_PATH_MAX * 2];
     if (o->work[0] == '/') snprintf(joined, sizeof joined, "%s", o->work);
     else snprintf(joined, sizeof joined, "%s/%s", cwd, o->work);
-    char real[PATH_MAX];
-    if (realpath(joined, real)) {
-        snprintf(out, n, "%s", real);
-        return;
-    }
-    /* not there yet (--dry-run): drop "." and ".." by hand */
-    char *parts[QS_PATH_MAX / 2];
-    int np = 0;
-    for (char *save = NULL, *t = strtok_r(joined, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
-        if (!strcmp(t, ".")) continue;
-        if (!strcmp(t, "..")) {
-            if (np) np--;
-            continue;
-        }
-        parts[np++] = t;
-    }
-    size_t k = 0;
-    out[0] = '\0';
-    for (int i = 0; i < np && k < n; i++) k += (size_t)snprintf(out + k, n - k, "/%s", parts[i]);
-    if (np == 0) snprintf(out, n, "/");
+    qs_error err;
+    if (qs_path_resolve(joined, out, n, &err) != QS_OK) snprintf(out, n, "%s", joined);
 }
 
 /* Flags that only shape the Slurm job; `qshard run` does not need them. */

@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pipeline/checkpoint.h"
 #include "pipeline/export/export_gguf.h"
 #include "pipeline/export/export_gptq.h"
 #include "pipeline/export/export_hdf5.h"
+#include "pipeline/export/side_files.h"
 #include "pipeline/formats/fsutil.h"
 #include "pipeline/formats/manifest.h"
 #include "workers/model.h"
@@ -79,6 +81,28 @@ static qs_status run_record(const char *work, cJSON **rec, char **text, char mod
     return QS_OK;
 }
 
+/* The export never lands in or over what it is made from: the model dir and
+ * the work dir's checkpoints and record (resolved real paths). */
+static qs_status check_out(const char *work, const char *model, const char *out, qs_error *err)
+{
+    char m[4096], w[4096], x[4096], p[4200];
+    QS_TRY(qs_path_resolve(model, m, sizeof m, err));
+    QS_TRY(qs_path_resolve(out, x, sizeof x, err));
+    if (qs_path_within(x, m) || qs_path_within(m, x))
+        return qs_error_set(err, QS_ERR_INPUT, "--out %s %s the model directory %s the run read; choose another --out",
+                            out, qs_path_within(x, m) ? "is or lies inside" : "contains", model);
+    snprintf(p, sizeof p, "%s/blocks", work);
+    QS_TRY(qs_path_resolve(p, w, sizeof w, err));
+    bool over = qs_path_within(x, w) || qs_path_within(w, x);
+    snprintf(p, sizeof p, "%s/fingerprint.json", work);
+    QS_TRY(qs_path_resolve(p, w, sizeof w, err));
+    over = over || !strcmp(x, w);
+    if (over)
+        return qs_error_set(err, QS_ERR_INPUT, "--out %s would write over %s's checkpoints or record; choose another --out",
+                            out, work);
+    return QS_OK;
+}
+
 qs_status qs_export_from_work(const char *work, const char *out, const qs_export_opts *o, qs_error *err)
 {
     cJSON *rec = NULL;
@@ -92,6 +116,7 @@ qs_status qs_export_from_work(const char *work, const char *out, const qs_export
     qs_status st = run_record(work, &rec, &text, model, &q, &true_seq, err);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(rec, "id");
     if (st == QS_OK && !cJSON_IsString(id)) st = qs_error_set(err, QS_ERR_INPUT, "%s/fingerprint.json: no id", work);
+    if (st == QS_OK) st = check_out(work, model, out, err);
     if (st == QS_OK) st = qs_manifest_open(model, &m, err);
     qs_model_names names;
     if (st == QS_OK) st = qs_model_names_from_manifest(m, &names, err);
@@ -119,7 +144,8 @@ qs_status qs_export_from_work(const char *work, const char *out, const qs_export
         switch (o->format) {
         case QS_EXPORT_GPTQ: {
             qs_gptq_export_opts eo = {q, true_seq, o->gptq_v2, o->max_shard_size ? o->max_shard_size : 4ull << 30};
-            st = qs_mkdir_p(out, err);
+            st = qs_side_files_check_dir(model, err);
+            if (st == QS_OK) st = qs_mkdir_p(out, err);
             if (st == QS_OK) st = qs_gptq_export_init(&gx, out, m, &names, &eo, err);
             break;
         }
@@ -197,6 +223,8 @@ qs_status qs_export_from_work(const char *work, const char *out, const qs_export
         }
     }
     if (hx) qs_hdf5_export_abort(hx);
+    /* a failed export (a full disk, a bad checkpoint) leaves no partial file behind */
+    if (st != QS_OK && ux) unlink(qs_gguf_export_partial_path(ux));
     qs_gptq_export_free(gx);
     qs_gguf_export_free(ux);
     qs_manifest_close(m);
