@@ -3,3 +3,5 @@
 # label too, so the CI runs them against the ASan + UBSan build as well.
 qs_add_unit_test(test_checkpoint unit/test_checkpoint.c)
 qs_add_py_test(hostile_checkpoint tests/py/test_hostile_checkpoint.py LABELS "unit;interop" TIMEOUT 300)
+qs_add_py_test(hostile_model tests/py/test_hostile_model.py LABELS "unit;interop" TIMEOUT 300)
+qs_add_py_test(hostile_paths tests/py/test_hostile_paths.py LABELS "unit;interop;mpi" TIMEOUT 300)
