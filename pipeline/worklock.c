@@ -28,7 +28,8 @@ qs_status qs_worklock_take(qs_worklock *l, const char *work_dir, qs_error *err)
             return qs_error_set(err, QS_ERR_IO, "%s: cannot lock: %s", path, strerror(e));
         who[n > 0 ? n : 0] = '\0';
         for (char *p = who; *p; p++)
-            if (*p == '\n' || (unsigned char)*p < 0x20) *p = ' ';
+            if ((unsigned char)*p < 0x20) *p = ' ';
+        for (size_t k = strlen(who); k > 0 && who[k - 1] == ' '; k--) who[k - 1] = '\0';
         return qs_error_set(err, QS_ERR_INPUT,
                             "%s: the work dir is in use by another qshard run (%s); wait for it or use another --work",
                             path, who[0] ? who : "holder unknown");
