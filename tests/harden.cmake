@@ -7,3 +7,4 @@ qs_add_py_test(hostile_model tests/py/test_hostile_model.py LABELS "unit;interop
 qs_add_py_test(hostile_paths tests/py/test_hostile_paths.py LABELS "unit;interop;mpi" TIMEOUT 300)
 qs_add_py_test(work_lock tests/py/test_work_lock.py LABELS "e2e" TIMEOUT 300)
 qs_add_py_test(submit_long_work tests/py/test_submit_long_work.py LABELS "unit;slurm" TIMEOUT 120)
+qs_add_unit_test(test_hostile_inputs unit/test_hostile_inputs.c)
