@@ -170,15 +170,6 @@ static void poll_progress(run_ctx *r)
 static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
 {
     run_ctx *r = ctx;
-    if (r->c->rank == 0) {
-        report_block(r, b->layer, b->seconds, b->resumed);
-        poll_progress(r);
-    } else {
-        r->msg[b->layer][0] = b->seconds;
-        r->msg[b->layer][1] = b->resumed;
-        QS_TRY(r->c->isend(r->c->ctx, r->msg[b->layer], sizeof r->msg[b->layer], 0, PROGRESS_TAG + b->layer,
-                           &r->req[b->layer], err));
-    }
     if (!b->resumed) {
         /* what was just computed passes the checks a checkpoint read back
          * must pass: a scale that does not fit the export's fp16 or a
@@ -191,6 +182,17 @@ static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
         char origin[QS_PATH_MAX + 32];
         snprintf(origin, sizeof origin, "%s: block %d", r->o->model, b->layer);
         QS_TRY(qs_block_results_check(origin, b->blk->n_linears, names, b->res, b->stats, &want, err));
+    }
+    if (r->c->rank == 0) {
+        report_block(r, b->layer, b->seconds, b->resumed);
+        poll_progress(r);
+    } else {
+        r->msg[b->layer][0] = b->seconds;
+        r->msg[b->layer][1] = b->resumed;
+        QS_TRY(r->c->isend(r->c->ctx, r->msg[b->layer], sizeof r->msg[b->layer], 0, PROGRESS_TAG + b->layer,
+                           &r->req[b->layer], err));
+    }
+    if (!b->resumed) {
         /* the checkpoint first: it is what a resumed run trusts */
         uint64_t h = 0;
         QS_TRY(qs_checkpoint_write_block(r->o->work, b, r->fingerprint, &h, err));

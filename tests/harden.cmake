@@ -8,3 +8,5 @@ qs_add_py_test(hostile_paths tests/py/test_hostile_paths.py LABELS "unit;interop
 qs_add_py_test(work_lock tests/py/test_work_lock.py LABELS "e2e" TIMEOUT 300)
 qs_add_py_test(submit_long_work tests/py/test_submit_long_work.py LABELS "unit;slurm" TIMEOUT 120)
 qs_add_unit_test(test_hostile_inputs unit/test_hostile_inputs.c)
+qs_add_py_test(hostile_export tests/py/test_hostile_export.py LABELS "unit;interop" TIMEOUT 300)
+qs_add_py_test(hostile_weights tests/py/test_hostile_weights.py LABELS "unit;interop" TIMEOUT 300)

@@ -189,10 +189,15 @@ static qs_status read_checked(const char *src, char **out, size_t *out_len, qs_e
     int fd = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return qs_error_set(err, QS_ERR_INPUT, "%s: cannot open: %s", src, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > QS_SIDE_FILE_MAX) {
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        return qs_error_set(err, QS_ERR_INPUT, "%s: not a regular file of at most %u bytes (symlinks are followed: "
-                            "what it points to must be a tokenizer file)", src, QS_SIDE_FILE_MAX);
+        return qs_error_set(err, QS_ERR_INPUT, "%s: not a regular file (symlinks are followed: what it points to must "
+                            "be a tokenizer file)", src);
+    }
+    if ((uint64_t)sb.st_size > QS_SIDE_FILE_MAX) {
+        close(fd);
+        return qs_error_set(err, QS_ERR_INPUT, "%s: %lld bytes, more than the %u a tokenizer file may have", src,
+                            (long long)sb.st_size, QS_SIDE_FILE_MAX);
     }
     size_t len = (size_t)sb.st_size, got = 0;
     char *data = malloc(len + 1);
