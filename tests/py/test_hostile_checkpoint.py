@@ -6,9 +6,9 @@ with a valid xxHash (tests/py/hostile.py computes it from the specification
 and first checks it against the one qshard stored). Then:
 - `qshard export` (gptq, gguf, hdf5) exits 2 with one stderr line naming the
   checkpoint file and the field;
-- running the same `qshard run` again treats the file as corrupt: a warning
-  naming the field, block 1 recomputed, and the export byte-identical to the
-  untouched run's.
+- running the same `qshard run` again (g_idx cases) treats the file as
+  corrupt: a warning naming the field, block 1 recomputed, and the export
+  byte-identical to the untouched run's.
 Labelled unit: the CI runs it against the ASan + UBSan build too (before the
 checks, export and resume read out of bounds or crashed).
 """
@@ -76,6 +76,10 @@ for k, (what, edit, field) in enumerate(CASES):
         qstest.check(not os.path.exists(out) or fmt == "gptq", f"{fmt}: {out} was written")
         qstest.check(not os.path.exists(os.path.join(out, "model.safetensors.index.json")), "an index was written")
     # resume: a warning, the block recomputed, the same export as the untouched run
+    # (two cases: each is a whole run, slow under ASan)
+    if k >= 2:
+        print(f"{what}: export exit 2 naming the field")
+        continue
     out = os.path.join(tmp, f"out{k + 1}")
     p = qstest.run(hostile.run_args(model, calib, work, out))
     qstest.check("warning" in p.stderr and field in p.stderr and "recomputing block 1" in p.stderr,

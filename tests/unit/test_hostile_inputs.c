@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "pipeline/export/side_files.h"
 #include "pipeline/formats/strbuf.h"
 #include "pipeline/formats/tokenizer/tokenizer.h"
 #include "pipeline/run_options.h"
@@ -149,6 +150,44 @@ static void test_tokenizer_ids(void **state)
     if (limited) setrlimit(RLIMIT_AS, &old);
 }
 
+/* The files copied into an export: what passes is what is written, what does
+ * not is one line naming the file; truncated inputs never read past the end. */
+static void test_side_files(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    size_t n = 0;
+    qs_error err;
+    static const char pb[] = {0x0a, 0x03, 'a', 'b', 'c', 0x10, (char)0x96, 0x01, 0x1d, 1, 2, 3, 4};
+    assert_int_equal(qs_side_file_check("tokenizer.model", "m/tokenizer.model", pb, sizeof pb, &out, &n, &err), QS_OK);
+    assert_int_equal(n, sizeof pb);
+    assert_memory_equal(out, pb, sizeof pb);
+    free(out);
+    for (size_t cut = 1; cut < sizeof pb; cut++) { /* every truncation but the field boundaries fails */
+        qs_status s = qs_side_file_check("tokenizer.model", "m/tokenizer.model", pb, cut, &out, &n, &err);
+        free(out);
+        out = NULL;
+        assert_true(s == QS_ERR_INPUT || cut == 5 || cut == 8);
+    }
+    static const char varint10[] = {0x0a, (char)0xff, (char)0xff, (char)0xff, (char)0xff, (char)0xff,
+                                    (char)0xff, (char)0xff, (char)0xff, (char)0xff, (char)0xff};
+    assert_int_equal(qs_side_file_check("tokenizer.model", "t", varint10, sizeof varint10, &out, &n, &err), QS_ERR_INPUT);
+    static const char merges[] = "#version: 0.2\n\xc4\xa0 t\nh e\n";
+    assert_int_equal(qs_side_file_check("merges.txt", "m/merges.txt", merges, strlen(merges), &out, &n, &err), QS_OK);
+    free(out);
+    static const char cut_utf8[] = "a b\nc \xe2\x96";
+    assert_int_equal(qs_side_file_check("merges.txt", "m/merges.txt", cut_utf8, strlen(cut_utf8), &out, &n, &err),
+                     QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "m/merges.txt: line 2"));
+    assert_int_equal(qs_side_file_check("merges.txt", "m/merges.txt", "a b c\n", 6, &out, &n, &err), QS_ERR_INPUT);
+    static const char js[] = "  {\"a\": [1, 2.5, \"\\u00e9\"]}\n";
+    assert_int_equal(qs_side_file_check("vocab.json", "m/vocab.json", js, strlen(js), &out, &n, &err), QS_OK);
+    assert_string_equal(out, "{\"a\":[1,2.5,\"\xc3\xa9\"]}\n"); /* re-serialized */
+    free(out);
+    assert_int_equal(qs_side_file_check("vocab.json", "m/vocab.json", "{\"a\":1}x", 8, &out, &n, &err), QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "m/vocab.json: bytes after the JSON value"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -156,6 +195,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_long_lines_and_bytes),
         cmocka_unit_test(test_tokenizer_ids),
+        cmocka_unit_test(test_side_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
