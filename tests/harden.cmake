@@ -10,3 +10,5 @@ qs_add_py_test(submit_long_work tests/py/test_submit_long_work.py LABELS "unit;s
 qs_add_unit_test(test_hostile_inputs unit/test_hostile_inputs.c)
 qs_add_py_test(hostile_export tests/py/test_hostile_export.py LABELS "interop" TIMEOUT 300)
 qs_add_py_test(hostile_weights tests/py/test_hostile_weights.py LABELS "unit;interop" TIMEOUT 300)
+qs_add_py_test(slurm_signals tests/py/test_slurm_signals.py LABELS "slurm;e2e" TIMEOUT 900)
+set_tests_properties(slurm_signals PROPERTIES RESOURCE_LOCK qs_slurm_cluster)
