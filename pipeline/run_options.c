@@ -23,6 +23,7 @@ void qs_run_options_default(qs_run_options *o)
     o->block_size = 128;
     o->schedule = QS_SCHEDULE_EXACT;
     o->micro_batch = 8;
+    strcpy(o->progress, "auto");
     strcpy(o->checkpoint_format, "gptq");
     o->max_shard_size = 4ull << 30;
     strcpy(o->formats, "gptq");
@@ -71,6 +72,9 @@ static const key_def keys[] = {
     {"micro-batch", K_INT, F(micro_batch), 1, 1 << 20, "M    rows per activation hand-off (8)"},
     {"json", K_BOOL, F(json), 0, 0, "           print a JSON summary"},
     {"force-resume", K_BOOL, F(force_resume), 0, 0, "   resume despite a fingerprint mismatch where safe"},
+    {"quiet", K_BOOL, F(quiet), 0, 0, "          print nothing but warnings and errors"},
+    {"progress", K_STR, F(progress), 0, 0, "auto|live|plain progress: a live line on a terminal, else a line per block"},
+    {"log-json", K_PATH, F(log_json), 0, 0, "FILE    also write the run's events as JSON lines to FILE"},
     {"checkpoint-format", K_STR, F(checkpoint_format), 0, 0, "gptq|gptq_v2"},
     {"max-shard-size", K_BYTES, F(max_shard_size), 0, 0, "SIZE output shard size (4GiB)"},
     {"formats", K_STR, F(formats), 0, 0, "LIST      exports: gptq,gguf,hdf5 (default gptq)"},
@@ -255,10 +259,39 @@ qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
     if (o->damp < 0 || o->damp > 1) return qs_error_set(err, QS_ERR_INPUT, "--damp: expected [0, 1], got %g", o->damp);
     if (strcmp(o->gguf_fallback, "none") && strcmp(o->gguf_fallback, "f16"))
         return qs_error_set(err, QS_ERR_INPUT, "--gguf-fallback: expected none or f16, got '%s'", o->gguf_fallback);
+    if (strcmp(o->progress, "auto") && strcmp(o->progress, "live") && strcmp(o->progress, "plain"))
+        return qs_error_set(err, QS_ERR_INPUT, "--progress: expected auto, live or plain, got '%s'", o->progress);
     if (strcmp(o->checkpoint_format, "gptq") && strcmp(o->checkpoint_format, "gptq_v2"))
         return qs_error_set(err, QS_ERR_INPUT, "--checkpoint-format: expected gptq or gptq_v2, got '%s'",
                             o->checkpoint_format);
     return QS_OK;
+}
+
+void qs_run_options_visit(const qs_run_options *o, void (*fn)(void *ctx, const char *key, const char *value),
+                          void *ctx)
+{
+    char buf[64];
+    for (const key_def *d = keys; d->name; d++) {
+        const char *field = (const char *)o + d->offset;
+        const char *v = buf;
+        switch (d->kind) {
+        case K_PATH:
+        case K_STR: v = field; break;
+        case K_INT: snprintf(buf, sizeof buf, "%d", *(const int *)field); break;
+        case K_BOOL: v = *(const bool *)field ? "true" : "false"; break;
+        case K_DOUBLE: snprintf(buf, sizeof buf, "%g", *(const double *)field); break;
+        case K_BYTES: snprintf(buf, sizeof buf, "%llu", (unsigned long long)*(const uint64_t *)field); break;
+        case K_SPECIAL:
+            if (!strcmp(d->name, "method"))
+                v = o->method == QS_METHOD_RTN ? "rtn" : o->method == QS_METHOD_GPTQ ? "gptq" : "?";
+            else if (!strcmp(d->name, "sym")) v = o->sym ? "true" : "false";
+            else if (!strcmp(d->name, "asym")) v = o->sym ? "false" : "true";
+            else if (!strcmp(d->name, "schedule")) v = o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined";
+            else continue;
+            break;
+        }
+        fn(ctx, d->name, v);
+    }
 }
 
 void qs_run_options_usage(FILE *f)

@@ -1,9 +1,11 @@
 /* cmd_run.c — `qshard run`: quantize a model, layer-wise across MPI ranks. */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
 
+#include "pipeline/formats/strbuf.h"
 #include "pipeline/cli/cli.h"
 #include "pipeline/run.h"
 
@@ -18,6 +20,37 @@ static void on_signal(int sig)
     (void)sig;
     if (++g_signals >= 2) _exit(3);
     g_stop = 1;
+}
+
+/* The command line as a shell would take it back (for the report): words
+ * with anything but safe characters in single quotes. */
+static char *command_line(int argc, char **argv)
+{
+    qs_strbuf b = {0};
+    qs_strbuf_str(&b, "qshard");
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool plain = *a != '\0';
+        for (const char *p = a; *p; p++)
+            plain &= (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                     strchr("-_./=:,+@%", *p) != NULL;
+        qs_strbuf_str(&b, " ");
+        if (plain) {
+            qs_strbuf_str(&b, a);
+            continue;
+        }
+        qs_strbuf_str(&b, "'");
+        for (const char *p = a; *p; p++) {
+            if (*p == '\'') qs_strbuf_str(&b, "'\\''");
+            else qs_strbuf_put(&b, p, 1);
+        }
+        qs_strbuf_str(&b, "'");
+    }
+    if (b.oom) {
+        qs_strbuf_free(&b);
+        return NULL;
+    }
+    return b.p;
 }
 
 static void usage(FILE *f)
@@ -40,10 +73,13 @@ int qs_cmd_run(int argc, char **argv)
     qs_run_options o;
     qs_run_options_default(&o);
     qs_status st = qs_run_options_parse_argv(&o, argc, argv, &err);
+    char *cmdline = command_line(argc, argv);
+    o.command_line = cmdline;
     int code = 0;
     if (st != QS_OK) {
         /* every rank parsed the same argv: one message is enough */
         code = comm.rank == 0 ? qs_cli_report("run", &err) : qs_status_exit_code(st);
+        free(cmdline);
         qs_comm_mpi_finalize(&comm);
         return code;
     }
@@ -66,6 +102,7 @@ int qs_cmd_run(int argc, char **argv)
         if (strstr(err.msg, "failed during set-up") == NULL || comm.size == 1) code = qs_cli_report("run", &err);
         else code = qs_status_exit_code(st) ? qs_status_exit_code(st) : 1;
     }
+    free(cmdline);
     qs_comm_mpi_finalize(&comm);
     return code;
 }
