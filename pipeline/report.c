@@ -511,7 +511,7 @@ static void section_loss(qs_strbuf *b, const rp_data *d)
     }
     /* geometry: one slot per linear, a gap between blocks */
     double slot = 900.0 / m;
-    if (slot > 26) slot = 26;
+    if (slot > 44) slot = 44;
     if (slot < 5) slot = 5;
     double gap = slot >= 10 ? 6 : 3, left = 62, top = 30, ph = 230;
     int nblk = 0;
@@ -823,18 +823,27 @@ static void section_memory(qs_strbuf *b, const rp_data *d)
         qs_strbuf_str(b, "<p class=\"note\">No rank has reported its memory yet.</p>\n");
         return;
     }
+    /* the axis counts in the largest binary unit the values reach, so ticks are round there */
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    double unit = 1;
+    while (u < 4 && hi / (unit * 1024) >= 1) unit *= 1024, u++;
     double left = 128, top = 10, row = 40, pw = 700, width = left + pw + 110, height = top + R * row + 30;
-    qs_scale xs = {0, hi * 1.02, left, left + pw, false};
+    qs_scale xs = {0, hi * 1.02 / unit, left, left + pw, false};
     qs_scale_nice(&xs);
+    xs.d0 *= unit, xs.d1 *= unit; /* map bytes; ticks below are made in the unit */
+    qs_scale xu = {xs.d0 / unit, xs.d1 / unit, left, left + pw, false};
     qs_strbuf_str(b, "<div class=\"box\">\n");
     qs_svg_begin(b, "chart-memory", width, height, "Bar chart: measured peak memory per rank against the plan");
     double ticks[32];
     char buf[256], v1[32], v2[32];
-    int nt = qs_scale_ticks(&xs, 6, ticks, 32);
+    int nt = qs_scale_ticks(&xu, 6, ticks, 32);
     for (int t = 0; t < nt; t++) {
-        double x = qs_scale_map(&xs, ticks[t]);
+        double x = qs_scale_map(&xu, ticks[t]);
         qs_svg_line(b, x, top, x, top + R * row, "#e3e6eb", 1, NULL);
-        qs_svg_text(b, x, top + R * row + 16, "middle", "axis", 0, fmt_bytes(ticks[t], v1, sizeof v1));
+        if (ticks[t] == 0) snprintf(v1, sizeof v1, "0");
+        else snprintf(v1, sizeof v1, "%g %s", ticks[t], units[u]);
+        qs_svg_text(b, x, top + R * row + 16, "middle", "axis", 0, v1);
     }
     for (int r = 0; r < R; r++) {
         double y = top + r * row;

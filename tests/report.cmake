@@ -6,3 +6,5 @@ qs_add_py_test(report_browser tests/py/test_report_browser.py LABELS "e2e;mpi;br
 qs_add_py_test(run_events tests/py/test_run_events.py LABELS "e2e;mpi" TIMEOUT 900)
 # qshard generate: greedy, sampled stories, the sampler's distribution (tinystories-656K), ~20 s
 qs_add_py_test(generate tests/py/test_generate.py LABELS "e2e;interop" TIMEOUT 600)
+# The README's results table against scripts/results.sh (six 2-rank runs of tinystories-656K), ~1 min
+qs_add_py_test(readme_results tests/py/test_readme_results.py LABELS "e2e;mpi;docs" TIMEOUT 1200)
