@@ -14,7 +14,7 @@
 #      writes the marker file $QS_PEERS_VENV/.ready — readers must check for it
 #      (the directory exists, half-filled, while stage 1 installs).
 #   2. llama-cpp-python, compiled from source (its sdist builds llama.cpp with
-#      CMake; ~20 min on 2 cores). When `import llama_cpp` works the script
+#      CMake; ~15 min on 2 cores). When `import llama_cpp` works the script
 #      writes $QS_PEERS_VENV/.ready-llama.
 #
 # Each stage is skipped when its marker is there; remove the markers (or the
@@ -45,7 +45,6 @@ if [ ! -f "$venv/.ready" ]; then
   # requirements.txt minus llama-cpp-python, which stage 2 compiles
   grep -v '^llama-cpp-python' "$reqs" > "$venv/stage1.txt"
   "${pip[@]}" install -q "${constraints[@]}" -r "$venv/stage1.txt"
-  "$py" -c "import torch, transformers, optimum, gptqmodel, numpy, safetensors, tokenizers" 2>&1 | tail -n 3
   "$py" -c "import torch, transformers, optimum, gptqmodel, numpy, safetensors, tokenizers"
   touch "$venv/.ready"
   echo "qshard peers: stage 1 ready ($venv/.ready)"

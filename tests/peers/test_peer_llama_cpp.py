@@ -137,8 +137,8 @@ def fixture_tokens(tmp, text):
         bad = [s for s in strings if lcpp(m, s) != tok.encode(s, add_special_tokens=False).ids]
         for s in [s for s in STRINGS if s not in strings]:
             lcpp(m, s)  # no abort
-        print(f"{fixture}: {len(strings) - len(bad)}/{len(strings)} strings give HF's ids "
-              f"({json.loads(open(path).read())['model'].get('byte_fallback')} byte_fallback)")
+        kind = "byte_fallback" if json.load(open(path))["model"].get("byte_fallback") else "byte-level"
+        print(f"{fixture} ({kind}): {len(strings) - len(bad)}/{len(strings)} strings give HF's ids")
         check(not bad, f"{fixture}: llama.cpp ids differ from HF on {bad[:2]}")
 
 
@@ -163,7 +163,7 @@ def main():
     warn = [line for line in peers.LAST_RUN.stderr.splitlines() if "warning" in line]
     check(len(warn) == 1 and "sarvam-moe" in warn[0] and "model.gguf" in warn[0],
           f"qshard run should print one warning line for the vocabulary: {warn}")
-    print(f"qshard run: {warn[0]}")
+    print(warn[0].strip())
     tinystories_tokens(model, gguf, text)
     fixture_tokens(tmp, text)
 
