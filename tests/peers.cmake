@@ -3,7 +3,7 @@
 # that scripts/install_peers.sh makes (QS_PEERS_VENV, default .peers/venv).
 # Label `peers`: not part of scripts/test.sh (which runs ctest -LE peers; the
 # stack is several GB); each test skips with the reason when its stage of the
-# venv is missing. Run them with: ctest -L peers (about 40 s on 2 cores).
+# venv is missing. Run them with: ctest -L peers (30 to 140 s on 2 cores, with GPTQModel's import most of it).
 set(QS_PEERS_VENV "$ENV{QS_PEERS_VENV}" CACHE PATH "the peers venv (empty: <source>/.peers/venv)")
 
 foreach(peer gptq llama_cpp)
