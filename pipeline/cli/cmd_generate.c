@@ -14,7 +14,7 @@
 #include "pipeline/cli/cli.h"
 #include "pipeline/formats/fsutil.h"
 #include "pipeline/formats/strbuf.h"
-#include "pipeline/formats/tokenizer.h"
+#include "pipeline/formats/tokenizer/tokenizer.h"
 #include "pipeline/generate.h"
 #include "workers/model.h"
 
