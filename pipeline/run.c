@@ -271,7 +271,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
     p.schedule = o->schedule;
     p.true_sequential = o->true_sequential;
     p.micro_batch = o->micro_batch;
-    QS_TRY(qs_plan_make(cfg, &p, c->size, 0, 0, &s->plan, err));
+    QS_TRY(qs_plan_make(cfg, &p, c->size, 1, 0, 0, &s->plan, err));
     qs_gptq_export_opts eo = {quant_opts(o), o->true_sequential, !strcmp(o->checkpoint_format, "gptq_v2"),
                               o->max_shard_size};
     /* --formats: a comma list of gptq, gguf, hdf5 */
