@@ -18,6 +18,7 @@
 #include "pipeline/formats/manifest.h"
 #include "pipeline/formats/token_set.h"
 #include "schedulers/partition.h"
+#include "workers/heartbeat.h"
 #include "workers/model.h"
 #include "workers/stage.h"
 
@@ -422,7 +423,11 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         }
     }
     if (st != QS_OK) {
-        /* mid-run: report with the rank and stop every rank (no hang) */
+        /* mid-run: report with the rank and stop every rank (no hang). A dead
+         * peer surfaces here as an MPI error too: the heartbeat gets a moment
+         * to name it (and end this process); else the goodbye keeps the
+         * others from reporting this rank as lost. */
+        qs_heartbeat_stop(1.0);
         fprintf(stderr, "qshard run: error: rank %d: %s\n", c->rank, err->msg);
         fflush(stderr);
         c->abort(c->ctx, qs_status_exit_code(st) ? qs_status_exit_code(st) : 1);

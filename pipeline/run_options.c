@@ -25,6 +25,7 @@ void qs_run_options_default(qs_run_options *o)
     o->micro_batch = 8;
     o->link_gbps = 100;
     o->intra_node_gbps = 1600;
+    o->heartbeat_timeout = 30;
     strcpy(o->checkpoint_format, "gptq");
     o->max_shard_size = 4ull << 30;
     strcpy(o->formats, "gptq");
@@ -74,6 +75,7 @@ static const key_def keys[] = {
     {"replicas", K_INT, F(replicas), 1, 1 << 20, "D       data-parallel replicas per stage (planned by qshard plan; run: 1 for now)"},
     {"link-gbps", K_DOUBLE, F(link_gbps), 0, 0, "X      planning: Gbit/s per rank between nodes (100)"},
     {"intra-node-gbps", K_DOUBLE, F(intra_node_gbps), 0, 0, "X planning: Gbit/s per rank within a node (1600)"},
+    {"heartbeat-timeout", K_DOUBLE, F(heartbeat_timeout), 0, 0, "S a rank silent this long is lost: the others exit 3 (30; 0: off)"},
     {"json", K_BOOL, F(json), 0, 0, "           print a JSON summary"},
     {"force-resume", K_BOOL, F(force_resume), 0, 0, "   resume despite a fingerprint mismatch where safe"},
     {"checkpoint-format", K_STR, F(checkpoint_format), 0, 0, "gptq|gptq_v2"},
@@ -266,6 +268,9 @@ qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
     if (o->damp < 0 || o->damp > 1) return qs_error_set(err, QS_ERR_INPUT, "--damp: expected [0, 1], got %g", o->damp);
     if (!(o->link_gbps > 0) || !(o->intra_node_gbps > 0) || o->link_gbps > 1e9 || o->intra_node_gbps > 1e9)
         return qs_error_set(err, QS_ERR_INPUT, "--link-gbps and --intra-node-gbps: expected (0, 1e9] Gbit/s");
+    if (o->heartbeat_timeout != 0 && !(o->heartbeat_timeout >= 2 && o->heartbeat_timeout <= 86400))
+        return qs_error_set(err, QS_ERR_INPUT, "--heartbeat-timeout: expected 0 (off) or [2, 86400] seconds, got %g",
+                            o->heartbeat_timeout);
     if (strcmp(o->gguf_fallback, "none") && strcmp(o->gguf_fallback, "f16"))
         return qs_error_set(err, QS_ERR_INPUT, "--gguf-fallback: expected none or f16, got '%s'", o->gguf_fallback);
     if (strcmp(o->checkpoint_format, "gptq") && strcmp(o->checkpoint_format, "gptq_v2"))

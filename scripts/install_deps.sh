@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what qshard needs on Debian 12 (as root, or via sudo for a normal
-# user): the C toolchain and libraries, Slurm + munge for the Slurm tests, and
+# user): the C toolchain and libraries, Slurm + munge for the Slurm tests,
+# iproute2 for the multi-host tests (network namespaces), and
 # a Python virtual environment with the test-only readers (numpy, safetensors,
 # gguf, h5py, tokenizers) in .venv/. Installs only what is missing.
 set -euo pipefail
@@ -10,7 +11,7 @@ packages=(build-essential cmake pkg-config clang libclang-rt-14-dev libomp-dev t
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools libcmocka-dev
   libopenblas-dev liblapacke-dev libcjson-dev libxxhash-dev libpcre2-dev
   libinih-dev libyaml-dev python3 python3-venv python3-pip
-  slurm-wlm munge)
+  slurm-wlm munge iproute2)
 
 missing=()
 for p in "${packages[@]}"; do
