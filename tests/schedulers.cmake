@@ -18,3 +18,6 @@ qs_add_py_test(plan_cli tests/py/test_plan.py LABELS unit TIMEOUT 120)
 add_test(NAME run_replicas_refused COMMAND sh -c "$<TARGET_FILE:qshard> run --replicas 2 --model m --calib c.npy --work w --out o; test $? -eq 2")
 set_tests_properties(run_replicas_refused PROPERTIES LABELS mpi TIMEOUT 60 PASS_REGULAR_EXPRESSION "error: --replicas 2: data-parallel replicas are planned"
   ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+# The job files plan from their own keys (nodes × gpus-per-node, replicas, links).
+add_test(NAME plan_bloom_job COMMAND qshard plan ${CMAKE_SOURCE_DIR}/jobs/bloom-176b.ini --model ${CMAKE_SOURCE_DIR}/jobs/configs/bloom-176b.json --gpu-mem 80GiB)
+set_tests_properties(plan_bloom_job PROPERTIES LABELS unit PASS_REGULAR_EXPRESSION "64 ranks = 1 stage × 64 replicas.*fits: yes")
