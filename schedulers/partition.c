@@ -20,14 +20,25 @@
  * recomputed only when it can have dropped).
  */
 
-/* Can items [0, i) be cut into at most k ranges, each of sum <= b? */
-static bool cover(const int64_t *pre, int i, int k, int64_t b)
+/* Can items [0, i) be cut into at most k ranges, each of sum <= b? The
+ * greedy also says how far the answer holds: when it does, *used_max is the
+ * largest range sum it made (the answer holds down to there); when it does
+ * not, *grow is the smallest b at which one of its ranges could take one
+ * more item (below that the greedy makes the same ranges and fails again). */
+static bool cover(const int64_t *pre, int i, int k, int64_t b, int64_t *used_max, int64_t *grow)
 {
     int start = 0;
+    int64_t mx = 0, ext = INT64_MAX;
     for (int used = 0; start < i; used++) {
-        if (used == k) return false;
+        if (used == k) {
+            *grow = ext;
+            return false;
+        }
         const int64_t lim = pre[start] + b;
-        if (pre[start + 1] > lim) return false; /* one item alone is above b */
+        if (pre[start + 1] > lim) { /* one item alone is above b */
+            *grow = ext < pre[start + 1] - pre[start] ? ext : pre[start + 1] - pre[start];
+            return false;
+        }
         /* the range ends at the last e <= i with pre[e] <= lim: gallop, then bisect */
         int lo = start + 1, hi;
         int64_t step = 1;
@@ -49,18 +60,23 @@ static bool cover(const int64_t *pre, int i, int k, int64_t b)
             if (pre[mid] <= lim) lo = mid;
             else hi = mid;
         }
+        if (pre[lo] - pre[start] > mx) mx = pre[lo] - pre[start];
+        if (lo < i && pre[lo + 1] - pre[start] < ext) ext = pre[lo + 1] - pre[start];
         start = lo;
     }
+    *used_max = mx;
     return true;
 }
 
-/* The smallest b in [lo, hi] with cover(i, k, b); cover(i, k, hi) holds. */
+/* The smallest b in [lo, hi] with cover(i, k, b); cover(i, k, hi) holds.
+ * Bisection, with each answer moving its bound as far as the greedy proves
+ * (a few steps for near-uniform costs). */
 static int64_t bottleneck(const int64_t *pre, int i, int k, int64_t lo, int64_t hi)
 {
     while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (cover(pre, i, k, mid)) hi = mid;
-        else lo = mid + 1;
+        int64_t mid = lo + (hi - lo) / 2, used_max = 0, grow = 0;
+        if (cover(pre, i, k, mid, &used_max, &grow)) hi = used_max;
+        else lo = grow > mid + 1 ? grow : mid + 1;
     }
     return hi;
 }
@@ -375,9 +391,16 @@ qs_status qs_plan_make(const qs_model_config *cfg, const qs_cost_params *p, int 
                             ranks, n, (long long)p->calib_rows);
     qs_plan_option *opts = calloc((size_t)n_opts, sizeof *opts);
     if (!opts) return qs_error_set(err, QS_ERR_NOMEM, "plan options");
-    int chosen = -1, k = 0;
+    int chosen = -1, k = 0, skipped = 0;
     for (int s = 1; s <= ranks && s <= n; s++) {
         if (ranks % s || !valid_split(cfg, p, ranks, ranks / s)) continue;
+        /* a P with many divisors: the alternatives shown are the first
+         * QS_PLAN_MAX_OPTIONS (fewest stages); the one chosen is always planned */
+        bool needed = replicas > 0 ? ranks / s == replicas : chosen < 0;
+        if (k >= QS_PLAN_MAX_OPTIONS && !needed) {
+            skipped++;
+            continue;
+        }
         qs_plan tmp;
         qs_status st = plan_one(cfg, p, ranks, ranks / s, device_mem, host_mem, &tmp, err);
         if (st != QS_OK) {
@@ -397,7 +420,8 @@ qs_status qs_plan_make(const qs_model_config *cfg, const qs_cost_params *p, int 
         return st;
     }
     out->options = opts;
-    out->n_options = n_opts;
+    out->n_options = k;
+    out->n_options_skipped = skipped;
     out->replicas_chosen = replicas == 0;
     return QS_OK;
 }

@@ -48,7 +48,9 @@ typedef struct qs_plan_time {
     double fp_pass;             /* pipelined: the FP pass that fills the stages */
 } qs_plan_time;
 
-/* One decomposition considered. */
+/* One decomposition considered. At most QS_PLAN_MAX_OPTIONS (plus the one
+ * chosen) are planned; a P with more divisors lists the fewest-stage ones. */
+#define QS_PLAN_MAX_OPTIONS 24
 typedef struct qs_plan_option {
     int stages, replicas;
     double seconds;
@@ -67,8 +69,9 @@ typedef struct qs_plan {
     uint64_t device_mem, host_mem; /* caps, 0 = not checked */
     double seconds_total;       /* wall time estimate for the schedule */
     qs_plan_time time;
-    qs_plan_option *options;    /* every decomposition considered, fewest stages first */
+    qs_plan_option *options;    /* the decompositions planned, fewest stages first */
     int n_options;
+    int n_options_skipped;      /* valid ones beyond QS_PLAN_MAX_OPTIONS not planned */
     bool fits;
     char why[1024];             /* when !fits: what does not fit, and by how much */
 } qs_plan;

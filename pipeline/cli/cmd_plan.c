@@ -111,6 +111,7 @@ static void print_json(const qs_model_config *cfg, const qs_plan *pl)
     cJSON_AddNumberToObject(a, "ranks_per_node", p->ranks_per_node);
     cJSON_AddBoolToObject(o, "fits", pl->fits);
     if (!pl->fits) cJSON_AddStringToObject(o, "why", pl->why);
+    cJSON_AddNumberToObject(o, "decompositions_not_planned", pl->n_options_skipped);
     cJSON *opts = cJSON_AddArrayToObject(o, "decompositions");
     for (int i = 0; i < pl->n_options; i++) {
         cJSON *e = cJSON_CreateObject();
@@ -217,6 +218,7 @@ static void print_text(const qs_model_config *cfg, const qs_plan *pl)
         printf("%s %d×%d %s%s%s", i ? ";" : "", o->stages, o->replicas, qs_fmt_seconds(o->seconds, a, 32),
                o->fits ? "" : " (does not fit)", o->replicas == D ? " ←" : "");
     }
+    if (pl->n_options_skipped) printf("; %d more with more stages not planned", pl->n_options_skipped);
     printf("\n");
     if (pl->fits)
         printf("fits: yes (device %s, host %s per rank)\n",
