@@ -168,26 +168,45 @@ static void tune(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-/* Connects with a timeout; -1 on failure. */
-static int connect_to(uint32_t addr, uint16_t port, double timeout_s)
+/* Connects to the first of n addresses that answers, trying all at once
+ * (an unroutable one must not cost a timeout of its own); the others are
+ * closed before anything is sent. -1 when none answered within timeout_s. */
+static int connect_any(const uint32_t *addrs, int n, uint16_t port, double timeout_s, int *which)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = port, .sin_addr = {addr}};
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
-        close(fd);
-        return -1;
+    int fd[HB_MAX_ADDRS];
+    struct pollfd p[HB_MAX_ADDRS];
+    for (int i = 0; i < n; i++) {
+        fd[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = port, .sin_addr = {addrs[i]}};
+        if (fd[i] >= 0 && connect(fd[i], (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
+            close(fd[i]);
+            fd[i] = -1;
+        }
+        p[i] = (struct pollfd){fd[i], POLLOUT, 0};
     }
-    struct pollfd p = {fd, POLLOUT, 0};
-    int soerr = 0;
-    socklen_t len = sizeof soerr;
-    if (poll(&p, 1, (int)(timeout_s * 1000)) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 ||
-        soerr != 0) {
-        close(fd);
-        return -1;
+    int won = -1;
+    for (double end = now_s() + timeout_s; won < 0 && now_s() < end;) {
+        int left = 0;
+        for (int i = 0; i < n; i++) left += fd[i] >= 0;
+        if (!left || poll(p, (nfds_t)n, (int)((end - now_s()) * 1000) + 1) <= 0) break;
+        for (int i = 0; i < n && won < 0; i++) {
+            if (fd[i] < 0 || !p[i].revents) continue;
+            int soerr = 0;
+            socklen_t len = sizeof soerr;
+            if (getsockopt(fd[i], SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr == 0) {
+                won = i;
+            } else {
+                close(fd[i]);
+                fd[i] = p[i].fd = -1;
+            }
+        }
     }
-    tune(fd);
-    return fd;
+    for (int i = 0; i < n; i++)
+        if (i != won && fd[i] >= 0) close(fd[i]);
+    if (won < 0) return -1;
+    tune(fd[won]);
+    *which = won;
+    return fd[won];
 }
 
 static void fmt_addr(uint32_t a, char *buf, size_t cap)
@@ -387,9 +406,9 @@ static qs_status connect_hub(const blob *b, qs_error *err)
     char host[64] = "";
     gethostname(host, sizeof host - 1);
     while (now_s() < end) {
-        for (int i = 0; i < b->n_addrs; i++) {
-            int fd = connect_to(b->addrs[i], b->port, 3.0);
-            if (fd < 0) continue;
+        int i = 0;
+        int fd = connect_any(b->addrs, b->n_addrs, b->port, 3.0, &i);
+        if (fd >= 0) {
             frame hello = {HB_MAGIC, HB_HELLO, g.nonce, g.rank, -1, {0}};
             snprintf(hello.text, sizeof hello.text, "%s", host);
             frame ack;
