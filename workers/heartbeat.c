@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -460,7 +461,17 @@ qs_status qs_heartbeat_start(const qs_comm_i *comm, const qs_heartbeat_opts *o, 
 
     blob b;
     int lfd = -1;
-    if (g.rank == 0) lfd = listen_blob(&b);
+    if (g.rank == 0) {
+        /* rank 0 holds a socket per rank: lift the soft limit on open files
+         * to the hard one (commonly 1024 vs 1048576) before that matters */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max &&
+            rl.rlim_cur < (rlim_t)g.size + 256) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        lfd = listen_blob(&b);
+    }
     qs_status st = comm->bcast(comm->ctx, &b, sizeof b, 0, err);
     g.nonce = b.nonce;
     if (st == QS_OK && !b.ok) st = qs_error_set(err, QS_ERR_IO, "heartbeat: %s", b.text);

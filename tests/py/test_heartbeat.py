@@ -7,7 +7,8 @@ its frames stop (what a hung host or a cut link looks like to the others).
 Ranks 0 and 2 exit within T + 3 s with code 3 and one line naming rank 1
 ("no heartbeat"); mpirun ends; the same command resumes to exports
 byte-identical to an uninterrupted run. Then the same with SIGKILL of rank 0
-(the hub): ranks 1 and 2 say at once that rank 0's connection closed.
+(the hub): ranks 1 and 2 say at once that rank 0's connection closed (or was
+reset).
 tests/py/test_multihost.py does the same across hosts made of namespaces.
 """
 import filecmp
@@ -80,8 +81,9 @@ p = subprocess.run(mpi + [str(a) for a in args(os.path.join(tmp, "ref-work"), re
                    env=env1, timeout=300)
 qstest.check(p.returncode == 0, f"reference run failed:\n{p.stderr}")
 
-for what, victim, sig, bound, says in (("stopped", 1, signal.SIGSTOP, T + 3.0, "no heartbeat for"),
-                                       ("killed", 0, signal.SIGKILL, 3.0, "connection closed")):
+# a killed process's socket closes (FIN), or resets (RST) when frames were still unread in it
+for what, victim, sig, bound, says in (("stopped", 1, signal.SIGSTOP, T + 3.0, ("no heartbeat for",)),
+                                       ("killed", 0, signal.SIGKILL, 3.0, ("connection closed", "connection was reset"))):
     work, out, rdir = (os.path.join(tmp, f"{what}-{x}") for x in ("work", "out", "ranks"))
     os.makedirs(rdir)
     p = subprocess.Popen(mpi + [RANK_SH, rdir] + [str(a) for a in args(work, out)], stdout=subprocess.PIPE,
@@ -103,7 +105,7 @@ for what, victim, sig, bound, says in (("stopped", 1, signal.SIGSTOP, T + 3.0, "
         err = open(os.path.join(rdir, f"rank{r}.err")).read()
         code, when = open(os.path.join(rdir, f"rank{r}.rc")).read().split()
         lost = [line for line in err.splitlines() if " lost rank " in line]
-        qstest.check(len(lost) == 1 and f"rank {r} lost rank {victim} on host" in lost[0] and says in lost[0],
+        qstest.check(len(lost) == 1 and f"rank {r} lost rank {victim} on host" in lost[0] and any(w in lost[0] for w in says),
                      f"{what}: rank {r}'s stderr:\n{err}")
         qstest.check(int(code) == 3, f"{what}: rank {r} exited {code}, expected 3")
         dt = float(when) - t_fail
