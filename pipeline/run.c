@@ -28,6 +28,7 @@
 #include "pipeline/progress.h"
 #include "pipeline/report.h"
 #include "schedulers/partition.h"
+#include "workers/heartbeat.h"
 #include "workers/model.h"
 #include "workers/stage.h"
 
@@ -344,7 +345,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
     p.schedule = o->schedule;
     p.true_sequential = o->true_sequential;
     p.micro_batch = o->micro_batch;
-    QS_TRY(qs_plan_make(cfg, &p, c->size, 0, 0, &s->plan, err));
+    QS_TRY(qs_plan_make(cfg, &p, c->size, 1, 0, 0, &s->plan, err));
     qs_gptq_export_opts eo = {quant_opts(o), o->true_sequential, !strcmp(o->checkpoint_format, "gptq_v2"),
                               o->max_shard_size};
     /* --formats: a comma list of gptq, gguf, hdf5 */
@@ -529,7 +530,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         p.calib_rows = s.dims[0];
         p.calib_len = s.dims[1];
         qs_error perr;
-        bool have_pred = qs_plan_make(cfg, &p, c->size, 0, 0, &pred, &perr) == QS_OK;
+        bool have_pred = qs_plan_make(cfg, &p, c->size, 1, 0, 0, &pred, &perr) == QS_OK;
         emit_run_start(o, c, &s, have_pred ? &pred : NULL);
         /* --json keeps stdout for the JSON summary: progress goes to stderr then */
         FILE *pf = o->json ? stderr : stdout;
@@ -674,6 +675,11 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     if (st != QS_OK) {
         /* mid-run: report with the rank and stop every rank (no hang) */
         qs_progress_end(&pg);
+        /* mid-run: report with the rank and stop every rank (no hang). A dead
+         * peer surfaces here as an MPI error too: the heartbeat gets a moment
+         * to name it (and end this process); else the goodbye keeps the
+         * others from reporting this rank as lost. */
+        qs_heartbeat_stop(1.0);
         fprintf(stderr, "qshard run: error: rank %d: %s\n", c->rank, err->msg);
         fflush(stderr);
         c->abort(c->ctx, qs_status_exit_code(st) ? qs_status_exit_code(st) : 1);

@@ -59,6 +59,10 @@ typedef struct qs_run_options {
     /* run */
     qs_schedule_kind schedule;
     int micro_batch;
+    int replicas;           /* data-parallel replicas per stage; 0: not given (the plan chooses; run: 1 for now) */
+    double link_gbps;       /* planning: Gbit/s per rank between nodes (qshard plan JOB_FILE) */
+    double intra_node_gbps; /* planning: Gbit/s per rank within a node */
+    double heartbeat_timeout; /* seconds of silence after which a peer rank is lost (0: no heartbeat) */
     bool json;
     bool force_resume;
     bool quiet;             /* print nothing but warnings and errors */

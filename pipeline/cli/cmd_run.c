@@ -8,6 +8,7 @@
 #include "pipeline/formats/strbuf.h"
 #include "pipeline/cli/cli.h"
 #include "pipeline/run.h"
+#include "workers/heartbeat.h"
 
 /* SIGTERM/SIGUSR1: stop at the next block boundary (exit 3, resumable).
  * A second signal exits at once: every write in the work dir is atomic
@@ -53,6 +54,27 @@ static char *command_line(int argc, char **argv)
     return b.p;
 }
 
+/* A peer rank is lost (its host died or is unreachable): from the heartbeat
+ * thread, wherever the main thread is. One line, then exit 3 at once: every
+ * write in the work dir is atomic, so the same command resumes. */
+static int g_rank;
+static char g_work[QS_PATH_MAX];
+
+static void on_peer_lost(int lost_rank, const char *what, void *ctx)
+{
+    (void)lost_rank;
+    (void)ctx;
+    char line[QS_PATH_MAX + 512];
+    int n = snprintf(line, sizeof line,
+                     "qshard run: error: rank %d lost %s; finished blocks are checkpointed in %s: run the same "
+                     "command again to resume\n",
+                     g_rank, what, g_work);
+    if (n > (int)sizeof line - 1) n = (int)sizeof line - 1;
+    if (write(STDERR_FILENO, line, (size_t)n) < 0) { /* nothing left to tell */
+    }
+    _exit(3);
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: [mpirun -np P] qshard run [JOB_FILE] [--flag value ...]\n\n"
@@ -89,8 +111,21 @@ int qs_cmd_run(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    if (comm.size > 1 && o.heartbeat_timeout > 0) {
+        g_rank = comm.rank;
+        snprintf(g_work, sizeof g_work, "%s", o.work[0] ? o.work : "the work dir");
+        qs_heartbeat_opts ho;
+        qs_heartbeat_opts_default(&ho);
+        ho.timeout_s = o.heartbeat_timeout;
+        if (qs_heartbeat_start(&comm, &ho, on_peer_lost, NULL, &err) != QS_OK) {
+            code = comm.rank == 0 ? qs_cli_report("run", &err) : qs_status_exit_code(err.code);
+            qs_comm_mpi_finalize(&comm);
+            return code ? code : 1;
+        }
+    }
     st = qs_run(&o, &comm, &g_stop, &err);
     if (st == QS_ERR_INTERRUPTED) {
+        qs_heartbeat_stop(0);
         /* cancelled transfers may keep MPI_Finalize waiting: leave now, state is durable */
         fflush(stdout);
         fflush(stderr);
@@ -103,6 +138,7 @@ int qs_cmd_run(int argc, char **argv)
         else code = qs_status_exit_code(st) ? qs_status_exit_code(st) : 1;
     }
     free(cmdline);
+    qs_heartbeat_stop(0);
     qs_comm_mpi_finalize(&comm);
     return code;
 }
