@@ -101,7 +101,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     qs_quant_opts_default(&x.quant);
     x.quant.bits = mode & 0x10 ? bit_choices[u8(&s) % 4] : d.bits;
     uint8_t g = u8(&s);
-    x.quant.group_size = g == 0 ? -1 : g == 1 ? (int)(cols / groups) : (int)(g % 64 + 1);
+    /* (the expectation comes from validated options: a group size of -1 or >= 1) */
+    int64_t per = groups > 0 && cols > 0 ? cols / groups : 0;
+    x.quant.group_size = g == 0 || per < 1 || per > (1 << 24) ? -1 : g == 1 ? (int)per : (int)(g % 64 + 1);
     x.quant.act_order = u8(&s) & 1;
     x.quant.static_groups = u8(&s) & 1;
     const qs_block_expect *xp = mode & 0x08 ? NULL : &x;
