@@ -1,7 +1,8 @@
 /* backend.h — the numerical backend interface (CPU now, CUDA slots in).
  *
  * A backend is a table of function pointers with a context pointer. All
- * matrices are row-major f32 with an explicit leading dimension. The CPU
+ * matrices are row-major with an explicit leading dimension; f32 except the
+ * bf16 operands of gemm_bf16 (raw bfloat16 bit patterns as uint16_t). The CPU
  * backend (kernels/cpu/backend_cpu.c) calls OpenBLAS/LAPACKE; the CUDA backend
  * (kernels/cuda/) will call cuBLAS/cuSOLVER on device buffers. Algorithms
  * (GPTQ, Hessian accumulation, block forward) are written once against this
@@ -14,6 +15,13 @@
 #include <stdint.h>
 
 #include "kernels/status.h"
+
+/* The dtype a forward's GEMMs (and the Hessians from their inputs) compute
+ * in. F32 is the reference path; BF16 rounds both GEMM operands to bfloat16
+ * and accumulates in f32 (docs/forward.md). */
+typedef enum qs_compute_dtype { QS_COMPUTE_F32 = 0, QS_COMPUTE_BF16 } qs_compute_dtype;
+
+static inline const char *qs_compute_dtype_name(qs_compute_dtype dt) { return dt == QS_COMPUTE_BF16 ? "bf16" : "f32"; }
 
 typedef struct qs_backend_i {
     const char *name;
@@ -40,6 +48,18 @@ typedef struct qs_backend_i {
                     double *c, int64_t ldc);
     qs_status (*dpotrf)(void *ctx, bool upper, int64_t n, double *a, int64_t lda);
     qs_status (*dpotri)(void *ctx, bool upper, int64_t n, double *a, int64_t lda);
+
+    /* C[m,n] = alpha * op(A) op(B) + beta * C with A and B bfloat16: every
+     * product is exact in f32 and the sums are f32. Always present: where the
+     * device has no bf16 dot-product/matrix instructions it is emulated (the
+     * operands widened to f32, then sgemm), same math, f32 speed. */
+    qs_status (*gemm_bf16)(void *ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                           const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb, float beta, float *c,
+                           int64_t ldc, qs_error *err);
+    /* True when gemm_bf16 runs on bf16 instructions (CPU: AVX512_BF16 or AMX-BF16). */
+    bool (*bf16_native)(void *ctx);
+    /* What gemm_bf16 runs on, for reports ("onednn avx512_core_bf16", "emulated: f32 sgemm"). */
+    const char *(*bf16_kernel)(void *ctx);
 
     /* Number of threads the backend's BLAS uses (CPU), for reports. */
     int (*threads)(void *ctx);

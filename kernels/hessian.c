@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "kernels/half.h"
 #include "kernels/tensor.h"
 
 /* f64 accumulation widens X in pieces of this many rows (bounded staging). */
@@ -69,6 +70,46 @@ qs_status qs_hessian_add(qs_hessian *h, const qs_backend_i *be, const float *x, 
         be->dsyrk_t(be->ctx, n, k, 2.0 / tot, h->xbuf, n, (double)h->count / tot, h->h64, n);
         h->count += k;
     }
+    return QS_OK;
+}
+
+/* Column panels of the upper triangle for the bf16 path: panel [j0, j0+P)
+ * needs rows [0, j0+P) only, so about half of XᵀX is computed (a GEMM has no
+ * syrk's triangle). */
+#define QS_HESSIAN_BF16_PANEL 256
+
+qs_status qs_hessian_add_bf16(qs_hessian *h, const qs_backend_i *be, const uint16_t *x, int64_t m, int64_t ldx,
+                              qs_error *err)
+{
+    if (m < 0 || ldx < h->n)
+        return qs_error_set(err, QS_ERR_INPUT, "hessian: chunk of %lld rows with leading dimension %lld, expected >= %lld",
+                            (long long)m, (long long)ldx, (long long)h->n);
+    if (m == 0) return QS_OK;
+    int64_t n = h->n;
+    if (h->f64) {
+        /* widen (exactly) to f32 in pieces and take the f64 path */
+        int64_t piece = QS_HESSIAN_F64_PIECE;
+        float *w = qs_malloc(sizeof(float) * (size_t)(piece * n));
+        if (!w) return qs_error_set(err, QS_ERR_NOMEM, "hessian: bf16 staging [%lld,%lld]", (long long)piece, (long long)n);
+        qs_status st = QS_OK;
+        for (int64_t r0 = 0; r0 < m && st == QS_OK; r0 += piece) {
+            int64_t k = m - r0 < piece ? m - r0 : piece;
+            for (int64_t r = 0; r < k; r++)
+                for (int64_t c = 0; c < n; c++) w[r * n + c] = qs_bf16_to_f32(x[(r0 + r) * ldx + c]);
+            st = qs_hessian_add(h, be, w, k, n, err);
+        }
+        qs_free(w);
+        return st;
+    }
+    double tot = (double)(h->count + m);
+    float alpha = (float)(2.0 / tot), beta = (float)((double)h->count / tot);
+    for (int64_t j0 = 0; j0 < n; j0 += QS_HESSIAN_BF16_PANEL) {
+        int64_t j1 = j0 + QS_HESSIAN_BF16_PANEL < n ? j0 + QS_HESSIAN_BF16_PANEL : n;
+        /* H[0:j1, j0:j1] = alpha · X[:, 0:j1]ᵀ X[:, j0:j1] + beta · H[0:j1, j0:j1] */
+        QS_TRY(be->gemm_bf16(be->ctx, true, false, j1, j1 - j0, m, alpha, x, ldx, x + j0, ldx, beta, h->h32 + j0, n,
+                             err));
+    }
+    h->count += m;
     return QS_OK;
 }
 

@@ -8,6 +8,9 @@
  * row-major [features, features] buffer is maintained; qs_hessian_get_f32
  * returns the full symmetric matrix.
  *
+ * In bf16 compute the samples are the bf16 activations the GEMMs read
+ * (GPTQModel's Hessians have that precision too); the sums stay f32.
+ *
  * Partial Hessians merge with their sample counts (for an MPI allreduce:
  * scale each by its count, sum, divide by the total):
  *   H = (n1·H1 + n2·H2) / (n1 + n2).
@@ -40,6 +43,12 @@ void qs_hessian_reset(qs_hessian *h);
 /* Adds m samples: x is [m, n] with leading dimension ldx (>= n). */
 qs_status qs_hessian_add(qs_hessian *h, const qs_backend_i *be, const float *x, int64_t m, int64_t ldx,
                          qs_error *err);
+
+/* The same from bf16 samples (the activations a bf16 forward multiplies):
+ * XᵀX through be->gemm_bf16 (exact products, f32 sums) on the upper
+ * triangle's column panels; f64 accumulation widens them first. */
+qs_status qs_hessian_add_bf16(qs_hessian *h, const qs_backend_i *be, const uint16_t *x, int64_t m, int64_t ldx,
+                              qs_error *err);
 
 /* h ← merge(h, other): both must have the same n (dtypes may differ). */
 qs_status qs_hessian_merge(qs_hessian *h, const qs_hessian *other, qs_error *err);

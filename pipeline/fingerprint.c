@@ -96,6 +96,8 @@ qs_status qs_fingerprint_make(const qs_run_options *o, const qs_manifest *m, con
     cJSON_AddNumberToObject(op, "damp", o->damp);
     cJSON_AddNumberToObject(op, "block_size", o->block_size);
     cJSON_AddNumberToObject(op, "micro_batch", o->micro_batch);
+    /* the resolved compute dtype (run.c); f32 leaves the record as it always was */
+    if (!strcmp(o->compute_dtype, "bf16")) cJSON_AddStringToObject(op, "compute_dtype", "bf16");
     cJSON_AddStringToObject(op, "schedule", o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
     if (o->schedule == QS_SCHEDULE_PIPELINED) cJSON_AddNumberToObject(op, "ranks", ranks);
 

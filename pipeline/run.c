@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/threads.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/export/export.h"
 #include "pipeline/export/export_gguf.h"
@@ -206,6 +207,7 @@ typedef struct setup {
     qs_model_names names;
     qs_tensor tokens;
     int64_t dims[2]; /* rows, seq */
+    int64_t compute; /* qs_compute_dtype, resolved on rank 0 */
     qs_plan plan;
     qs_gptq_export *exp;
     qs_gguf_export *gguf;
@@ -245,7 +247,17 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         s->dims[1] = s->tokens.shape[1];
         QS_TRY(qs_mkdir_p(o->out, err));
         QS_TRY(qs_mkdir_p(o->work, err));
-        QS_TRY(qs_fingerprint_make(o, s->m, &s->tokens, c->size, &s->fp, err));
+        /* rank 0 decides the compute dtype for all (nodes may differ in what their CPUs have) */
+        qs_compute_dtype cd;
+        QS_TRY(qs_compute_dtype_resolve(o->compute_dtype, s->m, &s->names, qs_backend_cpu(), &cd, err));
+        s->compute = cd;
+        qs_run_options *fo = malloc(sizeof *fo);
+        if (!fo) return qs_error_set(err, QS_ERR_NOMEM, "run options");
+        *fo = *o;
+        snprintf(fo->compute_dtype, sizeof fo->compute_dtype, "%s", qs_compute_dtype_name(cd));
+        qs_status fst = qs_fingerprint_make(fo, s->m, &s->tokens, c->size, &s->fp, err);
+        free(fo);
+        QS_TRY(fst);
         bool resuming = false;
         QS_TRY(qs_fingerprint_check(o->work, &s->fp, o->force_resume, &resuming, err));
         s->resuming = resuming;
@@ -299,16 +311,60 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
 
 /* ---- the run ------------------------------------------------------------------------- */
 
-static void print_timing(const qs_comm_i *c, const double *t, int n_per_rank, bool json_mode)
+enum { NT = 11 }; /* per-rank numbers gathered at the end */
+
+static void print_timing(const qs_comm_i *c, const double *t, bool json_mode)
 {
     if (c->rank != 0 || json_mode) return;
-    fprintf(stderr, "\n%5s %10s %10s %10s %10s %10s %12s\n", "rank", "total s", "compute s", "comm s", "io s",
-            "idle s", "read MiB");
+    fprintf(stderr, "\n%5s %9s %9s %9s %9s %9s %8s %8s %8s %10s %10s\n", "rank", "total s", "compute s", "forward s",
+            "hessian s", "solve s", "comm s", "io s", "idle s", "read MiB", "fwd/block");
     for (int r = 0; r < c->size; r++) {
-        const double *x = t + r * n_per_rank;
-        fprintf(stderr, "%5d %10.2f %10.2f %10.2f %10.2f %10.2f %12.1f\n", r, x[0], x[1], x[2], x[3], x[4],
-                x[5] / 1048576.0);
+        const double *x = t + r * NT;
+        fprintf(stderr, "%5d %9.2f %9.2f %9.2f %9.2f %9.2f %8.2f %8.2f %8.2f %10.1f %10.2f\n", r, x[0], x[1], x[6],
+                x[7], x[8], x[2], x[3], x[4], x[5] / 1048576.0, x[10] > 0 ? x[9] / x[10] : 0.0);
     }
+}
+
+/* Every rank's cores and threads, printed by rank 0 at the start; one
+ * warning line when a rank is bound to fewer cores than its share of its
+ * node (mpirun binds a rank to one core by default when ranks <= cores). */
+static qs_status report_cores(const qs_comm_i *c, const qs_plan *plan, bool quiet, qs_error *err)
+{
+    enum { NC = 4 };
+    qs_cpu_threads th;
+    qs_cpu_threads_probe(&th);
+    double *v = calloc((size_t)(c->size * NC), sizeof(double));
+    if (!v) return qs_error_set(err, QS_ERR_NOMEM, "core report");
+    double *mine = v + c->rank * NC;
+    mine[0] = th.affinity, mine[1] = th.available, mine[2] = th.threads, mine[3] = c->node_size > 0 ? c->node_size : 1;
+    qs_status st = c->allreduce_sum_f64(c->ctx, v, (size_t)(c->size * NC), err);
+    if (st == QS_OK && c->rank == 0 && !quiet) {
+        char short_ranks[256] = "";
+        int n_short = 0, share = 0, per_node = 1;
+        for (int r = 0; r < c->size; r++) {
+            const double *x = v + r * NC;
+            int aff = (int)x[0], avail = (int)x[1], thr = (int)x[2], ns = (int)x[3];
+            int sh = avail / ns > 0 ? avail / ns : 1;
+            fprintf(stderr, "  rank %d: blocks [%d, %d)%s%s; %d core%s, %d thread%s (its node: %d cores, %d rank%s)\n",
+                    r, plan->stages[r].first_block, plan->stages[r].end_block, plan->stages[r].embed ? " + embedding" : "",
+                    plan->stages[r].head ? " + head" : "", aff, aff == 1 ? "" : "s", thr, thr == 1 ? "" : "s", avail, ns,
+                    ns == 1 ? "" : "s");
+            if (aff < sh) {
+                size_t len = strlen(short_ranks);
+                if (len + 16 < sizeof short_ranks)
+                    snprintf(short_ranks + len, sizeof short_ranks - len, "%s%d", n_short ? ", " : "", r);
+                if (!n_short) share = sh, per_node = ns;
+                n_short++;
+            }
+        }
+        if (n_short)
+            fprintf(stderr, "qshard run: warning: rank%s %s %s bound to fewer cores than %d (its share of the node): "
+                            "launch with `mpirun --map-by ppr:%d:node:pe=%d` or `mpirun --bind-to none` "
+                            "(Slurm: `srun --cpus-per-task=%d`)\n",
+                    n_short > 1 ? "s" : "", short_ranks, n_short > 1 ? "are" : "is", share, per_node, share, share);
+    }
+    free(v);
+    return st;
 }
 
 qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop_flag, qs_error *err)
@@ -318,6 +374,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     memset(&s, 0, sizeof s);
     qs_status st = agree(c, do_setup(o, c, &s, err), err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.dims, sizeof s.dims, 0, err);
+    if (st == QS_OK) st = c->bcast(c->ctx, &s.compute, sizeof s.compute, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.fp_id, sizeof s.fp_id, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, &s.resuming, sizeof s.resuming, 0, err);
     if (st != QS_OK) goto out;
@@ -331,14 +388,15 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     const qs_stage_plan *mine = &s.plan.stages[c->rank];
     const qs_model_config *cfg = qs_manifest_config(s.m);
     if (c->rank == 0)
-        fprintf(stderr, "qshard run: %s, %d blocks on %d rank(s), %s schedule, %s %d-bit g%d, %lld × %lld calibration tokens\n",
+        fprintf(stderr, "qshard run: %s, %d blocks on %d rank(s), %s schedule, %s %d-bit g%d, %lld × %lld calibration "
+                        "tokens, %s compute%s%s%s\n",
                 qs_arch_name(cfg->arch), cfg->n_layers, c->size,
                 o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined", o->method == QS_METHOD_GPTQ ? "GPTQ" : "RTN",
-                o->bits, o->group_size, (long long)s.dims[0], (long long)s.dims[1]);
-    for (int r = 0; r < c->size && c->rank == 0; r++)
-        fprintf(stderr, "  rank %d: blocks [%d, %d)%s%s\n", r, s.plan.stages[r].first_block,
-                s.plan.stages[r].end_block, s.plan.stages[r].embed ? " + embedding" : "",
-                s.plan.stages[r].head ? " + head" : "");
+                o->bits, o->group_size, (long long)s.dims[0], (long long)s.dims[1],
+                qs_compute_dtype_name((qs_compute_dtype)s.compute), s.compute == QS_COMPUTE_BF16 ? " (" : "",
+                s.compute == QS_COMPUTE_BF16 ? qs_backend_cpu()->bf16_kernel(qs_backend_cpu()->ctx) : "",
+                s.compute == QS_COMPUTE_BF16 ? ")" : "");
+    if ((st = report_cores(c, &s.plan, o->json, err)) != QS_OK) goto out;
 
     run_ctx rc = {c, cfg->n_layers, s.plan.stages, t0, 0, 0, 0, NULL, NULL, o, s.exp, s.gguf, s.fp_id,
                   s.resuming != 0, c->rank, 0, cJSON_CreateArray()};
@@ -358,6 +416,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     a.manifest = s.m;
     a.names = &s.names;
     a.quant = quant_opts(o);
+    a.compute = (qs_compute_dtype)s.compute;
     a.true_sequential = o->true_sequential;
     a.rtn_baseline = o->rtn_baseline;
     a.schedule = o->schedule;
@@ -434,7 +493,6 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     char *txt = cJSON_PrintUnformatted(rc.layers);
     st = qs_write_file_durable(path, txt, strlen(txt), err);
     free(txt);
-    enum { NT = 6 };
     double *tt = calloc((size_t)(c->size * NT), sizeof(double));
     tt[c->rank * NT + 0] = tm.total;
     tt[c->rank * NT + 1] = tm.compute;
@@ -442,6 +500,11 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     tt[c->rank * NT + 3] = tm.io;
     tt[c->rank * NT + 4] = tm.idle;
     tt[c->rank * NT + 5] = (double)tm.bytes_read;
+    tt[c->rank * NT + 6] = tm.forward;
+    tt[c->rank * NT + 7] = tm.hessian;
+    tt[c->rank * NT + 8] = tm.solve;
+    tt[c->rank * NT + 9] = tm.forward_flops;
+    tt[c->rank * NT + 10] = tm.forward_flops_one;
     if (st == QS_OK) st = agree(c, st, err);
     if (st == QS_OK) st = c->allreduce_sum_f64(c->ctx, tt, (size_t)(c->size * NT), err);
     /* every shard is durable on every rank here: now the index and configs */
@@ -461,6 +524,9 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         cJSON_AddNumberToObject(rep, "ranks", c->size);
         cJSON_AddNumberToObject(rep, "blocks", cfg->n_layers);
         cJSON_AddStringToObject(rep, "schedule", o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
+        cJSON_AddStringToObject(rep, "compute_dtype", qs_compute_dtype_name((qs_compute_dtype)s.compute));
+        if (s.compute == QS_COMPUTE_BF16)
+            cJSON_AddStringToObject(rep, "bf16_kernel", qs_backend_cpu()->bf16_kernel(qs_backend_cpu()->ctx));
         cJSON_AddNumberToObject(rep, "seconds", now() - t0);
         cJSON *layers = cJSON_AddArrayToObject(rep, "layers");
         for (int r = 0; r < c->size && st == QS_OK; r++) {
@@ -486,6 +552,12 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
             cJSON_AddNumberToObject(e, "io_s", x[3]);
             cJSON_AddNumberToObject(e, "idle_s", x[4]);
             cJSON_AddNumberToObject(e, "bytes_read", x[5]);
+            cJSON_AddNumberToObject(e, "forward_s", x[6]);
+            cJSON_AddNumberToObject(e, "hessian_s", x[7]);
+            cJSON_AddNumberToObject(e, "solve_s", x[8]);
+            cJSON_AddNumberToObject(e, "forward_flops", x[9]);
+            /* forward work in units of one forward of the rank's blocks over all calibration rows */
+            cJSON_AddNumberToObject(e, "forward_equivalents", x[10] > 0 ? x[9] / x[10] : 0.0);
             cJSON_AddItemToArray(ranks, e);
         }
         snprintf(path, sizeof path, "%s/qshard_report.json", o->work);
@@ -498,7 +570,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         }
         free(txt);
         cJSON_Delete(rep);
-        print_timing(c, tt, NT, o->json);
+        print_timing(c, tt, o->json);
         if (st == QS_OK) {
             qs_journal_append(o->work, "run finished: %d blocks, export in %s", cfg->n_layers, o->out);
             fprintf(stderr, "qshard run: done in %.1f s: %s%s%s in %s, report in %s/qshard_report.json\n",

@@ -21,6 +21,7 @@ void qs_run_options_default(qs_run_options *o)
     o->true_sequential = true;
     o->damp = 0.01;
     o->block_size = 128;
+    strcpy(o->compute_dtype, "auto");
     o->schedule = QS_SCHEDULE_EXACT;
     o->micro_batch = 8;
     strcpy(o->checkpoint_format, "gptq");
@@ -67,6 +68,8 @@ static const key_def keys[] = {
     {"rtn-baseline", K_BOOL, F(rtn_baseline), 0, 0, "   report RTN's H-weighted loss per linear next to GPTQ's"},
     {"damp", K_DOUBLE, F(damp), 0, 0, "D           damping as a fraction of the mean Hessian diagonal (0.01)"},
     {"block-size", K_INT, F(block_size), 1, 1 << 16, "N     GPTQ lazy-batch block (128)"},
+    {"compute-dtype", K_STR, F(compute_dtype), 0, 0, "D  forward GEMMs + Hessians: f32, or bf16 operands with f32 sums; auto (default):\n"
+                                                     "                   bf16 when the CPU has bf16 instructions and the weights are bf16/fp16"},
     {"schedule", K_SPECIAL, 0, 0, 0, 0, "exact|pipelined (default exact)"},
     {"micro-batch", K_INT, F(micro_batch), 1, 1 << 20, "M    rows per activation hand-off (8)"},
     {"json", K_BOOL, F(json), 0, 0, "           print a JSON summary"},
@@ -253,6 +256,8 @@ qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
     if (o->group_size == 0 || o->group_size < -1)
         return qs_error_set(err, QS_ERR_INPUT, "--group-size: expected a positive size or -1, got %d", o->group_size);
     if (o->damp < 0 || o->damp > 1) return qs_error_set(err, QS_ERR_INPUT, "--damp: expected [0, 1], got %g", o->damp);
+    if (strcmp(o->compute_dtype, "auto") && strcmp(o->compute_dtype, "f32") && strcmp(o->compute_dtype, "bf16"))
+        return qs_error_set(err, QS_ERR_INPUT, "--compute-dtype: expected auto, f32 or bf16, got '%s'", o->compute_dtype);
     if (strcmp(o->gguf_fallback, "none") && strcmp(o->gguf_fallback, "f16"))
         return qs_error_set(err, QS_ERR_INPUT, "--gguf-fallback: expected none or f16, got '%s'", o->gguf_fallback);
     if (strcmp(o->checkpoint_format, "gptq") && strcmp(o->checkpoint_format, "gptq_v2"))

@@ -56,6 +56,7 @@ typedef struct qs_run_options {
     double damp;
     int block_size;
     int calib_rows;         /* use the first N rows of the calibration set (0: all) */
+    char compute_dtype[8];  /* "auto", "f32" or "bf16": the forwards' GEMMs and Hessians (the solve is f32) */
     /* run */
     qs_schedule_kind schedule;
     int micro_batch;

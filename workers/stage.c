@@ -28,6 +28,8 @@ typedef struct stage_state {
     int64_t n_micro;
     size_t row_floats;          /* floats per calibration row: seq × hidden */
     float *acts, *next;         /* [rows, seq, hidden] */
+    float *carry;               /* [rows, seq, max(attention width, ffn)]: the stage input kept at boundaries 1, 3 */
+    bool carry_tried;           /* allocated (or found impossible) once */
     qs_comm_request *send_req;  /* one per micro-batch */
     double t_start;
 } stage_state;
@@ -43,23 +45,34 @@ static float *mb_ptr(const stage_state *s, float *buf, int64_t k)
     return buf + (size_t)mb_first(s, k) * s->row_floats;
 }
 static size_t mb_bytes(const stage_state *s, int64_t k) { return (size_t)mb_rows(s, k) * s->row_floats * sizeof(float); }
+/* Micro-batch k's slice of the carry buffer when it holds `cols` columns. */
+static float *mb_carry(const stage_state *s, int64_t k, int64_t cols)
+{
+    return s->carry + (size_t)mb_first(s, k) * (size_t)s->a->seq * (size_t)cols;
+}
 
 /* ---- Hessian capture --------------------------------------------------------- */
 
 typedef struct capture_ctx {
     qs_hessian h[QS_BLOCK_STAGES];
     const qs_backend_i *be;
+    double seconds; /* time spent accumulating */
 } capture_ctx;
 
-/* Linears of one stage share their input: accumulate once, on the first. */
-static qs_status on_capture(void *ctx, const qs_block *blk, int idx, const float *x, int64_t rows, int64_t in,
-                            qs_error *err)
+/* Linears of one stage share their input: accumulate once, on the first. In
+ * bf16 compute the Hessian is made of the bf16 input the GEMMs read. */
+static qs_status on_capture(void *ctx, const qs_block *blk, int idx, const float *x, const uint16_t *xb,
+                            int64_t rows, int64_t in, qs_error *err)
 {
     capture_ctx *c = ctx;
     int st = blk->lin[idx].stage;
     for (int j = 0; j < idx; j++)
         if (blk->lin[j].stage == st) return QS_OK;
-    return qs_hessian_add(&c->h[st], c->be, x, rows, in, err);
+    double t0 = now();
+    qs_status r = xb ? qs_hessian_add_bf16(&c->h[st], c->be, xb, rows, in, err)
+                     : qs_hessian_add(&c->h[st], c->be, x, rows, in, err);
+    c->seconds += now() - t0;
+    return r;
 }
 
 /* ---- stopping at a safe point ----------------------------------------------------- */
@@ -151,6 +164,7 @@ static qs_status embed_all(stage_state *s, float *acts, qs_error *err)
                                     mb_ptr(s, acts, k), err);
     if (st == QS_OK) qs_embed_stage_free(&e);
     s->t->compute += now() - t0;
+    s->t->forward += now() - t0;
     return st;
 }
 
@@ -164,7 +178,14 @@ static qs_status prefill_stage0(stage_state *s, float *acts, int64_t k, void *ct
 {
     prefill_ctx *p = ctx;
     qs_block_hooks hooks = {on_capture, p->cap, 0, 0};
-    return qs_block_forward(p->blk, s->a->be, mb_ptr(s, acts, k), mb_rows(s, k), s->a->seq, NULL, &hooks, err);
+    double h0 = p->cap->seconds, t0 = now();
+    qs_block_span sp = {.from = 0, .to = 0, .res_in = mb_ptr(s, acts, k)};
+    qs_status st = qs_block_forward_span(p->blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, &hooks, err);
+    double h = p->cap->seconds - h0;
+    s->t->hessian += h;
+    s->t->forward += now() - t0 - h;
+    s->t->forward_flops += sp.flops;
+    return st;
 }
 
 static qs_status load_block(stage_state *s, qs_block *blk, int layer, qs_error *err)
@@ -172,6 +193,12 @@ static qs_status load_block(stage_state *s, qs_block *blk, int layer, qs_error *
     double t0 = now();
     qs_status st = qs_block_load(blk, s->a->manifest, s->a->names, layer, err);
     s->t->io += now() - t0;
+    if (st == QS_OK && s->a->compute != QS_COMPUTE_F32) {
+        t0 = now();
+        st = qs_block_set_compute(blk, s->a->compute, err);
+        s->t->forward += now() - t0;
+        if (st != QS_OK) qs_block_free(blk);
+    }
     return st;
 }
 
@@ -183,9 +210,12 @@ static qs_status forward_all(stage_state *s, const qs_block *blk, float *in, flo
     const qs_comm_i *c = s->a->comm;
     for (int64_t k = 0; k < s->n_micro; k++) {
         double t0 = now();
-        QS_TRY(qs_block_forward(blk, s->a->be, mb_ptr(s, in, k), mb_rows(s, k), s->a->seq, mb_ptr(s, out, k), NULL,
-                                err));
-        s->t->compute += now() - t0;
+        qs_block_span sp = {.from = 0, .to = QS_BLOCK_END, .res_in = mb_ptr(s, in, k), .res_out = mb_ptr(s, out, k)};
+        QS_TRY(qs_block_forward_span(blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, NULL, err));
+        double dt = now() - t0;
+        s->t->compute += dt;
+        s->t->forward += dt;
+        s->t->forward_flops += sp.flops;
         if (send)
             QS_TRY(c->isend(c->ctx, mb_ptr(s, out, k), mb_bytes(s, k), s->a->next_rank, tag_base + (int)k,
                             &s->send_req[k], err));
@@ -241,8 +271,56 @@ static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_c
             QS_TRY(qs_quant_rtn(w->data, out, in, &qo, &o->res[i], err));
         }
         memcpy(w->data, o->res[i].q, (size_t)(out * in) * sizeof(float));
+        qs_block_linear_sync(blk, i);
         ls->seconds = now() - t0;
     }
+    return QS_OK;
+}
+
+/* The carry buffer, once per rank: every row's stage input at boundaries 1
+ * and 3 (their widest). Without it (no memory, or QS_FORWARD_RECOMPUTE=1)
+ * every stage re-runs the block from its input: the same numbers, more work. */
+static void carry_alloc(stage_state *s, const qs_block *blk)
+{
+    if (s->carry_tried) return;
+    s->carry_tried = true;
+    const char *recompute = getenv("QS_FORWARD_RECOMPUTE");
+    if (recompute && *recompute && strcmp(recompute, "0") != 0) return;
+    int64_t c1 = qs_block_carry_cols(blk, 1), c3 = qs_block_carry_cols(blk, 3);
+    size_t n = (size_t)s->a->rows * (size_t)s->a->seq * (size_t)(c1 > c3 ? c1 : c3);
+    s->carry = qs_malloc(n * sizeof(float));
+    if (!s->carry)
+        fprintf(stderr, "qshard run: warning: no memory to keep %zu MiB of stage inputs; every true-sequential "
+                        "stage re-runs its block from the input (same result, ~2.4x the forward work)\n",
+                n * sizeof(float) >> 20);
+}
+
+/* Runs span from → to of blk over every micro-batch. The residual stream at
+ * `from` is in *res (acts or next); a span that changes it writes next and
+ * moves *res there. The stage input at 1 and 3 comes from / goes to the
+ * carry buffer when there is one. */
+static qs_status span_all(stage_state *s, const qs_block *blk, int from, int to, float **res,
+                          const qs_block_hooks *hooks, capture_ctx *cap, bool send, int tag_base, qs_error *err)
+{
+    const qs_comm_i *c = s->a->comm;
+    bool changes = (from <= 1 && to >= 2) || to == QS_BLOCK_END;
+    int64_t cin = qs_block_carry_cols(blk, from), cout = s->carry ? qs_block_carry_cols(blk, to) : 0;
+    for (int64_t k = 0; k < s->n_micro; k++) {
+        double t0 = now(), h0 = cap ? cap->seconds : 0;
+        qs_block_span sp = {.from = from, .to = to, .res_in = mb_ptr(s, *res, k),
+                            .res_out = changes ? mb_ptr(s, s->next, k) : NULL,
+                            .x_in = cin ? mb_carry(s, k, cin) : NULL, .x_out = cout ? mb_carry(s, k, cout) : NULL};
+        QS_TRY(qs_block_forward_span(blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, hooks, err));
+        double dt = now() - t0, h = cap ? cap->seconds - h0 : 0;
+        s->t->compute += dt;
+        s->t->hessian += h;
+        s->t->forward += dt - h;
+        s->t->forward_flops += sp.flops;
+        if (send)
+            QS_TRY(c->isend(c->ctx, mb_ptr(s, s->next, k), mb_bytes(s, k), s->a->next_rank, tag_base + (int)k,
+                            &s->send_req[k], err));
+    }
+    if (changes) *res = s->next;
     return QS_OK;
 }
 
@@ -281,6 +359,8 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
         o->layer = layer;
         o->blk = blk;
         bool gptq = a->quant.method == QS_QUANT_METHOD_GPTQ;
+        s->t->forward_flops_one += qs_block_forward_flops(blk, a->rows, a->seq);
+        if (gptq && a->true_sequential) carry_alloc(s, blk);
         if (a->resume_block) st = a->resume_block(a->resume_ctx, layer, o->res, o->stats, &o->resumed, err);
         if (st == QS_OK && o->resumed) {
             /* a finished block of a previous run: its quantized weights, then only the forward */
@@ -289,9 +369,16 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
                 if (o->res[i].rows != w->shape[0] || o->res[i].cols != w->shape[1])
                     st = qs_error_set(err, QS_ERR_INPUT, "block %d: the checkpoint of %s has shape [%lld, %lld]",
                                       layer, blk->lin[i].weight, (long long)o->res[i].rows, (long long)o->res[i].cols);
-                else memcpy(w->data, o->res[i].q, sizeof(float) * (size_t)(w->shape[0] * w->shape[1]));
+                else {
+                    memcpy(w->data, o->res[i].q, sizeof(float) * (size_t)(w->shape[0] * w->shape[1]));
+                    qs_block_linear_sync(blk, i);
+                }
             }
         }
+        /* the forward state: boundary `at`, the residual stream there in res */
+        int at = 0;
+        float *res = s->acts;
+        bool keep = s->carry != NULL;
         for (int stg = 0; stg < QS_BLOCK_STAGES && st == QS_OK && !o->resumed; stg++) {
             bool has = false;
             for (int i = 0; i < blk->n_linears; i++) has |= blk->lin[i].stage == stg;
@@ -306,21 +393,28 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
                         if (blk->lin[i].stage == x) in = blk->lin[i].in;
                     if (in) st = qs_hessian_init(&cap->h[x], in, false, err);
                 }
-                qs_block_hooks hooks = {on_capture, cap, a->true_sequential ? stg : -1,
-                                        a->true_sequential ? stg : QS_BLOCK_STAGES - 1};
-                for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++) {
-                    double t0 = now();
-                    st = qs_block_forward(blk, a->be, mb_ptr(s, s->acts, k), mb_rows(s, k), a->seq, NULL, &hooks, err);
-                    s->t->compute += now() - t0;
+                qs_block_hooks hooks = {on_capture, cap, a->true_sequential ? stg : -1, -1};
+                if (st == QS_OK && a->true_sequential && keep) {
+                    /* resume from where the previous stage stopped */
+                    st = span_all(s, blk, at, stg, &res, &hooks, cap, false, 0, err);
+                    at = stg;
+                } else if (st == QS_OK) {
+                    /* from the block's input (all stages at once, or no memory to keep the state) */
+                    float *in = s->acts;
+                    st = span_all(s, blk, 0, a->true_sequential ? stg : QS_BLOCK_STAGES - 1, &in, &hooks, cap, false,
+                                  0, err);
                 }
             }
             double t0 = now();
             if (st == QS_OK) st = quantize_stage(s, blk, stg, cap, o, err);
-            s->t->compute += now() - t0;
+            double dt = now() - t0;
+            s->t->compute += dt;
+            s->t->solve += dt;
             if (cap->h[stg].h32 || cap->h[stg].h64) qs_hessian_free(&cap->h[stg]);
         }
         bool last = layer == a->end_block - 1;
-        if (st == QS_OK) st = forward_all(s, blk, s->acts, s->next, send_last && last, 1000, err);
+        /* the rest of the forward: the quantized block's output into next */
+        if (st == QS_OK) st = span_all(s, blk, at, QS_BLOCK_END, &res, NULL, NULL, send_last && last, 1000, err);
         o->seconds = now() - tb;
         if (st == QS_OK && a->on_block) st = a->on_block(a->on_block_ctx, o, err);
         for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) qs_quant_result_free(&o->res[i]);
@@ -426,6 +520,7 @@ done:
     qs_free(fp_in);
     qs_free(s.acts);
     qs_free(s.next);
+    qs_free(s.carry);
     free(s.send_req);
     t->total = now() - s.t_start;
     t->idle = t->total - t->compute - t->comm - t->io;

@@ -1,8 +1,10 @@
-/* backend_cpu.c — the CPU backend: OpenBLAS for BLAS, LAPACKE for factorizations. */
+/* backend_cpu.c — the CPU backend: OpenBLAS for BLAS, LAPACKE for factorizations,
+ * oneDNN for bf16 GEMMs (gemm_bf16.c). */
 #include <cblas.h>
 #include <lapacke.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/gemm_bf16.h"
 
 static void cpu_sgemm(void *ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                       int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
@@ -74,6 +76,26 @@ static qs_status cpu_dpotri(void *ctx, bool upper, int64_t n, double *a, int64_t
     return lapack_status(info);
 }
 
+static qs_status cpu_gemm_bf16(void *ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                               const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb, float beta, float *c,
+                               int64_t ldc, qs_error *err)
+{
+    (void)ctx;
+    return qs_cpu_gemm_bf16(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, err);
+}
+
+static bool cpu_bf16_native(void *ctx)
+{
+    (void)ctx;
+    return qs_cpu_bf16_native();
+}
+
+static const char *cpu_bf16_kernel(void *ctx)
+{
+    (void)ctx;
+    return qs_cpu_bf16_kernel();
+}
+
 static int cpu_threads(void *ctx)
 {
     (void)ctx;
@@ -90,6 +112,9 @@ static const qs_backend_i cpu_backend = {
     .dsyrk_t = cpu_dsyrk_t,
     .dpotrf = cpu_dpotrf,
     .dpotri = cpu_dpotri,
+    .gemm_bf16 = cpu_gemm_bf16,
+    .bf16_native = cpu_bf16_native,
+    .bf16_kernel = cpu_bf16_kernel,
     .threads = cpu_threads,
 };
 

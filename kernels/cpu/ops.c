@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/half.h"
 #include "kernels/ops.h"
 #include "kernels/tensor.h"
 
@@ -55,6 +56,12 @@ void qs_cpu_scale(float *y, float s, int64_t n)
 {
 #pragma omp parallel for simd schedule(static) if (n >= QS_OMP_MIN_WORK)
     for (int64_t i = 0; i < n; i++) y[i] *= s;
+}
+
+void qs_cpu_to_bf16(const float *x, uint16_t *y, int64_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n >= QS_OMP_MIN_WORK)
+    for (int64_t i = 0; i < n; i++) y[i] = qs_f32_to_bf16(x[i]);
 }
 
 void qs_cpu_silu_mul(float *gate, const float *up, int64_t n)

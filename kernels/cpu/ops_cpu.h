@@ -30,6 +30,8 @@ void qs_cpu_add(float *y, const float *x, int64_t n);
 /* y *= s. */
 void qs_cpu_scale(float *y, float s, int64_t n);
 /* gate[i] = silu(gate[i]) * up[i]  (llama SwiGLU). */
+/* y[i] = bf16(x[i]) (round to nearest even, NaN stays NaN). */
+void qs_cpu_to_bf16(const float *x, uint16_t *y, int64_t n);
 void qs_cpu_silu_mul(float *gate, const float *up, int64_t n);
 void qs_cpu_relu(float *x, int64_t n);
 void qs_cpu_gelu_tanh(float *x, int64_t n);

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/threads.h"
+
 const qs_command qs_commands[] = {
     {"inspect", qs_cmd_inspect, "what is in a checkpoint: architecture, blocks, tensors, bytes"},
     {"synth", qs_cmd_synth, "write a deterministic synthetic HF checkpoint (llama/opt/bloom)"},
@@ -44,6 +46,9 @@ int qs_cli_main(int argc, char **argv)
         printf("qshard 0.1.0\n");
         return 0;
     }
+    /* OpenMP and OpenBLAS: one thread per CPU this process may run on */
+    qs_cpu_threads th;
+    qs_cpu_threads_init(&th);
     for (const qs_command *c = qs_commands; c->name; c++)
         if (strcmp(argv[1], c->name) == 0) return c->fn(argc - 1, argv + 1);
     fprintf(stderr, "qshard: error: unknown command '%s' (qshard --help lists them)\n", argv[1]);

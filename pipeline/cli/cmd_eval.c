@@ -15,7 +15,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: qshard eval --model DIR --tokens T.npy|T.h5 [--ref DIR] [--json] [--file NAME.safetensors]\n"
-            "                   [--batch B]\n\n"
+            "                   [--batch B] [--compute-dtype auto|f32|bf16]\n\n"
             "Scores every row of the token set [rows, L] on positions 1..L-1 (teacher forcing):\n"
             "mean NLL (nats/token), perplexity, tokens scored and forward tokens/s. With --ref,\n"
             "also the mean KL(ref || model) per token, its 99th percentile and top-1 agreement.\n\n"
@@ -25,6 +25,9 @@ static void usage(FILE *f)
             "  --ref DIR        reference model for KL and top-1 agreement (same vocabulary)\n"
             "  --file NAME      use DIR/NAME instead of DIR/model.safetensors\n"
             "  --batch B        rows per forward pass (default 4)\n"
+            "  --compute-dtype D  GEMMs of the forwards (model and --ref): f32, or bf16 operands with\n"
+            "                   f32 sums; auto (default): bf16 when the CPU has bf16 instructions and\n"
+            "                   the model stores bf16/fp16 weights, f32 otherwise\n"
             "  --json           print one JSON object: nll, ppl, tokens (+ kl_mean, kl_p99, top1)\n\n"
             "testing aids:\n"
             "  --dump-logits P  write the model's logits [rows, L, vocab] to P (.npy)\n"
@@ -107,7 +110,7 @@ int qs_cmd_eval(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    enum { OPT_DUMP = 1000, OPT_GENERATE, OPT_PROMPT };
+    enum { OPT_DUMP = 1000, OPT_GENERATE, OPT_PROMPT, OPT_COMPUTE };
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},   {"tokens", required_argument, NULL, 't'},
         {"ref", required_argument, NULL, 'r'},     {"json", no_argument, NULL, 'j'},
@@ -115,6 +118,7 @@ int qs_cmd_eval(int argc, char **argv)
         {"dump-logits", required_argument, NULL, OPT_DUMP},
         {"generate", required_argument, NULL, OPT_GENERATE},
         {"prompt", required_argument, NULL, OPT_PROMPT},
+        {"compute-dtype", required_argument, NULL, OPT_COMPUTE},
         {NULL, 0, NULL, 0},
     };
     qs_eval_opts o = {.batch = 4};
@@ -144,6 +148,11 @@ int qs_cmd_eval(int argc, char **argv)
                 return qs_cli_usage_error("eval", "%s", err.msg);
             break;
         case OPT_PROMPT: prompt = optarg; break;
+        case OPT_COMPUTE:
+            if (strcmp(optarg, "auto") && strcmp(optarg, "f32") && strcmp(optarg, "bf16"))
+                return qs_cli_usage_error("eval", "--compute-dtype: expected auto, f32 or bf16, got '%s'", optarg);
+            o.compute_dtype = optarg;
+            break;
         case ':': return qs_cli_usage_error("eval", "%s needs a value", argv[optind - 1]);
         default: return qs_cli_usage_error("eval", "unknown option '%s'", argv[optind - 1]);
         }
@@ -159,7 +168,8 @@ int qs_cmd_eval(int argc, char **argv)
         printf("{\"nll\": %.17g, \"ppl\": %.17g, \"tokens\": %lld, \"rows\": %lld, \"seq_len\": %lld", r.nll, r.ppl,
                (long long)r.tokens, (long long)r.rows, (long long)r.seq_len);
         if (r.has_ref) printf(", \"kl_mean\": %.17g, \"kl_p99\": %.17g, \"top1\": %.17g", r.kl_mean, r.kl_p99, r.top1);
-        printf(", \"seconds\": %.6g, \"tokens_per_s\": %.6g}\n", r.seconds, r.tokens_per_s);
+        printf(", \"seconds\": %.6g, \"tokens_per_s\": %.6g, \"compute_dtype\": \"%s\"}\n", r.seconds, r.tokens_per_s,
+               qs_compute_dtype_name(r.compute));
     } else {
         printf("model       %s%s%s\n", o.model_dir, o.file ? "/" : "", o.file ? o.file : "");
         printf("tokens      %s: %lld rows × %lld, %lld scored\n", o.tokens_path, (long long)r.rows,
@@ -172,7 +182,8 @@ int qs_cmd_eval(int argc, char **argv)
             printf("kl_p99      %.6g nats/token\n", r.kl_p99);
             printf("top1        %.4f\n", r.top1);
         }
-        printf("throughput  %.0f tokens/s (%d threads)\n", r.tokens_per_s, qs_backend_cpu()->threads(qs_backend_cpu()->ctx));
+        printf("throughput  %.0f tokens/s (%d threads, %s compute)\n", r.tokens_per_s,
+               qs_backend_cpu()->threads(qs_backend_cpu()->ctx), qs_compute_dtype_name(r.compute));
     }
     return 0;
 }

@@ -235,8 +235,8 @@ typedef struct recorder {
     int same_ptr_violations;
 } recorder;
 
-static qs_status record(void *ctx, const qs_block *blk, int idx, const float *x, int64_t rows, int64_t in,
-                        qs_error *err)
+static qs_status record(void *ctx, const qs_block *blk, int idx, const float *x, const uint16_t *xb, int64_t rows,
+                        int64_t in, qs_error *err)
 {
     recorder *r = ctx;
     int s = blk->lin[idx].stage;
@@ -362,8 +362,8 @@ static void test_stop_and_replace(void **state)
     }
 }
 
-static qs_status fail_capture(void *ctx, const qs_block *blk, int idx, const float *x, int64_t rows, int64_t in,
-                              qs_error *err)
+static qs_status fail_capture(void *ctx, const qs_block *blk, int idx, const float *x, const uint16_t *xb,
+                              int64_t rows, int64_t in, qs_error *err)
 {
     return qs_error_set(err, QS_ERR_IO, "capture failed on %s", blk->lin[idx].short_name);
 }
