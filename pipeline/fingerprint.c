@@ -144,6 +144,17 @@ static void diff(const cJSON *a, const cJSON *b, const char *path, char *out, si
         snprintf(out + len, cap - len, "%s%s: %s → %s", len ? "; " : "", p, y ? y : "?", x ? x : "?");
         free(x), free(y);
     }
+    /* fields only the old record has (e.g. options.compute_dtype "bf16" → f32) */
+    cJSON_ArrayForEach(e, b)
+    {
+        if (!e->string || cJSON_GetObjectItemCaseSensitive(a, e->string)) continue;
+        char p[256];
+        snprintf(p, sizeof p, "%s%s%s", path, path[0] ? "." : "", e->string);
+        char *y = cJSON_PrintUnformatted(e);
+        size_t len = strlen(out);
+        snprintf(out + len, cap - len, "%s%s: %s → (absent)", len ? "; " : "", p, y ? y : "?");
+        free(y);
+    }
 }
 
 qs_status qs_fingerprint_check(const char *work_dir, const qs_fingerprint *fp, bool force, bool *resuming,

@@ -332,7 +332,8 @@ static qs_status report_cores(const qs_comm_i *c, const qs_plan *plan, bool quie
 {
     enum { NC = 4 };
     qs_cpu_threads th;
-    qs_cpu_threads_probe(&th);
+    qs_cpu_threads_init(&th);
+    qs_cpu_threads_share(&th, c->node_size > 0 ? c->node_size : 1);
     double *v = calloc((size_t)(c->size * NC), sizeof(double));
     if (!v) return qs_error_set(err, QS_ERR_NOMEM, "core report");
     double *mine = v + c->rank * NC;
@@ -358,10 +359,11 @@ static qs_status report_cores(const qs_comm_i *c, const qs_plan *plan, bool quie
             }
         }
         if (n_short)
-            fprintf(stderr, "qshard run: warning: rank%s %s %s bound to fewer cores than %d (its share of the node): "
-                            "launch with `mpirun --map-by ppr:%d:node:pe=%d` or `mpirun --bind-to none` "
-                            "(Slurm: `srun --cpus-per-task=%d`)\n",
-                    n_short > 1 ? "s" : "", short_ranks, n_short > 1 ? "are" : "is", share, per_node, share, share);
+            fprintf(stderr, "qshard run: warning: rank%s %s run%s on fewer cores than %d, %s share of the node: launch "
+                            "with `mpirun --map-by ppr:%d:node:pe=%d` or `mpirun --bind-to none` (Slurm: `srun "
+                            "--cpus-per-task=%d`)\n",
+                    n_short > 1 ? "s" : "", short_ranks, n_short > 1 ? "" : "s", share, n_short > 1 ? "their" : "its",
+                    per_node, share, share);
     }
     free(v);
     return st;

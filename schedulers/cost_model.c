@@ -32,12 +32,14 @@ void qs_cost_block(const qs_model_config *c, const qs_cost_params *p, qs_block_c
 
     int64_t lin_params = 0;
     int64_t stage_in[4] = {0, 0, 0, 0};
+    double stage_params[4] = {0, 0, 0, 0};
     const char *stage_name[4] = {"", "", "", ""};
     double gptq = 0;
     uint64_t gptq_bytes = 0;
     for (int i = 0; i < n; i++) {
         lin_params += s[i].out * s[i].in;
         stage_in[s[i].stage] = s[i].in;
+        stage_params[s[i].stage] += (double)(s[i].out * s[i].in);
         stage_name[s[i].stage] = s[i].short_name;
         double din = (double)s[i].in;
         /* factorization, the sweep's trailing updates, and the H-weighted loss
@@ -49,8 +51,8 @@ void qs_cost_block(const qs_model_config *c, const qs_cost_params *p, qs_block_c
     o->params = qs_block_param_count(c);
 
     /* Forward: 2 flops per weight per token, plus causal attention
-     * (QKᵀ and AV over half the L×L square on average). */
-    double attn = 2.0 * tokens * (double)p->calib_len * (double)c->n_heads * (double)c->head_dim;
+     * (QKᵀ and AV over the L(L+1)/2 causal pairs). */
+    double attn = 2.0 * tokens * (double)(p->calib_len + 1) * (double)c->n_heads * (double)c->head_dim;
     o->flops_forward = 2.0 * (double)lin_params * tokens + attn;
 
     uint64_t hmax = 0;
@@ -64,23 +66,32 @@ void qs_cost_block(const qs_model_config *c, const qs_cost_params *p, qs_block_c
         }
     }
     o->flops_gptq = gptq;
-    /* FP capture + quantized output; true-sequential re-runs the partial
-     * forward up to each of the 4 stages (1/4 + 2/4 + 3/4 of a pass more). */
-    double passes = p->true_sequential ? 2.5 : 2.0;
-    o->flops_total = passes * o->flops_forward + o->flops_hessian + o->flops_gptq;
+    /* The share of a forward up to boundary b (the linears of stages < b,
+     * attention from boundary 1 on). True-sequential resumes each stage from
+     * the previous boundary: one forward. Re-running from the block input for
+     * each stage (the fallback) costs 1 + up(1) + up(2) + up(3); without
+     * true-sequential an FP pass up to the last stage, then the quantized one. */
+    double up[5] = {0, 0, 0, 0, 0};
+    for (int b = 1; b <= 4; b++) up[b] = up[b - 1] + 2.0 * stage_params[b - 1] * tokens + (b == 1 ? attn : 0);
+    for (int b = 1; b <= 4; b++) up[b] /= o->flops_forward > 0 ? o->flops_forward : 1;
+    o->forward_passes_recompute = 1.0 + up[1] + up[2] + up[3];
+    o->forward_passes = p->true_sequential ? 1.0 : 1.0 + up[3];
+    o->flops_total = o->forward_passes * o->flops_forward + o->flops_hessian + o->flops_gptq;
 
     o->bytes_disk = (uint64_t)o->params * (uint64_t)p->weight_bytes;
     o->bytes_weights_f32 = (uint64_t)o->params * 4u;
     o->bytes_hessian = hmax;
     o->bytes_gptq = gptq_bytes;
     o->bytes_act_boundary = (uint64_t)(2.0 * tokens * (double)h * 4.0);
+    int64_t qd = (int64_t)c->n_heads * c->head_dim;
+    if (p->true_sequential) o->bytes_act_carry = (uint64_t)(tokens * (double)(c->ffn > qd ? c->ffn : qd) * 4.0);
     int64_t widest = c->ffn > 3 * h ? c->ffn : 3 * h;
     double mb_tokens = (double)(p->micro_batch < p->calib_rows ? p->micro_batch : p->calib_rows) * (double)p->calib_len;
     o->bytes_act_micro = (uint64_t)(mb_tokens * (double)(widest + 2 * h) * 4.0 * 2.0);
 
     uint64_t device = o->bytes_weights_f32 + o->bytes_hessian + o->bytes_gptq + o->bytes_act_micro;
-    uint64_t host = o->bytes_act_boundary + o->bytes_disk;
-    if (p->activations_on_device) device += o->bytes_act_boundary;
+    uint64_t host = o->bytes_act_boundary + o->bytes_act_carry + o->bytes_disk;
+    if (p->activations_on_device) device += o->bytes_act_boundary + o->bytes_act_carry;
     o->peak_device = device;
     o->peak_host = host;
 

@@ -2,14 +2,18 @@
  * and memory, from the architecture alone (config.json; no weights needed).
  *
  * The model follows what a rank does for one block (docs/scheduling.md):
- *   forward passes over the N×L calibration tokens (FP capture + quantized
- *   output; true-sequential re-runs partial forwards: a factor, calibrated
- *   against measured runs), Hessian accumulation per distinct linear input
+ *   forward passes over the N×L calibration tokens — true-sequential GPTQ
+ *   runs each stage from the previous stage's boundary, so one forward in
+ *   all (the recompute fallback re-runs the block from its input for every
+ *   stage: 1 + the fractions up to each stage boundary; without
+ *   true-sequential an unquantized pass up to the last stage, then the
+ *   quantized one) — Hessian accumulation per distinct linear input
  *   (syrk: d_in²·N·L flops), GPTQ per linear (factorizations ~(4/3)·d_in³ plus
  *   the column sweep's trailing updates 2·d_out·d_in²).
  * Peak memory is the largest working set while the block is processed: its
  * weights in f32, one stage's Hessian, GPTQ's inverse-Hessian factor and
  * weight copy, and the activations (all N×L rows at the block boundary, the
+ * stage input kept for every row at the o / down boundaries, the
  * intermediate of one micro-batch).
  */
 #ifndef QS_COST_MODEL_H
@@ -42,6 +46,8 @@ void qs_cost_params_default(qs_cost_params *p);
 typedef struct qs_block_cost {
     int64_t params;             /* weights + biases + norms of one block */
     double flops_forward;       /* one forward over N×L tokens */
+    double forward_passes;      /* block-forward equivalents a rank runs per block */
+    double forward_passes_recompute; /* the same when every true-sequential stage re-runs from the block input */
     double flops_hessian;
     double flops_gptq;
     double flops_total;         /* forward × passes + hessian + gptq */
@@ -50,6 +56,7 @@ typedef struct qs_block_cost {
     uint64_t bytes_hessian;     /* largest single Hessian (f32) */
     uint64_t bytes_gptq;        /* inverse factor + weight copy of the largest linear */
     uint64_t bytes_act_boundary;/* N×L×hidden f32, in and out */
+    uint64_t bytes_act_carry;   /* N×L×max(heads·head_dim, ffn) f32: the kept stage input (true-sequential) */
     uint64_t bytes_act_micro;   /* intermediates of one micro-batch */
     uint64_t peak_device;
     uint64_t peak_host;

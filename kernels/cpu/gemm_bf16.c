@@ -195,11 +195,10 @@ static qs_status emulated_gemm(const mm_key *key, float alpha, const uint16_t *a
 
 /* ================================================================== entry == */
 
-qs_status qs_cpu_gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t *a,
-                           int64_t lda, const uint16_t *b, int64_t ldb, float beta, float *c, int64_t ldc,
-                           qs_error *err)
+qs_status qs_cpu_gemm_bf16_emulated(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t *a,
+                                    int64_t lda, const uint16_t *b, int64_t ldb, float beta, float *c, int64_t ldc,
+                                    qs_error *err)
 {
-    pthread_once(&g.once, init_once);
     if (m <= 0 || n <= 0) return QS_OK;
     mm_key key = {m, n, k, lda, ldb, ldc, ta, tb};
     if (k <= 0) {
@@ -207,7 +206,17 @@ qs_status qs_cpu_gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, fl
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return QS_OK;
     }
-    if (g.emulate) return emulated_gemm(&key, alpha, a, b, beta, c, err);
+    return emulated_gemm(&key, alpha, a, b, beta, c, err);
+}
+
+qs_status qs_cpu_gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t *a,
+                           int64_t lda, const uint16_t *b, int64_t ldb, float beta, float *c, int64_t ldc,
+                           qs_error *err)
+{
+    pthread_once(&g.once, init_once);
+    if (g.emulate || k <= 0) return qs_cpu_gemm_bf16_emulated(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, err);
+    if (m <= 0 || n <= 0) return QS_OK;
+    mm_key key = {m, n, k, lda, ldb, ldc, ta, tb};
     if (alpha == 1.0f && beta == 0.0f) return onednn_gemm(&key, a, b, c, err);
     /* alpha/beta: the product into a scratch matrix, then combined (one
      * primitive per shape instead of one per alpha/beta pair) */

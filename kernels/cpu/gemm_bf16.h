@@ -18,6 +18,13 @@ qs_status qs_cpu_gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int
                            const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb, float beta, float *c,
                            int64_t ldc, qs_error *err);
 
+/* The same through the emulation (f32 sgemm on the widened operands),
+ * whatever the CPU has: what CPUs without bf16 instructions run; tests
+ * compare the two. */
+qs_status qs_cpu_gemm_bf16_emulated(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                                    const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb, float beta,
+                                    float *c, int64_t ldc, qs_error *err);
+
 /* The CPU has bf16 dot-product or matrix instructions (and the OS enabled them). */
 bool qs_cpu_bf16_native(void);
 

@@ -2,7 +2,8 @@
  *
  * OpenMP (our loops, oneDNN's bf16 GEMM) and OpenBLAS get the same count:
  * the CPUs in the process's affinity mask (what mpirun/srun bound the rank
- * to), or OMP_NUM_THREADS when that is smaller. More threads than CPUs only
+ * to), or OMP_NUM_THREADS when that is smaller; ranks that share one mask
+ * (unbound) split the node's CPUs among them. More threads than CPUs only
  * makes them take turns on the same cores; fewer leaves cores idle. The
  * cores "available" to the process are its cgroup's cpuset (what Slurm gave
  * the job), or the online CPUs without one: a rank bound to fewer than its
@@ -110,6 +111,15 @@ void qs_cpu_threads_probe(qs_cpu_threads *t)
 void qs_cpu_threads_init(qs_cpu_threads *t)
 {
     qs_cpu_threads_probe(t);
+    omp_set_num_threads(t->threads);
+    openblas_set_num_threads(t->threads);
+}
+
+void qs_cpu_threads_share(qs_cpu_threads *t, int ranks)
+{
+    int share = ranks > 0 ? t->available / ranks : t->available;
+    if (share < 1) share = 1;
+    if (t->affinity > share && t->threads > share) t->threads = share;
     omp_set_num_threads(t->threads);
     openblas_set_num_threads(t->threads);
 }

@@ -16,4 +16,10 @@ void qs_cpu_threads_probe(qs_cpu_threads *t);
 /* Probes and sets OpenMP's and OpenBLAS's thread counts to t->threads. */
 void qs_cpu_threads_init(qs_cpu_threads *t);
 
+/* `ranks` processes share this node. A process whose mask holds more than
+ * its share of the available CPUs (unbound: `mpirun --bind-to none`) runs
+ * available / ranks threads instead of one per CPU of its mask, so that the
+ * node's ranks together use every core once; then sets the counts. */
+void qs_cpu_threads_share(qs_cpu_threads *t, int ranks);
+
 #endif

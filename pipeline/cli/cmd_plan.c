@@ -47,6 +47,11 @@ static void print_json(const qs_model_config *cfg, const qs_plan *pl)
     cJSON_AddStringToObject(o, "schedule", pl->params.schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
     cJSON_AddNumberToObject(o, "block_params", (double)pl->block.params);
     cJSON_AddNumberToObject(o, "block_flops", pl->block.flops_total);
+    cJSON_AddNumberToObject(o, "block_flops_forward", pl->block.flops_forward);
+    cJSON_AddNumberToObject(o, "block_flops_hessian", pl->block.flops_hessian);
+    cJSON_AddNumberToObject(o, "block_flops_gptq", pl->block.flops_gptq);
+    cJSON_AddNumberToObject(o, "forward_passes", pl->block.forward_passes);
+    cJSON_AddNumberToObject(o, "forward_passes_recompute", pl->block.forward_passes_recompute);
     cJSON_AddNumberToObject(o, "block_seconds", pl->block.seconds);
     cJSON_AddNumberToObject(o, "seconds_total", pl->seconds_total);
     cJSON_AddBoolToObject(o, "fits", pl->fits);
@@ -80,14 +85,15 @@ static void print_text(const qs_model_config *cfg, const qs_plan *pl)
     printf("calibration: %lld × %lld tokens, micro-batch %lld; schedule %s\n", (long long)pl->params.calib_rows,
            (long long)pl->params.calib_len, (long long)pl->params.micro_batch,
            pl->params.schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
-    printf("per block: %.3g params, %.3g TFLOP (forward %.3g, Hessians %.3g, GPTQ %.3g), %s\n", (double)bc->params,
-           bc->flops_total / 1e12, bc->flops_forward / 1e12, bc->flops_hessian / 1e12, bc->flops_gptq / 1e12,
-           qs_fmt_seconds(bc->seconds, a, 32));
+    printf("per block: %.3g params, %.3g TFLOP (forward %.3g × %.2g passes, Hessians %.3g, GPTQ %.3g), %s\n",
+           (double)bc->params, bc->flops_total / 1e12, bc->flops_forward / 1e12, bc->forward_passes,
+           bc->flops_hessian / 1e12, bc->flops_gptq / 1e12, qs_fmt_seconds(bc->seconds, a, 32));
     printf("per block memory: weights f32 %s, largest Hessian %s (%s), GPTQ workspace %s, micro-batch %s, "
-           "boundary activations %s\n",
+           "boundary activations %s, kept stage inputs %s\n",
            qs_fmt_bytes(bc->bytes_weights_f32, a, 32), qs_fmt_bytes(bc->bytes_hessian, b, 32),
            bc->largest_hessian ? bc->largest_hessian : "?", qs_fmt_bytes(bc->bytes_gptq, c, 32),
-           qs_fmt_bytes(bc->bytes_act_micro, d, 32), qs_fmt_bytes(bc->bytes_act_boundary, (char[32]){0}, 32));
+           qs_fmt_bytes(bc->bytes_act_micro, d, 32), qs_fmt_bytes(bc->bytes_act_boundary, (char[32]){0}, 32),
+           qs_fmt_bytes(bc->bytes_act_carry, (char[32]){0}, 32));
     printf("\n%5s  %-13s %6s  %-12s %12s %12s %10s\n", "rank", "blocks", "count", "stages", "device peak", "host peak",
            "time");
     for (int r = 0; r < pl->n_ranks; r++) {
