@@ -32,8 +32,21 @@ void qs_hessian_free(qs_hessian *h)
     memset(h, 0, sizeof *h);
 }
 
+/* A raw sum (bf16 chunks) becomes the running mean the other paths keep. */
+static void to_mean(qs_hessian *h)
+{
+    if (!h->raw) return;
+    int64_t n = h->n;
+    float s = h->count > 0 ? (float)(2.0 / (double)h->count) : 0.0f;
+#pragma omp parallel for schedule(static) if (n * n >= (1 << 20))
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++) h->h32[i * n + j] *= s;
+    h->raw = false;
+}
+
 void qs_hessian_reset(qs_hessian *h)
 {
+    h->raw = false;
     size_t nn = (size_t)h->n * (size_t)h->n;
     if (h->h32) memset(h->h32, 0, nn * sizeof(float));
     if (h->h64) memset(h->h64, 0, nn * sizeof(double));
@@ -48,6 +61,7 @@ qs_status qs_hessian_add(qs_hessian *h, const qs_backend_i *be, const float *x, 
                             (long long)m, (long long)ldx, (long long)h->n);
     if (m == 0) return QS_OK;
     int64_t n = h->n;
+    to_mean(h);
     if (!h->f64) {
         /* H ← n/(n+m) H + 2/(n+m) XᵀX in one syrk: beta scales, alpha adds. */
         double tot = (double)(h->count + m);
@@ -101,12 +115,19 @@ qs_status qs_hessian_add_bf16(qs_hessian *h, const qs_backend_i *be, const uint1
         qs_free(w);
         return st;
     }
-    double tot = (double)(h->count + m);
-    float alpha = (float)(2.0 / tot), beta = (float)((double)h->count / tot);
+    /* a raw sum S = Σ x xᵀ: each chunk is one accumulating GEMM per panel
+     * (no scaling pass over H per chunk); readers take 2/n · S */
+    if (h->count > 0 && !h->raw) {
+        /* after f32 chunks: back to a sum */
+        float s = (float)((double)h->count / 2.0);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = i; j < n; j++) h->h32[i * n + j] *= s;
+    }
+    h->raw = true;
     for (int64_t j0 = 0; j0 < n; j0 += QS_HESSIAN_BF16_PANEL) {
         int64_t j1 = j0 + QS_HESSIAN_BF16_PANEL < n ? j0 + QS_HESSIAN_BF16_PANEL : n;
-        /* H[0:j1, j0:j1] = alpha · X[:, 0:j1]ᵀ X[:, j0:j1] + beta · H[0:j1, j0:j1] */
-        QS_TRY(be->gemm_bf16(be->ctx, true, false, j1, j1 - j0, m, alpha, x, ldx, x + j0, ldx, beta, h->h32 + j0, n,
+        /* S[0:j1, j0:j1] += X[:, 0:j1]ᵀ X[:, j0:j1] */
+        QS_TRY(be->gemm_bf16(be->ctx, true, false, j1, j1 - j0, m, 1.0f, x, ldx, x + j0, ldx, 1.0f, h->h32 + j0, n,
                              err));
     }
     h->count += m;
@@ -114,17 +135,19 @@ qs_status qs_hessian_add_bf16(qs_hessian *h, const qs_backend_i *be, const uint1
 }
 
 /* Running-mean merge of the upper triangle: h = (n1 h + n2 o) / (n1 + n2). */
-static qs_status merge_any(qs_hessian *h, const float *o32, const double *o64, int64_t oc, qs_error *err)
+static qs_status merge_any(qs_hessian *h, const float *o32, const double *o64, int64_t oc, double oscale,
+                           qs_error *err)
 {
     if (oc < 0) return qs_error_set(err, QS_ERR_INPUT, "hessian merge: negative sample count %lld", (long long)oc);
     if (oc == 0) return QS_OK;
+    to_mean(h);
     int64_t n = h->n;
     double tot = (double)(h->count + oc);
     double a = (double)h->count / tot, b = (double)oc / tot;
     for (int64_t i = 0; i < n; i++) {
         for (int64_t j = i; j < n; j++) {
             size_t k = (size_t)i * (size_t)n + (size_t)j;
-            double o = o64 ? o64[k] : (double)o32[k];
+            double o = o64 ? o64[k] : oscale * (double)o32[k];
             if (h->f64) h->h64[k] = a * h->h64[k] + b * o;
             else h->h32[k] = (float)(a * (double)h->h32[k] + b * o);
         }
@@ -138,22 +161,25 @@ qs_status qs_hessian_merge(qs_hessian *h, const qs_hessian *other, qs_error *err
     if (other->n != h->n)
         return qs_error_set(err, QS_ERR_INPUT, "hessian merge: [%lld,%lld] with [%lld,%lld], expected equal sizes",
                             (long long)h->n, (long long)h->n, (long long)other->n, (long long)other->n);
-    return merge_any(h, other->h32, other->h64, other->count, err);
+    /* a raw sum reads as its mean */
+    double os = other->raw && other->count > 0 ? 2.0 / (double)other->count : 1.0;
+    return merge_any(h, other->h32, other->h64, other->count, os, err);
 }
 
 qs_status qs_hessian_merge_f32(qs_hessian *h, const float *other, int64_t other_count, qs_error *err)
 {
-    return merge_any(h, other, NULL, other_count, err);
+    return merge_any(h, other, NULL, other_count, 1.0, err);
 }
 
 qs_status qs_hessian_merge_f64(qs_hessian *h, const double *other, int64_t other_count, qs_error *err)
 {
-    return merge_any(h, NULL, other, other_count, err);
+    return merge_any(h, NULL, other, other_count, 1.0, err);
 }
 
 void qs_hessian_get_f32(const qs_hessian *h, float *out)
 {
     int64_t n = h->n;
+    const float raw_scale = h->count > 0 ? (float)(2.0 / (double)h->count) : 0.0f;
     /* 64×64 tiles of the upper triangle: the mirrored writes stay in cache. */
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t ib = 0; ib < n; ib += 64)
@@ -161,7 +187,7 @@ void qs_hessian_get_f32(const qs_hessian *h, float *out)
             for (int64_t i = ib; i < ib + 64 && i < n; i++)
                 for (int64_t j = (jb > i ? jb : i); j < jb + 64 && j < n; j++) {
                     size_t k = (size_t)i * (size_t)n + (size_t)j;
-                    float v = h->f64 ? (float)h->h64[k] : h->h32[k];
+                    float v = h->f64 ? (float)h->h64[k] : h->raw ? h->h32[k] * raw_scale : h->h32[k];
                     out[k] = v;
                     out[(size_t)j * (size_t)n + (size_t)i] = v;
                 }

@@ -32,6 +32,7 @@ typedef struct qs_hessian {
     double *h64;     /* [n, n] upper triangle, when f64 */
     double *xbuf;    /* f64 staging for a chunk of X */
     int64_t xbuf_rows;
+    bool raw;        /* h32 holds Σ x xᵀ, not the mean (bf16 samples: one accumulating GEMM per chunk) */
 } qs_hessian;
 
 qs_status qs_hessian_init(qs_hessian *h, int64_t n, bool f64, qs_error *err);
@@ -46,7 +47,8 @@ qs_status qs_hessian_add(qs_hessian *h, const qs_backend_i *be, const float *x, 
 
 /* The same from bf16 samples (the activations a bf16 forward multiplies):
  * XᵀX through be->gemm_bf16 (exact products, f32 sums) on the upper
- * triangle's column panels; f64 accumulation widens them first. */
+ * triangle's column panels, added to a raw sum that the readers scale by
+ * 2/n; f64 accumulation widens them first. */
 qs_status qs_hessian_add_bf16(qs_hessian *h, const qs_backend_i *be, const uint16_t *x, int64_t m, int64_t ldx,
                               qs_error *err);
 

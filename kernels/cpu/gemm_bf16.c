@@ -34,6 +34,7 @@
 typedef struct mm_key {
     int64_t m, n, k, lda, ldb, ldc;
     bool ta, tb;
+    bool accumulate; /* C += A·B (oneDNN's sum post-op) instead of C = A·B */
 } mm_key;
 
 typedef struct mm_entry {
@@ -93,11 +94,17 @@ static qs_status dnnl_fail(qs_error *err, const char *what, dnnl_status_t s)
     return qs_error_set(err, QS_ERR_INTERNAL, "oneDNN bf16 matmul: %s failed (status %d)", what, (int)s);
 }
 
+static bool key_eq(const mm_key *a, const mm_key *b)
+{
+    return a->m == b->m && a->n == b->n && a->k == b->k && a->lda == b->lda && a->ldb == b->ldb &&
+           a->ldc == b->ldc && a->ta == b->ta && a->tb == b->tb && a->accumulate == b->accumulate;
+}
+
 /* The primitive for one shape, from the cache or made now. Caller holds g.lock. */
 static qs_status get_prim(const mm_key *key, mm_entry **out, qs_error *err)
 {
     for (int i = 0; i < g.n_cache; i++)
-        if (!memcmp(&g.cache[i].key, key, sizeof *key)) {
+        if (key_eq(&g.cache[i].key, key)) {
             g.cache[i].used = ++g.tick;
             *out = &g.cache[i];
             return QS_OK;
@@ -118,18 +125,34 @@ static qs_status get_prim(const mm_key *key, mm_entry **out, qs_error *err)
     dnnl_status_t s;
     dnnl_matmul_desc_t md;
     dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    if (key->accumulate &&
+        ((s = dnnl_primitive_attr_create(&attr)) != dnnl_success || (s = dnnl_post_ops_create(&po)) != dnnl_success ||
+         (s = dnnl_post_ops_append_sum(po, 1.0f)) != dnnl_success ||
+         (s = dnnl_primitive_attr_set_post_ops(attr, po)) != dnnl_success)) {
+        if (po) dnnl_post_ops_destroy(po);
+        if (attr) dnnl_primitive_attr_destroy(attr);
+        g.n_cache--;
+        if (e != &g.cache[g.n_cache]) *e = g.cache[g.n_cache];
+        return dnnl_fail(err, "making the sum post-op", s);
+    }
     if ((s = dnnl_memory_desc_init_by_strides(&e->ad, 2, da, dnnl_bf16, sa)) != dnnl_success ||
         (s = dnnl_memory_desc_init_by_strides(&e->bd, 2, db, dnnl_bf16, sb)) != dnnl_success ||
         (s = dnnl_memory_desc_init_by_strides(&e->cd, 2, dc, dnnl_f32, sc)) != dnnl_success ||
         (s = dnnl_matmul_desc_init(&md, &e->ad, &e->bd, NULL, &e->cd)) != dnnl_success ||
-        (s = dnnl_primitive_desc_create(&pd, &md, NULL, g.eng, NULL)) != dnnl_success ||
+        (s = dnnl_primitive_desc_create(&pd, &md, attr, g.eng, NULL)) != dnnl_success ||
         (s = dnnl_primitive_create(&e->prim, pd)) != dnnl_success) {
         if (pd) dnnl_primitive_desc_destroy(pd);
+        if (po) dnnl_post_ops_destroy(po);
+        if (attr) dnnl_primitive_attr_destroy(attr);
         g.n_cache--; /* e is the last slot or the evicted one: either way not valid now */
         if (e != &g.cache[g.n_cache]) *e = g.cache[g.n_cache];
         return dnnl_fail(err, "creating the primitive", s);
     }
     dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
     e->key = *key;
     e->used = ++g.tick;
     *out = e;
@@ -200,7 +223,7 @@ qs_status qs_cpu_gemm_bf16_emulated(bool ta, bool tb, int64_t m, int64_t n, int6
                                     qs_error *err)
 {
     if (m <= 0 || n <= 0) return QS_OK;
-    mm_key key = {m, n, k, lda, ldb, ldc, ta, tb};
+    mm_key key = {m, n, k, lda, ldb, ldc, ta, tb, false};
     if (k <= 0) {
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
@@ -216,9 +239,13 @@ qs_status qs_cpu_gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, fl
     pthread_once(&g.once, init_once);
     if (g.emulate || k <= 0) return qs_cpu_gemm_bf16_emulated(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, err);
     if (m <= 0 || n <= 0) return QS_OK;
-    mm_key key = {m, n, k, lda, ldb, ldc, ta, tb};
+    mm_key key = {m, n, k, lda, ldb, ldc, ta, tb, false};
     if (alpha == 1.0f && beta == 0.0f) return onednn_gemm(&key, a, b, c, err);
-    /* alpha/beta: the product into a scratch matrix, then combined (one
+    if (alpha == 1.0f && beta == 1.0f) {
+        key.accumulate = true;
+        return onednn_gemm(&key, a, b, c, err);
+    }
+    /* other alpha/beta: the product into a scratch matrix, then combined (one
      * primitive per shape instead of one per alpha/beta pair) */
     float *t = qs_malloc(sizeof(float) * (size_t)(m * n));
     if (!t) return qs_error_set(err, QS_ERR_NOMEM, "bf16 gemm: scratch [%lld,%lld]", (long long)m, (long long)n);

@@ -86,6 +86,10 @@ typedef struct qs_attn_args {
 /* QS_ERR_INPUT for inconsistent head counts, QS_ERR_NOMEM for scratch. */
 qs_status qs_cpu_attention(const qs_attn_args *a, qs_error *err);
 
+/* Tests: run the plain loops even where the AVX-512 ones would run (both
+ * must give the same bits). */
+void qs_cpu_attention_force_plain(bool plain);
+
 /* ---- embedding ------------------------------------------------------------------- */
 
 /* out[i, :] = table[ids[i], :]; an id outside [0, vocab) is QS_ERR_INPUT naming

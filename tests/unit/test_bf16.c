@@ -146,6 +146,30 @@ static void test_hessian_bf16(void **state)
         free(full);
         qs_hessian_free(&h);
     }
+    /* mixed: an f32 chunk (the same values widened), bf16 chunks, and a merge
+     * of a Hessian that holds a raw bf16 sum */
+    float *w = malloc(sizeof(float) * (size_t)(50 * n));
+    for (int64_t r = 0; r < 50; r++)
+        for (int64_t c = 0; c < n; c++) w[r * n + c] = qs_bf16_to_f32(x[r * ld + c]);
+    qs_hessian a, b;
+    qs_error err;
+    assert_int_equal(qs_hessian_init(&a, n, false, &err), QS_OK);
+    assert_int_equal(qs_hessian_init(&b, n, false, &err), QS_OK);
+    assert_int_equal(qs_hessian_add(&a, qs_backend_cpu(), w, 50, n, &err), QS_OK);
+    assert_int_equal(qs_hessian_add_bf16(&a, qs_backend_cpu(), x + 50 * ld, 60, ld, &err), QS_OK);
+    assert_int_equal(qs_hessian_add_bf16(&b, qs_backend_cpu(), x + 110 * ld, 11, ld, &err), QS_OK);
+    assert_int_equal(qs_hessian_merge(&a, &b, &err), QS_OK);
+    assert_int_equal(a.count, N);
+    float *full = malloc(sizeof(float) * (size_t)(n * n));
+    qs_hessian_get_f32(&a, full);
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++)
+            worst = fmax(worst, fabs(full[i * n + j] - ref[i * n + j]) / sqrt(ref[i * n + i] * ref[j * n + j]));
+    if (worst > 1e-5) fail_msg("mixed f32/bf16 Hessian with a merge: worst relative error %g", worst);
+    qs_hessian_free(&a);
+    qs_hessian_free(&b);
+    free(full), free(w);
     free(x), free(ref);
 }
 
