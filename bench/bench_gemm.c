@@ -7,7 +7,7 @@
  *
  * Default shape: one micro-batch of 8 × 256 tokens through an MLP up
  * projection (M = 2048, N = 2816, K = 1024), y = x·Wᵀ as the block runs it.
- * Best of 5 after a warm-up. bench/e2e.sh turns the rates into the job's
+ * Best of 10 after a warm-up. bench/e2e.sh turns the rates into the job's
  * FLOP floor. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +41,7 @@ int main(int argc, char **argv)
     for (int64_t i = 0; i < n * k; i++) bb[i] = qs_f32_to_bf16(b[i] = (float)(i % 7) * 0.02f - 0.06f);
     double flops = 2.0 * (double)m * (double)n * (double)k, best32 = 1e30, best16 = 1e30;
     qs_error err;
-    for (int r = 0; r < 6; r++) {
+    for (int r = 0; r < 11; r++) {
         double t0 = now();
         be->sgemm(be->ctx, false, true, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
         double t = now() - t0;
