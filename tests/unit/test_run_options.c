@@ -84,11 +84,37 @@ static void test_errors(void **state)
     assert_int_equal(qs_run_options_load_job(&o, "/nonexistent/job.ini", &err), QS_ERR_INPUT);
 }
 
+/* --compute-dtype: auto by default, f32/bf16 from a job key or a flag, anything else refused by name. */
+static void test_compute_dtype(void **state)
+{
+    (void)state;
+    char job[512];
+    snprintf(job, sizeof job, "%s/dtype.ini", dir);
+    write_file(job, "[model]\nmodel = m\n[calibration]\ncalib = c.npy\n[run]\nwork = w\nout = o\n"
+                    "compute-dtype = bf16\n");
+    qs_run_options o;
+    qs_run_options_default(&o);
+    assert_string_equal(o.compute_dtype, "auto");
+    qs_error err;
+    assert_int_equal(qs_run_options_load_job(&o, job, &err), QS_OK);
+    assert_string_equal(o.compute_dtype, "bf16");
+    assert_int_equal(qs_run_options_validate(&o, &err), QS_OK);
+    char *argv[] = {"run", job, "--compute-dtype", "f32", NULL};
+    qs_run_options_default(&o);
+    assert_int_equal(qs_run_options_parse_argv(&o, 4, argv, &err), QS_OK);
+    assert_string_equal(o.compute_dtype, "f32"); /* the flag overrides the job key */
+    assert_int_equal(qs_run_options_set(&o, "compute_dtype", "fp8", NULL, &err), QS_OK);
+    assert_int_equal(qs_run_options_validate(&o, &err), QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "--compute-dtype"));
+    assert_non_null(strstr(err.msg, "fp8"));
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/qs-run-options-XXXXXX");
     if (!mkdtemp(dir)) return 1;
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_job_file_and_overrides), cmocka_unit_test(test_errors)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_job_file_and_overrides), cmocka_unit_test(test_errors),
+                                       cmocka_unit_test(test_compute_dtype)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
