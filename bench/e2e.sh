@@ -150,9 +150,10 @@ if [ -x "$pv/bin/python" ] && "$pv/bin/python" -c "import gptqmodel" >/dev/null 
   walls=() cpus=()
   for i in $(seq 1 "$reps"); do
     rm -rf "$tmp/o-gptqmodel"
-    GPTQMODEL_CPU_WORKERS=$cores /usr/bin/time -f "%e %U %S" -o "$tmp/time-gq-$i" "$pv/bin/python" \
+    # (in the temp dir: GPTQModel writes logs/ into its working directory)
+    (cd "$tmp" && GPTQMODEL_CPU_WORKERS=$cores /usr/bin/time -f "%e %U %S" -o "$tmp/time-gq-$i" "$pv/bin/python" \
       "$here/bench/gptqmodel_job.py" "$view" "$tmp/calib.npy" "$tmp/o-gptqmodel" --bits 4 --group-size 128 \
-      --damp 0.01 --threads "$cores" >"$tmp/log-gq-$i" 2>&1 || { echo "GPTQModel failed:"; tail -5 "$tmp/log-gq-$i"; exit 1; }
+      --damp 0.01 --threads "$cores") >"$tmp/log-gq-$i" 2>&1 || { echo "GPTQModel failed:"; tail -5 "$tmp/log-gq-$i"; exit 1; }
     read -r w u s < "$tmp/time-gq-$i"
     walls+=("$w")
     cpus+=("$(awk -v u="$u" -v s="$s" 'BEGIN {print u + s}')")
