@@ -246,6 +246,8 @@ static void attn_tile(const qs_attn_args *a, int64_t b, int h, int64_t i0, int64
         /* a row that sees no key at all (only with seq_k < seq_q) outputs zeros */
         float inv = st[i].l > 0.0f ? 1.0f / st[i].l : 0.0f;
         for (int c = 0; c < d; c++) o[c] = acc[i * d + c] * inv;
+        if (a->lse)
+            a->lse[(b * a->n_heads + h) * a->seq_q + i0 + i] = st[i].l > 0.0f ? st[i].m + logf(st[i].l) : -INFINITY;
     }
 }
 

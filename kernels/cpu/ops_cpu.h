@@ -75,6 +75,10 @@ typedef struct qs_attn_args {
     int64_t v_tok, v_head;
     float *out;
     int64_t o_tok, o_head;
+    /* NULL, or [batch, n_heads, seq_q]: each query row's log Σ_j exp(score(i, j))
+     * (-inf for a row that sees no key), what the backward recomputes
+     * probabilities from (kernels/cpu/ops_backward_cpu.h) */
+    float *lse;
 } qs_attn_args;
 
 /* Tile sizes (exposed so tests can pick sequence lengths that are not multiples). */

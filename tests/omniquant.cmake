@@ -1,0 +1,3 @@
+# OmniQuant: backward ops (finite-difference gradient checks in double), the
+# LWC/LET quantizer and the per-block trainer, the run end to end.
+qs_add_unit_test(test_ops_backward unit/test_ops_backward.c)
