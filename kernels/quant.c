@@ -14,6 +14,9 @@ qs_status qs_quant_run(const qs_backend_i *be, const float *w, int64_t rows, int
                        const qs_quant_opts *o, qs_quant_result *res, qs_error *err)
 {
     if (o->method == QS_QUANT_METHOD_RTN) return qs_quant_rtn(w, rows, cols, o, res, err);
+    if (o->method == QS_QUANT_METHOD_OMNIQUANT)
+        return qs_error_set(err, QS_ERR_INPUT, "tensor '%s': OmniQuant trains a whole block (workers/omniquant.h), "
+                                               "not one linear", tname(o));
     if (!h) return qs_error_set(err, QS_ERR_INPUT, "tensor '%s': GPTQ needs a Hessian", tname(o));
     return qs_quant_gptq(be, w, rows, cols, h, o, res, err);
 }

@@ -42,18 +42,45 @@ void qs_cpu_colsum(const float *a, int64_t rows, int64_t n, int64_t lda, float *
     }
 }
 
+void qs_cpu_colsum_mul(const float *a, const float *b, int64_t rows, int64_t n, float *out)
+{
+    int64_t nb = (n + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static) if (rows * n >= QS_OMP_MIN_WORK)
+    for (int64_t blk = 0; blk < nb; blk++) {
+        int64_t c0 = blk * COL_BLOCK, c1 = c0 + COL_BLOCK < n ? c0 + COL_BLOCK : n;
+        double acc[COL_BLOCK] = {0};
+        for (int64_t r = 0; r < rows; r++) {
+            const float *ar = a + r * n, *br = b + r * n;
+            for (int64_t c = c0; c < c1; c++) acc[c - c0] += (double)ar[c] * (double)br[c];
+        }
+        for (int64_t c = c0; c < c1; c++) out[c] = (float)acc[c - c0];
+    }
+}
+
+void qs_cpu_gemv_t(const float *a, const float *v, int64_t rows, int64_t n, float *out)
+{
+    int64_t nb = (n + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static) if (rows * n >= QS_OMP_MIN_WORK)
+    for (int64_t blk = 0; blk < nb; blk++) {
+        int64_t c0 = blk * COL_BLOCK, c1 = c0 + COL_BLOCK < n ? c0 + COL_BLOCK : n;
+        double acc[COL_BLOCK] = {0};
+        for (int64_t r = 0; r < rows; r++) {
+            const float *ar = a + r * n;
+            const double vr = v[r];
+            for (int64_t c = c0; c < c1; c++) acc[c - c0] += vr * (double)ar[c];
+        }
+        for (int64_t c = c0; c < c1; c++) out[c] = (float)acc[c - c0];
+    }
+}
+
 /* ================================================================== norms == */
 
 void qs_cpu_rmsnorm_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t rows,
                              int64_t n, float eps)
 {
-    if (dx) {
-#pragma omp parallel for schedule(static) if (rows * n >= QS_OMP_MIN_WORK)
-        for (int64_t r = 0; r < rows; r++)
-            qs_op_rmsnorm_row_backward(x + r * n, w, dy + r * n, dx + r * n, NULL, n, eps);
-    }
     if (dw) {
-        /* a parameter gradient: rows in order, one thread (cheap next to the GEMMs) */
+        /* a parameter gradient: rows in order, one thread (cheap next to the
+         * GEMMs); before dx, which may overwrite dy */
         memset(dw, 0, sizeof(float) * (size_t)n);
         for (int64_t r = 0; r < rows; r++) {
             const float *xr = x + r * n, *dr = dy + r * n;
@@ -61,21 +88,27 @@ void qs_cpu_rmsnorm_backward(const float *x, const float *w, const float *dy, fl
             for (int64_t i = 0; i < n; i++) dw[i] += dr[i] * (xr[i] * inv);
         }
     }
+    if (dx) {
+#pragma omp parallel for schedule(static) if (rows * n >= QS_OMP_MIN_WORK)
+        for (int64_t r = 0; r < rows; r++)
+            qs_op_rmsnorm_row_backward(x + r * n, w, dy + r * n, dx + r * n, NULL, n, eps);
+    }
 }
 
 void qs_cpu_layernorm_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, float *db,
                                int64_t rows, int64_t n, float eps)
 {
-    if (dx) {
-#pragma omp parallel for schedule(static) if (rows * n >= QS_OMP_MIN_WORK)
-        for (int64_t r = 0; r < rows; r++)
-            qs_op_layernorm_row_backward(x + r * n, w, dy + r * n, dx + r * n, NULL, NULL, n, eps);
-    }
     if (dw || db) {
+        /* parameter gradients first (rows in order): dx may overwrite dy */
         if (dw) memset(dw, 0, sizeof(float) * (size_t)n);
         if (db) memset(db, 0, sizeof(float) * (size_t)n);
         for (int64_t r = 0; r < rows; r++)
             qs_op_layernorm_row_backward(x + r * n, w, dy + r * n, NULL, dw, db, n, eps);
+    }
+    if (dx) {
+#pragma omp parallel for schedule(static) if (rows * n >= QS_OMP_MIN_WORK)
+        for (int64_t r = 0; r < rows; r++)
+            qs_op_layernorm_row_backward(x + r * n, w, dy + r * n, dx + r * n, NULL, NULL, n, eps);
     }
 }
 

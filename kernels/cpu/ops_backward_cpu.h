@@ -33,6 +33,11 @@ void qs_cpu_linear_backward(const qs_backend_i *be, const float *x, const float 
 
 /* out[i] = Σ_r a[r·lda + i] for i < n, summed in double in row order. */
 void qs_cpu_colsum(const float *a, int64_t rows, int64_t n, int64_t lda, float *out);
+/* out[i] = Σ_r a[r·n + i] · b[r·n + i] (double, row order): the gradient of a
+ * per-column scale s in W·diag(s) from ∂L/∂(W·diag(s)) and W. */
+void qs_cpu_colsum_mul(const float *a, const float *b, int64_t rows, int64_t n, float *out);
+/* out[i] = Σ_r v[r] · a[r·n + i] (vᵀ A, double, row order). */
+void qs_cpu_gemv_t(const float *a, const float *v, int64_t rows, int64_t n, float *out);
 
 /* ---- norms ---------------------------------------------------------------------- */
 

@@ -102,12 +102,13 @@ static void test_rmsnorm_backward(void **state)
     norm_ctx c = {rows, n, 0, 1e-5, gc_tod(x, rows * n), gc_tod(w, n), NULL, gc_tod(g, rows * n)};
     assert_true(gc_check("rmsnorm dx", norm_loss, &c, c.x, rows * n, dx, 500) < GC_TOL);
     assert_true(gc_check("rmsnorm dw", norm_loss, &c, c.w, n, dw, 500) < GC_TOL);
-    /* dx may alias dy */
-    float *d2 = malloc(sizeof(float) * (size_t)(rows * n));
+    /* dx may alias dy, with dw computed in the same call */
+    float *d2 = malloc(sizeof(float) * (size_t)(rows * n)), *dw2 = malloc(sizeof(float) * (size_t)n);
     memcpy(d2, g, sizeof(float) * (size_t)(rows * n));
-    qs_cpu_rmsnorm_backward(x, w, d2, d2, NULL, rows, n, 1e-5f);
+    qs_cpu_rmsnorm_backward(x, w, d2, d2, dw2, rows, n, 1e-5f);
     assert_memory_equal(d2, dx, sizeof(float) * (size_t)(rows * n));
-    free(x), free(w), free(g), free(dx), free(dw), free(d2), free(c.x), free(c.w), free(c.g);
+    assert_memory_equal(dw2, dw, sizeof(float) * (size_t)n);
+    free(x), free(w), free(g), free(dx), free(dw), free(d2), free(dw2), free(c.x), free(c.w), free(c.g);
 }
 
 static void test_layernorm_backward(void **state)
@@ -122,6 +123,14 @@ static void test_layernorm_backward(void **state)
     assert_true(gc_check("layernorm dx", norm_loss, &c, c.x, rows * n, dx, 500) < GC_TOL);
     assert_true(gc_check("layernorm dw", norm_loss, &c, c.w, n, dw, 500) < GC_TOL);
     assert_true(gc_check("layernorm db", norm_loss, &c, c.b, n, db, 500) < GC_TOL);
+    /* dx may alias dy, with dw and db computed in the same call */
+    float *d2 = malloc(sizeof(float) * (size_t)(rows * n)), *dw2 = malloc(4 * (size_t)n), *db2 = malloc(4 * (size_t)n);
+    memcpy(d2, g, sizeof(float) * (size_t)(rows * n));
+    qs_cpu_layernorm_backward(x, w, d2, d2, dw2, db2, rows, n, 1e-5f);
+    assert_memory_equal(d2, dx, sizeof(float) * (size_t)(rows * n));
+    assert_memory_equal(dw2, dw, sizeof(float) * (size_t)n);
+    assert_memory_equal(db2, db, sizeof(float) * (size_t)n);
+    free(d2), free(dw2), free(db2);
     free(x), free(w), free(b), free(g), free(dx), free(dw), free(db), free(c.x), free(c.w), free(c.b), free(c.g);
 }
 
