@@ -48,7 +48,9 @@ static qs_quant_opts quant_opts(const qs_run_options *o)
 {
     qs_quant_opts q;
     qs_quant_opts_default(&q);
-    q.method = o->method == QS_METHOD_RTN ? QS_QUANT_METHOD_RTN : QS_QUANT_METHOD_GPTQ;
+    q.method = o->method == QS_METHOD_RTN         ? QS_QUANT_METHOD_RTN
+               : o->method == QS_METHOD_OMNIQUANT ? QS_QUANT_METHOD_OMNIQUANT
+                                                  : QS_QUANT_METHOD_GPTQ;
     q.bits = o->bits;
     q.group_size = o->group_size;
     q.sym = o->sym;
@@ -57,6 +59,13 @@ static qs_quant_opts quant_opts(const qs_run_options *o)
     q.mse = o->mse;
     q.damp = o->damp;
     q.block_size = o->block_size;
+    q.omni.epochs = qs_run_options_epochs(o);
+    q.omni.lwc = o->lwc;
+    q.omni.let = o->let;
+    q.omni.lwc_lr = o->lwc_lr;
+    q.omni.let_lr = o->let_lr;
+    q.omni.batch = o->omni_batch;
+    q.omni.seed = (uint64_t)o->omni_seed;
     return q;
 }
 
@@ -89,7 +98,8 @@ typedef struct run_ctx {
 
 /* Finished blocks of a previous run; a bad checkpoint is recomputed. */
 static qs_status resume_block(void *ctx, int layer, qs_quant_result res[QS_MAX_BLOCK_LINEARS],
-                              qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], bool *found, qs_error *err)
+                              qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], qs_omni_record *omni, bool *found,
+                              qs_error *err)
 {
     run_ctx *r = ctx;
     *found = false;
@@ -104,11 +114,21 @@ static qs_status resume_block(void *ctx, int layer, qs_quant_result res[QS_MAX_B
         qs_journal_append(r->o->work, "rank %d block %d checkpoint invalid (%s): recomputing", r->rank, layer, why.msg);
         return QS_OK;
     }
+    if (omni && !rec.has_omni) {
+        fprintf(stderr, "qshard run: warning: rank %d: block %d's checkpoint has no OmniQuant record; recomputing\n",
+                r->rank, layer);
+        qs_block_record_free(&rec);
+        return QS_OK;
+    }
     for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) {
         res[i] = rec.res[i]; /* ownership moves to the outcome */
         stats[i] = rec.stats[i];
     }
     memset(rec.res, 0, sizeof rec.res);
+    if (omni) {
+        *omni = rec.omni; /* so does the OmniQuant record */
+        memset(&rec.omni, 0, sizeof rec.omni);
+    }
     qs_block_record_free(&rec);
     *found = true;
     r->resumed_blocks++;
@@ -193,6 +213,20 @@ static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
         cJSON_AddNumberToObject(e, "seconds", s->seconds);
         cJSON_AddItemToArray(r->layers, e);
     }
+    if (b->omni) {
+        /* one entry per block: the training's loss curve and time split (the report's "omniquant") */
+        const qs_omni_record *m = b->omni;
+        cJSON *e = cJSON_CreateObject(), *q = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "block", b->layer);
+        cJSON_AddItemToObject(q, "loss", cJSON_CreateDoubleArray(m->loss, m->epochs));
+        cJSON_AddNumberToObject(q, "steps", (double)m->steps);
+        cJSON_AddNumberToObject(q, "seconds", b->seconds);
+        cJSON_AddNumberToObject(q, "seconds_forward", m->seconds_forward);
+        cJSON_AddNumberToObject(q, "seconds_backward", m->seconds_backward);
+        cJSON_AddNumberToObject(q, "seconds_optimizer", m->seconds_optimizer);
+        cJSON_AddItemToObject(e, "omniquant", q);
+        cJSON_AddItemToArray(r->layers, e);
+    }
     return QS_OK;
 }
 
@@ -263,6 +297,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         qo.name = lin[i].weight;
         QS_TRY(qs_quant_opts_check(&qo, lin[i].out, lin[i].in, err));
     }
+    QS_TRY(qs_omni_check(cfg, &qo, err));
     if (c->size > cfg->n_layers)
         return qs_error_set(err, QS_ERR_INPUT, "%d ranks for a model of %d blocks: use at most %d ranks", c->size,
                             cfg->n_layers, cfg->n_layers);
@@ -333,7 +368,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     if (c->rank == 0)
         fprintf(stderr, "qshard run: %s, %d blocks on %d rank(s), %s schedule, %s %d-bit g%d, %lld × %lld calibration tokens\n",
                 qs_arch_name(cfg->arch), cfg->n_layers, c->size,
-                o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined", o->method == QS_METHOD_GPTQ ? "GPTQ" : "RTN",
+                o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined", o->method == QS_METHOD_GPTQ ? "GPTQ" : o->method == QS_METHOD_OMNIQUANT ? "OmniQuant" : "RTN",
                 o->bits, o->group_size, (long long)s.dims[0], (long long)s.dims[1]);
     for (int r = 0; r < c->size && c->rank == 0; r++)
         fprintf(stderr, "  rank %d: blocks [%d, %d)%s%s\n", r, s.plan.stages[r].first_block,
@@ -463,6 +498,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         cJSON_AddStringToObject(rep, "schedule", o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
         cJSON_AddNumberToObject(rep, "seconds", now() - t0);
         cJSON *layers = cJSON_AddArrayToObject(rep, "layers");
+        cJSON *omni = o->method == QS_METHOD_OMNIQUANT ? cJSON_AddArrayToObject(rep, "omniquant") : NULL;
         for (int r = 0; r < c->size && st == QS_OK; r++) {
             snprintf(path, sizeof path, "%s/stats.rank%05d.json", o->work, r);
             char *data = NULL;
@@ -470,7 +506,11 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
             cJSON *arr = st == QS_OK ? cJSON_Parse(data) : NULL;
             free(data);
             cJSON *e;
-            cJSON_ArrayForEach(e, arr) cJSON_AddItemToArray(layers, cJSON_Duplicate(e, 1));
+            cJSON_ArrayForEach(e, arr)
+            {
+                bool per_block = cJSON_GetObjectItemCaseSensitive(e, "omniquant") != NULL;
+                cJSON_AddItemToArray(per_block && omni ? omni : layers, cJSON_Duplicate(e, 1));
+            }
             cJSON_Delete(arr);
         }
         cJSON *ranks = cJSON_AddArrayToObject(rep, "per_rank");

@@ -13,6 +13,13 @@
  * then runs the quantized block over every micro-batch to make the next
  * block's input. So block b+1 always sees block b's quantized output.
  *
+ * OmniQuant (workers/omniquant.h) instead trains each block on two streams:
+ * the quantized path's activations (acts, as above) and the FP path's, whose
+ * block output is the training target and the next block's FP input. In the
+ * exact schedule both streams travel rank to rank; in the pipelined one the
+ * FP pass gives a rank its first block's FP input, which also starts its
+ * quantized stream.
+ *
  * Schedules:
  *   exact     — the first block's input is what the previous rank's last
  *               block produced after quantization; ranks run one after another
@@ -38,6 +45,7 @@
 #include "schedulers/cost_model.h"
 #include "workers/block.h"
 #include "workers/comm.h"
+#include "workers/omniquant.h"
 
 /* Statistics of one quantized linear. */
 typedef struct qs_linear_stats {
@@ -55,12 +63,16 @@ typedef struct qs_block_outcome {
     qs_linear_stats stats[QS_MAX_BLOCK_LINEARS];
     double seconds;                               /* the whole block */
     bool resumed;                                 /* taken from a previous run's checkpoint */
+    qs_omni_record *omni;                         /* OmniQuant: what was learned and folded; NULL otherwise */
 } qs_block_outcome;
 
 /* Resume: fills res (with q) and stats of block `layer` from a previous run
- * and sets *found; the stage then only forwards the block. */
+ * and sets *found; the stage then only forwards the block. For OmniQuant
+ * (omni not NULL) also the block's record, whose folded tensors the stage
+ * puts back into the block. */
 typedef qs_status (*qs_block_resume_fn)(void *ctx, int layer, qs_quant_result res[QS_MAX_BLOCK_LINEARS],
-                                        qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], bool *found, qs_error *err);
+                                        qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], qs_omni_record *omni,
+                                        bool *found, qs_error *err);
 
 typedef qs_status (*qs_block_done_fn)(void *ctx, const qs_block_outcome *o, qs_error *err);
 

@@ -499,14 +499,24 @@ static qs_status write_linear(qs_gguf_export *x, const plan_tensor *p, const qs_
     return st;
 }
 
-/* A manifest tensor as F32/F16, converted in row chunks straight from the mapping. */
-static qs_status write_tensor(qs_gguf_export *x, const plan_tensor *p, qs_error *err)
+/* A manifest tensor as F32/F16, converted in row chunks straight from the
+ * mapping — or, when OmniQuant's LET folded it (folded not NULL), from its
+ * folded f32 value. */
+static qs_status write_tensor(qs_gguf_export *x, const plan_tensor *p, const qs_omni_tensor *folded, qs_error *err)
 {
     const qs_st_file *f = NULL;
     const qs_st_info *info = qs_manifest_find(x->m, p->src, &f);
     if (!info) return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s' is missing", qs_manifest_dir(x->m), p->src);
     const uint8_t *data = qs_st_data(f, info);
-    size_t es = qs_dtype_size(info->dtype);
+    qs_dtype src_dt = info->dtype;
+    if (folded) {
+        if (folded->shape[0] != p->rows * p->cols)
+            return qs_error_set(err, QS_ERR_INTERNAL, "gguf: folded '%s' has %lld elements, planned %lld", p->src,
+                                (long long)folded->shape[0], (long long)(p->rows * p->cols));
+        data = (const uint8_t *)folded->data;
+        src_dt = QS_DTYPE_F32;
+    }
+    size_t es = qs_dtype_size(src_dt);
     const qs_gguf_tensor_info *ti = &x->lay.tensors[p->li];
     size_t out_es = p->type == QS_GGUF_TYPE_F16 ? 2 : 4;
     int64_t rows_per = (int64_t)(CHUNK_BYTES / ((size_t)p->cols * 4));
@@ -520,7 +530,7 @@ static qs_status write_tensor(qs_gguf_export *x, const plan_tensor *p, qs_error 
         int64_t r1 = r0 + rows_per < p->rows ? r0 + rows_per : p->rows;
         for (int64_t row = r0; row < r1 && st == QS_OK; row++) {
             int64_t src = p->perm_heads ? qs_gguf_permuted_row(row, p->rows, p->perm_heads) : row;
-            st = qs_convert_to_f32(data + (size_t)(src * p->cols) * es, info->dtype, (size_t)p->cols,
+            st = qs_convert_to_f32(data + (size_t)(src * p->cols) * es, src_dt, (size_t)p->cols,
                                    tmp + (row - r0) * p->cols, err);
         }
         size_t n = (size_t)((r1 - r0) * p->cols);
@@ -567,7 +577,7 @@ static qs_status write_group(qs_gguf_export *x, int group, const qs_block_outcom
     for (size_t i = 0; i < x->n && st == QS_OK; i++) {
         const plan_tensor *p = &x->t[i];
         if (p->group != group) continue;
-        if (p->kind == SRC_TENSOR) st = write_tensor(x, p, err);
+        if (p->kind == SRC_TENSOR) st = write_tensor(x, p, o && o->omni ? qs_omni_record_fp(o->omni, p->src) : NULL, err);
         else if (p->kind == SRC_ROPE_FREQS) st = write_rope_freqs(x, p, err);
         else {
             int li = -1;
