@@ -366,6 +366,13 @@ static void effective(qs_omni_state *s)
     }
 }
 
+void qs_omni_timing(const qs_omni_state *s, double *forward, double *backward, double *optimizer)
+{
+    *forward = s->t_fwd;
+    *backward = s->t_bwd;
+    *optimizer = s->t_opt;
+}
+
 const float *qs_omni_effective_weight(qs_omni_state *s, int i)
 {
     effective(s);

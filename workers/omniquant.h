@@ -111,6 +111,10 @@ typedef struct qs_omni_param_view {
 } qs_omni_param_view;
 qs_omni_param_view qs_omni_param(const qs_omni_state *s, int i);
 
+/* Seconds spent so far in the forward (effective weights, block forward,
+ * loss), the backward (block backward, chain rule) and AdamW. */
+void qs_omni_timing(const qs_omni_state *s, double *forward, double *backward, double *optimizer);
+
 /* The weight linear i's quantizer sees at the current parameters (LET
  * applied; the block's own weight without LET) — for tests. */
 const float *qs_omni_effective_weight(qs_omni_state *s, int i);
