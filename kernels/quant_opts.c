@@ -27,6 +27,7 @@ void qs_quant_opts_default(qs_quant_opts *o)
     o->omni.batch = 1;
     o->omni.seed = 0;
     o->omni.let_alpha = 0.5;
+    o->omni.cosine = true;
 }
 
 static const char *tname(const qs_quant_opts *o) { return o->name ? o->name : "weight"; }

@@ -46,6 +46,7 @@ typedef struct qs_omni_opts {
     int batch;         /* calibration rows per optimizer step (1) */
     uint64_t seed;     /* the order rows are visited in, per block and epoch (0) */
     double let_alpha;  /* SmoothQuant migration strength of LET's initial scales (0.5) */
+    bool cosine;       /* learning rates follow a cosine from their value to 0 over the block's steps (on) */
 } qs_omni_opts;
 
 typedef struct qs_quant_opts {
@@ -93,8 +94,8 @@ typedef struct qs_quant_result {
 
 /* Defaults: GPTQ, 4 bits, group 128, sym, no act-order, damp 0.01, block 128,
  * scales_fp16 on, mse off (norm 2.4, grid 100, maxshrink 0.8); OmniQuant
- * 20 epochs, LWC on, LET off, learning rates 5e-3 / 1e-2, batch 1, seed 0,
- * alpha 0.5. */
+ * 20 epochs, LWC on, LET off, learning rates 5e-3 / 1e-2 with cosine decay,
+ * batch 1, seed 0, alpha 0.5. */
 void qs_quant_opts_default(qs_quant_opts *o);
 
 /* Checks the options against a [rows, cols] weight: bits in {2,3,4,8},

@@ -110,6 +110,7 @@ qs_status qs_fingerprint_make(const qs_run_options *o, const qs_manifest *m, con
         cJSON_AddNumberToObject(op, "omni_batch", o->omni_batch);
         cJSON_AddNumberToObject(op, "omni_seed", o->omni_seed);
         cJSON_AddNumberToObject(op, "let_alpha", 0.5);
+        cJSON_AddBoolToObject(op, "omni_cosine", o->omni_cosine);
     }
 
     /* id: everything except file names/mtimes (a copied model keeps its id) */

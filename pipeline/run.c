@@ -66,6 +66,7 @@ static qs_quant_opts quant_opts(const qs_run_options *o)
     q.omni.let_lr = o->let_lr;
     q.omni.batch = o->omni_batch;
     q.omni.seed = (uint64_t)o->omni_seed;
+    q.omni.cosine = o->omni_cosine;
     return q;
 }
 

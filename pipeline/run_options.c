@@ -27,6 +27,7 @@ void qs_run_options_default(qs_run_options *o)
     o->lwc_lr = 5e-3;
     o->let_lr = 1e-2;
     o->omni_batch = 1;
+    o->omni_cosine = true;
     strcpy(o->checkpoint_format, "gptq");
     o->max_shard_size = 4ull << 30;
     strcpy(o->formats, "gptq");
@@ -78,6 +79,7 @@ static const key_def keys[] = {
     {"let-lr", K_DOUBLE, F(let_lr), 0, 0, "LR         omniquant: AdamW learning rate of LET (1e-2)"},
     {"omni-batch", K_INT, F(omni_batch), 1, 1 << 20, "N     omniquant: calibration rows per step (1)"},
     {"omni-seed", K_INT, F(omni_seed), 0, 0x7fffffff, "S      omniquant: seed of the row order (0)"},
+    {"omni-cosine", K_BOOL, F(omni_cosine), 0, 0, "    omniquant: learning rates decay to 0 along a cosine over a block's steps (default on; false: constant)"},
     {"schedule", K_SPECIAL, 0, 0, 0, 0, "exact|pipelined (default exact)"},
     {"micro-batch", K_INT, F(micro_batch), 1, 1 << 20, "M    rows per activation hand-off (8)"},
     {"json", K_BOOL, F(json), 0, 0, "           print a JSON summary"},

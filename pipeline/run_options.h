@@ -63,6 +63,7 @@ typedef struct qs_run_options {
     double lwc_lr, let_lr;  /* 5e-3, 1e-2 */
     int omni_batch;         /* calibration rows per step (1) */
     int omni_seed;          /* row order per block and epoch (0) */
+    bool omni_cosine;       /* cosine learning-rate decay over each block's steps (default on) */
     /* run */
     qs_schedule_kind schedule;
     int micro_batch;

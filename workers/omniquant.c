@@ -497,7 +497,7 @@ qs_status qs_omni_loss_grad(qs_omni_state *s, const qs_backend_i *be, const floa
 }
 
 /* AdamW (torch.optim.AdamW with weight decay 0): betas 0.9, 0.999, eps 1e-8. */
-static void adamw_step(qs_omni_state *s)
+static void adamw_step(qs_omni_state *s, double lr_factor)
 {
     double t0 = now();
     s->t++;
@@ -505,7 +505,7 @@ static void adamw_step(qs_omni_state *s)
     const double bc1 = 1.0 - pow(b1, (double)s->t), bc2 = 1.0 - pow(b2, (double)s->t);
     for (int i = 0; i < s->np; i++) {
         omni_param *p = &s->p[i];
-        const float step = (float)(p->lr / bc1), sq = (float)sqrt(bc2);
+        const float step = (float)(p->lr * lr_factor / bc1), sq = (float)sqrt(bc2);
         for (int64_t j = 0; j < p->n; j++) {
             float g = p->g[j];
             p->m[j] = 0.9f * p->m[j] + 0.1f * g;
@@ -647,7 +647,10 @@ qs_status qs_omni_train(qs_omni_state *s, const qs_backend_i *be, const float *x
                 st = qs_error_set(err, QS_ERR_NUMERIC, "block %d: the OmniQuant loss is %g at epoch %d, step %lld "
                                                        "(lower --lwc-lr / --let-lr)",
                                   layer, loss, e + 1, (long long)k);
-            if (st == QS_OK) adamw_step(s);
+            /* cosine: the rate at step i of n is lr · (1 + cos(π i / n)) / 2 */
+            double f = s->o.omni.cosine ? 0.5 * (1.0 + cos(M_PI * (double)(e * steps + k) / (double)(epochs * steps)))
+                                        : 1.0;
+            if (st == QS_OK) adamw_step(s, f);
             sum += loss;
         }
         curve[e] = sum / (double)steps;
