@@ -329,6 +329,8 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         snprintf(s->gguf_path, sizeof s->gguf_path, "%s/model.gguf", o->out);
         QS_TRY(qs_gguf_export_init(&s->gguf, s->gguf_path, s->m, &s->names, &go, err));
         if (c->rank == 0) QS_TRY(qs_gguf_export_create(s->gguf, err));
+        if (c->rank == 0 && qs_gguf_export_vocab_warning(s->gguf))
+            fprintf(stderr, "qshard run: warning: %s: %s\n", s->gguf_path, qs_gguf_export_vocab_warning(s->gguf));
     }
     return QS_OK;
 }

@@ -27,4 +27,5 @@ fi
 echo "== release build, whole test suite"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQS_WERROR=ON -DPython3_EXECUTABLE="$py" >/dev/null
 cmake --build build -j"$jobs"
-cd build && ctest -j"$jobs" --output-on-failure
+# label peers (tests/peers.cmake) needs scripts/install_peers.sh and is left out
+cd build && ctest -j"$jobs" -LE peers --output-on-failure

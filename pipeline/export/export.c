@@ -106,6 +106,8 @@ qs_status qs_export_from_work(const char *work, const char *out, const qs_export
             go.fallback_f16 = o->gguf_fallback_f16;
             st = qs_gguf_export_init(&ux, out, m, &names, &go, err);
             if (st == QS_OK) st = qs_gguf_export_create(ux, err);
+            if (st == QS_OK && qs_gguf_export_vocab_warning(ux))
+                fprintf(stderr, "qshard export: warning: %s: %s\n", out, qs_gguf_export_vocab_warning(ux));
             break;
         }
         case QS_EXPORT_HDF5: {

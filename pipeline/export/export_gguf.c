@@ -52,6 +52,7 @@ struct qs_gguf_export {
     size_t n, cap;
     int fallbacks;
     char fallback_reason[QS_NAME_MAX + 384];
+    char vocab_warning[1024]; /* qs_gguf_vocab_warning, or "" */
     int fd;                   /* the partial file, opened on first write */
 };
 
@@ -314,6 +315,7 @@ qs_status qs_gguf_export_init(qs_gguf_export **out, const char *out_path, const 
         qs_gguf_add_f32(l, "llama.rope.scaling.factor", (float)c->rope_factor);
     }
     qs_gguf_vocab_add_metadata(l, v);
+    if (qs_gguf_vocab_warning(v)) snprintf(x->vocab_warning, sizeof x->vocab_warning, "%s", qs_gguf_vocab_warning(v));
     qs_gguf_vocab_free(v);
     v = NULL;
 
@@ -348,6 +350,7 @@ uint64_t qs_gguf_export_file_size(const qs_gguf_export *x) { return qs_gguf_layo
 const qs_gguf_layout *qs_gguf_export_layout(const qs_gguf_export *x) { return &x->lay; }
 int qs_gguf_export_fallbacks(const qs_gguf_export *x) { return x->fallbacks; }
 const char *qs_gguf_export_fallback_reason(const qs_gguf_export *x) { return x->fallback_reason; }
+const char *qs_gguf_export_vocab_warning(const qs_gguf_export *x) { return x->vocab_warning[0] ? x->vocab_warning : NULL; }
 
 /* ==== writing ====================================================================== */
 

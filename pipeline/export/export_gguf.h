@@ -96,6 +96,10 @@ const qs_gguf_layout *qs_gguf_export_layout(const qs_gguf_export *x);
  * (only with fallback_f16), and why the first one was. */
 int qs_gguf_export_fallbacks(const qs_gguf_export *x);
 const char *qs_gguf_export_fallback_reason(const qs_gguf_export *x);
+/* NULL, or one line: what llama.cpp will tokenize differently from HF
+ * `tokenizers` with the vocabulary written (the caller prints it once, as a
+ * warning; see docs/gguf.md, "Vocabulary"). */
+const char *qs_gguf_export_vocab_warning(const qs_gguf_export *x);
 
 /* The Q/K row permutation: the HF (rotate-half) row that GGUF row r takes,
  * for a projection of `rows` rows in n_head heads of hd = rows / n_head:

@@ -20,8 +20,11 @@
 #include <string.h>
 
 #include "pipeline/formats/fsutil.h"
+#include "pipeline/formats/strbuf.h"
 
 /* ==== tokenizer.json → the vocabulary ============================================= */
+
+#define SP_SPACE "\xE2\x96\x81" /* U+2581 "▁", sentencepiece's space */
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 enum { SP_BOS = 0, SP_EOS, SP_UNK, SP_SEP, SP_PAD, SP_CLS, SP_MASK, SP_COUNT };
@@ -40,6 +43,7 @@ typedef struct qs_gguf_vocab {
     int add[SP_COUNT];        /* -1 unset, 0, 1 (bos, eos, sep) */
     int add_space_prefix;     /* -1 unset */
     char *chat_template;
+    char warning[1024];       /* what llama.cpp will tokenize differently from HF; "" if nothing */
 } vocab;
 
 static void vocab_free(vocab *v)
@@ -86,6 +90,122 @@ static bool has_type(const cJSON *node, const char *type)
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(node, lists[i]);
         const cJSON *c;
         cJSON_ArrayForEach(c, arr) if (has_type(c, type)) return true;
+    }
+    return false;
+}
+
+/* ==== what llama.cpp can and cannot do like HF ====================================
+ *
+ * llama.cpp's SPM tokenizer (tokenizer.ggml.model "llama") merges over the
+ * whole text like HF's BPE without a pre-tokenizer, but a character it has no
+ * token for is written as its bytes, each looked up as "<0xXX>" and then as the
+ * one-byte string — with unordered_map::at, which throws and aborts the
+ * process when neither exists (llama-vocab.cpp, byte_to_token). HF maps such a
+ * character to <unk> when any of its byte tokens is missing. GGUF has no key
+ * for "unknown → <unk>", and the token list is the embedding's rows, so the
+ * byte tokens cannot be added. Such a vocabulary goes out as llama.cpp's BPE
+ * with the "sarvam-moe" pre-tokenizer instead (raw UTF-8, spaces written as
+ * "▁", merges by rank, unknown bytes skipped): it never aborts, at the price of
+ * no leading "▁" and no tokens across a newline (the warning says so). */
+
+/* True when every byte has a token llama.cpp's SPM byte fallback finds:
+ * "<0xXX>" (upper-case hex, as both HF and llama.cpp spell it), or, for ASCII,
+ * the character itself. */
+static bool bytes_covered(const cJSON *vmap)
+{
+    for (int b = 0; b < 256; b++) {
+        char name[8], one[2] = {(char)b, 0};
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        if (cJSON_GetObjectItemCaseSensitive(vmap, name)) continue;
+        if (b > 0 && b < 0x80 && cJSON_GetObjectItemCaseSensitive(vmap, one)) continue;
+        return false;
+    }
+    return true;
+}
+
+static bool str_is(const cJSON *node, const char *key, const char *want)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(node, key);
+    return cJSON_IsString(v) && !strcmp(v->valuestring, want);
+}
+
+/* The nodes of a normalizer / pre-tokenizer tree (Sequence flattened). */
+static void each_node(const cJSON *node, const char *list, void (*fn)(const cJSON *, void *), void *ctx)
+{
+    if (!cJSON_IsObject(node)) return;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(node, list);
+    if (str_is(node, "type", "Sequence") && cJSON_IsArray(arr)) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, arr) each_node(c, list, fn, ctx);
+        return;
+    }
+    fn(node, ctx);
+}
+
+typedef struct style_scan {
+    bool prefix;               /* a "▁" goes before the text (Prepend / Metaspace) */
+    bool multi_digit;          /* a token joins a digit with something else */
+    qs_strbuf *why;            /* what llama.cpp does not do */
+} style_scan;
+
+static void why_add(qs_strbuf *why, const char *what)
+{
+    if (why->len) qs_strbuf_str(why, "; ");
+    qs_strbuf_str(why, what);
+}
+
+/* Sentencepiece-style normalizers llama.cpp applies itself: Prepend("▁") (its
+ * add_space_prefix) and Replace(" " → "▁") (its whitespace escaping). */
+static void spm_normalizer(const cJSON *n, void *p)
+{
+    style_scan *s = p;
+    const cJSON *pat = cJSON_GetObjectItemCaseSensitive(n, "pattern");
+    if (str_is(n, "type", "Prepend") && str_is(n, "prepend", SP_SPACE)) s->prefix = true;
+    else if (str_is(n, "type", "Replace") && str_is(pat, "String", " ") && str_is(n, "content", SP_SPACE)) return;
+    else {
+        char what[96];
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(n, "type");
+        snprintf(what, sizeof what, "normalizer %s is not applied by llama.cpp",
+                 cJSON_IsString(t) ? t->valuestring : "(untyped)");
+        why_add(s->why, what);
+    }
+}
+
+/* Pre-tokenizers llama.cpp's SPM tokenizer matches: Metaspace("▁") (split or
+ * not: no token holds a "▁" after its start) and Digits(individual) while no
+ * token joins a digit with anything. */
+static void spm_pre(const cJSON *n, void *p)
+{
+    style_scan *s = p;
+    if (str_is(n, "type", "Metaspace") && str_is(n, "replacement", SP_SPACE)) {
+        if (!str_is(n, "prepend_scheme", "never")) s->prefix = true;
+        return;
+    }
+    if (str_is(n, "type", "Digits") && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "individual_digits")) &&
+        !s->multi_digit)
+        return;
+    char what[96];
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(n, "type");
+    snprintf(what, sizeof what, "pre-tokenizer %s is not applied by llama.cpp",
+             cJSON_IsString(t) ? t->valuestring : "(untyped)");
+    why_add(s->why, what);
+}
+
+static void bytelevel_prefix(const cJSON *n, void *p)
+{
+    if (str_is(n, "type", "ByteLevel") && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "add_prefix_space")))
+        *(bool *)p = true;
+}
+
+/* True when a token joins a digit with anything else: then llama.cpp's SPM
+ * merges can make pieces that HF's Digits(individual) pre-tokenizer rules out. */
+static bool digit_joined(const cJSON *vmap)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, vmap)
+    {
+        if (is_byte_token(e->string) || strlen(e->string) < 2) continue;
+        if (strpbrk(e->string, "0123456789")) return true;
     }
     return false;
 }
@@ -259,6 +379,7 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
         return QS_OK;
     }
     qs_status st = QS_OK;
+    qs_strbuf why = {0}; /* what llama.cpp will do differently, "; "-separated */
     cJSON *tj = load_json(tok_path, &st, err), *tc = NULL, *cfg = NULL;
     if (!tj) return st;
     char path[4200];
@@ -284,12 +405,36 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
     bool byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(tj, "pre_tokenizer");
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(tj, "decoder");
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(tj, "normalizer");
+    bool spm_bpe = false; /* sentencepiece style written as llama.cpp BPE (see above) */
+    bool prefix = false;  /* sentencepiece style: HF puts a "▁" before the text */
     if (byte_fallback) {
-        v->model = "llama";
-        v->pre = "default";
+        style_scan sc = {false, digit_joined(vmap), &why};
+        each_node(norm, "normalizers", spm_normalizer, &sc);
+        each_node(pre, "pretokenizers", spm_pre, &sc);
+        prefix = sc.prefix;
+        if (bytes_covered(vmap)) {
+            v->model = "llama";
+            v->pre = "default";
+        } else {
+            v->model = "gpt2";
+            v->pre = "sarvam-moe";
+            spm_bpe = true;
+            why_add(&why, "byte_fallback without a <0xXX> token for every byte: written as llama.cpp BPE "
+                          "(pre \"sarvam-moe\") so llama.cpp skips characters outside the vocabulary where HF "
+                          "gives <unk> instead of aborting; it adds no leading \"\xE2\x96\x81\" and makes no token across "
+                          "a newline");
+        }
     } else if (has_type(pre, "ByteLevel") || has_type(dec, "ByteLevel")) {
         v->model = "gpt2";
         v->pre = gpt2_pre(pre);
+        if (!strcmp(v->pre, "default"))
+            why_add(&why, "pre-tokenizer not one llama.cpp names (GPT-2 or Llama-3 regex): llama.cpp splits words "
+                          "with its default regex");
+        if (cJSON_IsObject(norm)) why_add(&why, "the normalizer is not applied by llama.cpp");
+        bool aps = false;
+        each_node(pre, "pretokenizers", bytelevel_prefix, &aps);
+        if (aps) why_add(&why, "ByteLevel add_prefix_space: llama.cpp adds no space before the text");
     } else {
         st = qs_error_set(err, QS_ERR_UNSUPPORTED,
                           "%s: a BPE tokenizer without byte_fallback and without ByteLevel has no llama.cpp vocabulary type",
@@ -348,8 +493,22 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
         v->n = n_vocab;
         /* llama (LlamaHfVocab): CONTROL for transformers' special ids; gpt2: only
          * added tokens that are special or look special (<|...|>, <pad>, <mask>) */
-        special_tokens(v, tj, tc, cfg, !strcmp(v->model, "llama") ? special : NULL);
-        for (int64_t i = 0; i < n_vocab && !strcmp(v->model, "gpt2"); i++)
+        special_tokens(v, tj, tc, cfg, byte_fallback ? special : NULL);
+        /* what HF `tokenizers` does comes from tokenizer.json, whatever
+         * tokenizer_config.json's add_prefix_space says */
+        if (byte_fallback) v->add_space_prefix = prefix;
+        const cJSON *a;
+        cJSON_ArrayForEach(a, added)
+        {
+            const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "content");
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "single_word")) && cJSON_IsString(c)) {
+                char what[160];
+                snprintf(what, sizeof what, "added token \"%.64s\" is single_word, which GGUF cannot express",
+                         c->valuestring);
+                why_add(&why, what);
+            }
+        }
+        for (int64_t i = 0; i < n_vocab && !byte_fallback; i++)
             if (is_added[i] && !special[i]) special[i] = looks_special(v->tok[i]);
     }
 
@@ -360,7 +519,7 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
     float *rank_score = NULL;
     vocab_entry *sorted = NULL;
     size_t n_sorted = 0;
-    if (st == QS_OK && !strcmp(v->model, "gpt2") && n_merges > 0) {
+    if (st == QS_OK && !strcmp(v->model, "gpt2") && n_merges > 0) { /* byte-level or spm_bpe */
         v->merges = calloc((size_t)n_merges, sizeof *v->merges);
         if (!v->merges) st = qs_error_set(err, QS_ERR_NOMEM, "%s: merges", tok_path);
         int k = 0;
@@ -435,12 +594,12 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
             v->tok[i] = strdup(pad);
             v->type[i] = TT_UNUSED;
             v->score[i] = -1000.0f;
-        } else if (!strcmp(v->model, "llama")) {
+        } else if (!strcmp(v->model, "llama") || spm_bpe) {
             v->type[i] = is_byte_token(v->tok[i]) ? TT_BYTE
                          : special[i]             ? TT_CONTROL
                          : (is_added[i] && !in_base[i]) ? TT_USER_DEFINED
                                                         : TT_NORMAL;
-            v->score[i] = rank_score[i];
+            v->score[i] = rank_score ? rank_score[i] : 0.0f; /* not written for spm_bpe */
         } else {
             v->type[i] = special[i] ? TT_CONTROL : is_added[i] ? TT_USER_DEFINED : TT_NORMAL;
         }
@@ -449,6 +608,8 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
     free(rank_score);
     free(is_added), free(in_base), free(special);
 done:
+    if (why.len) snprintf(v->warning, sizeof v->warning, "%s", why.p);
+    qs_strbuf_free(&why);
     cJSON_Delete(tj);
     cJSON_Delete(tc);
     cJSON_Delete(cfg);
@@ -496,6 +657,8 @@ qs_status qs_gguf_vocab_load(qs_gguf_vocab **out, const char *tok_path, const ch
     *out = v;
     return QS_OK;
 }
+
+const char *qs_gguf_vocab_warning(const qs_gguf_vocab *v) { return v->warning[0] ? v->warning : NULL; }
 
 void qs_gguf_vocab_free(qs_gguf_vocab *v)
 {

@@ -21,6 +21,9 @@ qs_status qs_gguf_vocab_load(qs_gguf_vocab **out, const char *tok_path, const ch
                              qs_error *err);
 /* Adds tokenizer.ggml.* (and tokenizer.chat_template) to l, in a fixed order. */
 void qs_gguf_vocab_add_metadata(qs_gguf_layout *l, const qs_gguf_vocab *v);
+/* NULL, or one line saying what llama.cpp will tokenize differently from HF
+ * `tokenizers` with this vocabulary (docs/gguf.md, "Vocabulary"). */
+const char *qs_gguf_vocab_warning(const qs_gguf_vocab *v);
 void qs_gguf_vocab_free(qs_gguf_vocab *v);
 
 #endif

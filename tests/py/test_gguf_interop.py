@@ -12,7 +12,11 @@ forked "ranks", and dumps qshard's dequantized weights as .npy. Here:
   Q4_1 stays within the documented bound; F16 fallback = fp16(dequantized);
 - norms and the embedding equal the checkpoint (PyPI safetensors);
 - tokens equal tokenizer.json's vocabulary in id order (PyPI tokenizers),
-  token types, scores from the merge ranks, special ids;
+  token types, special ids; sentencepiece style with a token for every byte
+  (metaspace.json) → llama.cpp SPM with merge-rank scores, without
+  (tinystories-656K, metaspace.json less <0x80>) → llama.cpp BPE "sarvam-moe"
+  with merges, which never aborts; one warning line naming what llama.cpp
+  does differently;
 - byte-identical files for 1 or 2 ranks, any write order, bf16 or f32 input;
 - refusals: act-order without static groups, rows not a multiple of 32, opt.
 """
@@ -106,6 +110,47 @@ def check_linears(r, npy_dir, cfg, qtype, exact=True, roles=ROLES):
     return worst
 
 
+def check_spm_vocab(r, path, n, special, with_bytes):
+    """A sentencepiece-style (byte_fallback) vocabulary: with a token for every
+    byte, llama.cpp SPM with merge-rank scores; without, llama.cpp BPE with the
+    "sarvam-moe" pre-tokenizer and the merges, which never aborts on a
+    character outside the vocabulary (docs/gguf.md, "Vocabulary")."""
+    tok = tokenizers.Tokenizer.from_file(path)
+    tj = json.load(open(path))
+    tokens = kv(r, "tokenizer.ggml.tokens")
+    check(len(tokens) == n, f"{len(tokens)} tokens")
+    # get_vocab, as llama.cpp's converter reads it (id_to_token gives normalized
+    # added tokens with their normalizer applied: "▁<unk>")
+    by_id = {i: s for s, i in tok.get_vocab(with_added_tokens=True).items()}
+    check(tokens == [by_id.get(i, f"[PAD{i}]") for i in range(n)], "tokens differ from tokenizer.json's vocabulary")
+    vocab = tj["model"]["vocab"]
+    covered = all(f"<0x{b:02X}>" in vocab or (0 < b < 128 and chr(b) in vocab) for b in range(256))
+    check(covered == with_bytes, f"{path}: fixture has byte tokens: {covered}")
+    types = list(kv(r, "tokenizer.ggml.token_type"))
+    want_types = [5 if i not in by_id else 3 if i in special else
+                  6 if tokens[i].startswith("<0x") and len(tokens[i]) == 6 else 1 for i in range(n)]
+    check(types == want_types, "token types")
+    check(kv(r, "tokenizer.ggml.add_space_prefix") is True, "HF puts a \u2581 before the text")
+    merges = tj["model"]["merges"]
+    if with_bytes:
+        check(kv(r, "tokenizer.ggml.model") == "llama" and kv(r, "tokenizer.ggml.pre") == "default", "SPM")
+        check("tokenizer.ggml.merges" not in r.fields, "SPM has no merges")
+        scores = [float(-len(merges))] * n
+        for rank in reversed(range(len(merges))):
+            a_, b_ = merges[rank].split(" ") if isinstance(merges[rank], str) else merges[rank]
+            if a_ + b_ in vocab:
+                scores[vocab[a_ + b_]] = float(-rank)
+        for i in range(n):
+            if i not in by_id:
+                scores[i] = -1000.0
+        check(list(kv(r, "tokenizer.ggml.scores")) == scores, "scores are not minus the merge ranks")
+    else:
+        check(kv(r, "tokenizer.ggml.model") == "gpt2" and kv(r, "tokenizer.ggml.pre") == "sarvam-moe",
+              f"BPE sarvam-moe: {kv(r, 'tokenizer.ggml.model')} {kv(r, 'tokenizer.ggml.pre')}")
+        check("tokenizer.ggml.scores" not in r.fields, "BPE has no scores")
+        check(kv(r, "tokenizer.ggml.merges") == [m if isinstance(m, str) else " ".join(m) for m in merges], "merges")
+
+
 def test_tinystories():
     cfg = json.load(open(os.path.join(MODEL, "config.json")))
     a, npy = os.path.join(TMP, "a.gguf"), os.path.join(TMP, "npy_a")
@@ -128,7 +173,8 @@ def test_tinystories():
         "llama.vocab_size": cfg["vocab_size"],
         "llama.rope.freq_base": float(np.float32(cfg["rope_theta"])),
         "llama.attention.layer_norm_rms_epsilon": float(np.float32(cfg["rms_norm_eps"])),
-        "tokenizer.ggml.model": "llama", "tokenizer.ggml.pre": "default",
+        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "sarvam-moe",
+        "tokenizer.ggml.add_space_prefix": True,
         "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
         "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.padding_token_id": 0,
         "tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.add_eos_token": False,
@@ -143,29 +189,10 @@ def test_tinystories():
         check(vtype(r, k) == F32, f"{k}: type {vtype(r, k)}")
     check(r.alignment == 32, "reader alignment")
 
-    # ---- tokenizer: tokens in id order, types, scores from the merge ranks
-    tok = tokenizers.Tokenizer.from_file(os.path.join(MODEL, "tokenizer.json"))
-    n = cfg["vocab_size"]
-    tokens = kv(r, "tokenizer.ggml.tokens")
-    check(len(tokens) == n, f"{len(tokens)} tokens")
-    # get_vocab, as llama.cpp's converter reads it (id_to_token gives normalized
-    # added tokens with their normalizer applied: "▁<unk>")
-    by_id = {i: s for s, i in tok.get_vocab(with_added_tokens=True).items()}
-    check(tokens == [by_id[i] for i in range(n)], "tokens differ from tokenizer.json's vocabulary")
-    types = list(kv(r, "tokenizer.ggml.token_type"))
-    special = {0, 1, 2}
-    want_types = [3 if i in special else 6 if tokens[i].startswith("<0x") and len(tokens[i]) == 6 else 1
-                  for i in range(n)]
-    check(types == want_types, "token types")
-    tj = json.load(open(os.path.join(MODEL, "tokenizer.json")))
-    merges = tj["model"]["merges"]
-    vocab = tj["model"]["vocab"]
-    scores = [float(-len(merges))] * n
-    for rank in reversed(range(len(merges))):
-        a_, b_ = merges[rank].split(" ") if isinstance(merges[rank], str) else merges[rank]
-        if a_ + b_ in vocab:
-            scores[vocab[a_ + b_]] = float(-rank)
-    check(list(kv(r, "tokenizer.ggml.scores")) == scores, "scores are not minus the merge ranks")
+    # ---- tokenizer: byte_fallback without <0xXX> tokens → llama.cpp BPE (no abort)
+    check_spm_vocab(r, os.path.join(MODEL, "tokenizer.json"), cfg["vocab_size"], {0, 1, 2}, with_bytes=False)
+    warn = [line for line in p.stderr.splitlines() if "warning" in line]
+    check(len(warn) == 1 and "sarvam-moe" in warn[0] and "<unk>" in warn[0], f"vocabulary warning: {p.stderr}")
 
     # ---- tensors
     tensors = {t.name: t for t in r.tensors}
@@ -275,11 +302,39 @@ def test_hf_tiny_llama3_biases():
     check(kv(r, "tokenizer.ggml.model") == "no_vocab", "no tokenizer.json → no_vocab")
 
 
+def synth_model():
+    model = os.path.join(TMP, "synth")
+    if not os.path.exists(model):
+        qstest.run(["synth", "--arch", "llama", "--layers", 1, "--hidden", 64, "--heads", 4, "--kv-heads", 2,
+                    "--ffn", 128, "--vocab", 2048, "--out", model])
+    return model
+
+
+def test_spm_vocab():
+    """Sentencepiece-style fixture (metaspace.json: byte_fallback, all 256 byte
+    tokens) → llama.cpp SPM; the same with one byte token removed → BPE
+    "sarvam-moe"; the warning names what llama.cpp does not apply."""
+    model = synth_model()
+    path = qstest.source("tests", "fixtures", "tokenizers", "metaspace.json")
+    tj = json.load(open(path))
+    special = {a["id"] for a in tj["added_tokens"] if a["special"]}
+    out = os.path.join(TMP, "spm.gguf")
+    p = tool("--model", model, "--out", out, "--tokenizer", path)
+    check_spm_vocab(GGUFReader(out), path, 2048, special, with_bytes=True)
+    warn = [line for line in p.stderr.splitlines() if "warning" in line]
+    check(len(warn) == 1 and all(w in warn[0] for w in ("normalizer Replace", "normalizer Strip", "pre-tokenizer Digits"))
+          and "sarvam" not in warn[0], f"metaspace warning: {p.stderr}")
+    del tj["model"]["vocab"]["<0x80>"]
+    cut = os.path.join(TMP, "metaspace-no-0x80.json")
+    json.dump(tj, open(cut, "w"))
+    p = tool("--model", model, "--out", out, "--tokenizer", cut)
+    check_spm_vocab(GGUFReader(out), cut, 2048, special, with_bytes=False)
+    check("sarvam-moe" in p.stderr, f"no-<0x80> warning: {p.stderr}")
+
+
 def test_gpt2_vocab():
     """Byte-level BPE tokenizers (fixtures) on a synthetic llama: gpt2 vocabulary with merges."""
-    model = os.path.join(TMP, "synth")
-    qstest.run(["synth", "--arch", "llama", "--layers", 1, "--hidden", 64, "--heads", 4, "--kv-heads", 2,
-                "--ffn", 128, "--vocab", 2048, "--out", model])
+    model = synth_model()
     for fixture, pre in (("llama3ish.json", "llama-bpe"), ("bytelevel.json", "gpt-2")):
         path = qstest.source("tests", "fixtures", "tokenizers", fixture)
         out = os.path.join(TMP, f"v-{fixture}.gguf")
@@ -317,4 +372,5 @@ if __name__ == "__main__":
     test_tinystories()
     test_hf_tiny_llama3_biases()
     test_gpt2_vocab()
+    test_spm_vocab()
     print("ok")
