@@ -116,6 +116,7 @@ struct qs_omni_state {
     int64_t t;                              /* AdamW steps taken */
     double t_fwd, t_bwd, t_opt;
     int64_t steps;
+    volatile int *stop;                     /* NULL, or a flag a signal handler sets */
     double *curve;                          /* per-epoch mean loss of the last qs_omni_train */
     int epochs_done;
 };
@@ -365,6 +366,8 @@ static void effective(qs_omni_state *s)
                         s->p_beta[i] >= 0 ? s->p[s->p_beta[i]].v : NULL, &s->grid, s->wq[i]);
     }
 }
+
+void qs_omni_set_stop(qs_omni_state *s, volatile int *stop) { s->stop = stop; }
 
 void qs_omni_timing(const qs_omni_state *s, double *forward, double *backward, double *optimizer)
 {
@@ -636,6 +639,11 @@ qs_status qs_omni_train(qs_omni_state *s, const qs_backend_i *be, const float *x
         }
         double sum = 0.0;
         for (int64_t k = 0; k < steps && st == QS_OK; k++) {
+            if (s->stop && *s->stop) {
+                st = qs_error_set(err, QS_ERR_INTERRUPTED, "stopped while training block %d (epoch %d of %d); it is "
+                                                           "trained again on resume", layer, e + 1, epochs);
+                break;
+            }
             int64_t nb = rows - k * B < B ? rows - k * B : B;
             for (int64_t b = 0; b < nb; b++) {
                 memcpy(xb + b * row_f, x_q + order[k * B + b] * row_f, sizeof(float) * (size_t)row_f);
@@ -755,11 +763,12 @@ qs_status qs_omni_finish(qs_omni_state *s, qs_block *blk, const qs_manifest *m, 
 qs_status qs_omni_quantize_block(qs_block *blk, const qs_backend_i *be, const qs_quant_opts *o, const qs_manifest *m,
                                  const qs_model_names *names, const float *x_q, const float *x_fp, const float *y_fp,
                                  int64_t rows, int64_t seq, qs_quant_result res[QS_MAX_BLOCK_LINEARS],
-                                 qs_omni_record *rec, qs_error *err)
+                                 qs_omni_record *rec, volatile int *stop, qs_error *err)
 {
     qs_omni_state *s = NULL;
     int64_t batch = o->omni.batch < rows ? o->omni.batch : rows;
     QS_TRY(qs_omni_init(&s, blk, o, batch, seq, err));
+    qs_omni_set_stop(s, stop);
     qs_status st = qs_omni_init_let(s, be, x_fp, rows, err);
     if (st == QS_OK) st = qs_omni_train(s, be, x_q, y_fp, rows, blk->layer, err);
     if (st == QS_OK) st = qs_omni_finish(s, blk, m, names, res, rec, err);

@@ -119,6 +119,9 @@ void qs_omni_timing(const qs_omni_state *s, double *forward, double *backward, d
  * applied; the block's own weight without LET) — for tests. */
 const float *qs_omni_effective_weight(qs_omni_state *s, int i);
 
+/* Makes qs_omni_train return QS_ERR_INTERRUPTED before its next step once *stop is nonzero. */
+void qs_omni_set_stop(qs_omni_state *s, volatile int *stop);
+
 /* The whole training: o->omni.epochs passes over x_q / y_fp [rows, seq, hidden]. */
 qs_status qs_omni_train(qs_omni_state *s, const qs_backend_i *be, const float *x_q, const float *y_fp, int64_t rows,
                         int layer, qs_error *err);
@@ -134,11 +137,14 @@ qs_status qs_omni_finish(qs_omni_state *s, qs_block *blk, const qs_manifest *m, 
 
 /* blk holds the FP block on entry and the quantized one on return; x_q: the
  * quantized path's input, x_fp: the FP path's input (LET statistics), y_fp:
- * the FP block's output on x_fp (the target), each [rows, seq, hidden]. */
+ * the FP block's output on x_fp (the target), each [rows, seq, hidden].
+ * stop (may be NULL): once nonzero, training ends before its next step with
+ * QS_ERR_INTERRUPTED (a block takes minutes on big models; a preempted run
+ * should not wait for it — the block is trained again on resume). */
 qs_status qs_omni_quantize_block(qs_block *blk, const qs_backend_i *be, const qs_quant_opts *o, const qs_manifest *m,
                                  const qs_model_names *names, const float *x_q, const float *x_fp, const float *y_fp,
                                  int64_t rows, int64_t seq, qs_quant_result res[QS_MAX_BLOCK_LINEARS],
-                                 qs_omni_record *rec, qs_error *err);
+                                 qs_omni_record *rec, volatile int *stop, qs_error *err);
 
 /* Puts a record's folded FP tensors into blk (a block resumed from its
  * checkpoint); a name the block does not have is QS_ERR_INPUT. */

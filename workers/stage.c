@@ -283,9 +283,13 @@ static qs_status omni_block(stage_state *s, qs_block *blk, qs_block_outcome *o, 
     const qs_stage_args *a = s->a;
     double t0 = now();
     qs_status st = qs_omni_quantize_block(blk, a->be, &a->quant, a->manifest, a->names, s->acts, s->fp_acts,
-                                          s->fp_next, a->rows, a->seq, o->res, o->omni, err);
+                                          s->fp_next, a->rows, a->seq, o->res, o->omni, a->stop_flag, err);
     double dt = now() - t0;
     s->t->compute += dt;
+    if (st == QS_ERR_INTERRUPTED) {
+        stop_now(s); /* tell the other ranks, as a stop at a block boundary does */
+        return st;
+    }
     for (int i = 0; i < blk->n_linears && st == QS_OK; i++) {
         o->stats[i].loss = o->stats[i].loss_rtn = NAN; /* no Hessian: the block's loss curve is in o->omni */
         o->stats[i].samples = a->rows * a->seq;

@@ -12,7 +12,8 @@
   block checkpoints hold the loss curve, γ/β, LET's scales and shifts, and the
   folded norms, which equal the exported norm tensors.
 - SIGKILL of a random rank mid-training, then the same command again: the
-  resumed export is byte-identical to an uninterrupted run.
+  resumed export is byte-identical to an uninterrupted run. SIGUSR1 while a
+  block trains stops within the block (exit 3), and the resume is identical.
 - Bad options exit 2 with one line saying what is allowed; a work dir made with
   other OmniQuant options is refused, naming the option.
 """
@@ -188,7 +189,7 @@ print(f"{checked} linears: safetensors + NumPy == archive codes/zeros/scales; fo
 big = synth("llama", "llama5", "--kv-heads", 2, "--ffn", 160, layers=5)
 calib5 = os.path.join(tmp, "calib5.npy")
 np.save(calib5, np.random.default_rng(3).integers(0, 256, size=(16, 32), dtype=np.int32))
-KILL = ["--bits", 3, "--epochs", 16, "--let"]
+KILL = ["--bits", 3, "--epochs", 16, "--let", "--checkpoint-format", "gptq_v2"]  # v1 cannot store a zero point of 0
 
 
 def kcmd(np_, work, out):
@@ -239,6 +240,33 @@ for i, np_ in enumerate((2, 3, 2)):
     same_exports(ref[np_][0], out)
     print(f"kill {i}: P={np_} after {after} blocks + {delay:.2f}s killed={killed}, {done} blocks journaled: identical")
 qstest.check(kills >= 2, f"only {kills} of 3 runs were killed while blocks were training")
+
+# --- SIGUSR1 while a block trains: exit 3 without waiting for the block, resume identical ------------
+LONG = ["--bits", 3, "--epochs", 150, "--checkpoint-format", "gptq_v2"]
+p = subprocess.run([MPIEXEC, "-np", "2", "--oversubscribe", qstest.qshard()] +
+                   [str(x) for x in args(models["llama"], calib, os.path.join(tmp, "usr1-ref-w"),
+                                         os.path.join(tmp, "usr1-ref-o"), *LONG)], capture_output=True, text=True)
+qstest.check(p.returncode == 0, p.stderr)
+blk_s = json.load(open(os.path.join(tmp, "usr1-ref-w", "qshard_report.json")))["omniquant"][0]["omniquant"]["seconds"]
+work, out = os.path.join(tmp, "usr1-w"), os.path.join(tmp, "usr1-o")
+proc = subprocess.Popen([MPIEXEC, "-np", "2", "--oversubscribe", qstest.qshard()] +
+                        [str(x) for x in args(models["llama"], calib, work, out, *LONG)],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+while blocks_done(work) < 1 and proc.poll() is None:
+    time.sleep(0.01)
+time.sleep(blk_s / 4)  # block 1 is training now
+t_sig = time.time()
+proc.send_signal(signal.SIGUSR1)  # mpirun forwards it to the ranks
+_, err = proc.communicate(timeout=120)
+t_exit = time.time() - t_sig
+qstest.check(proc.returncode == 3, f"SIGUSR1 mid-training should exit 3, got {proc.returncode}:\n{err}")
+qstest.check(blocks_done(work) == 1, f"{blocks_done(work)} blocks journaled: the stop should land inside block 1")
+qstest.check(t_exit < blk_s, f"the stop took {t_exit:.2f} s, a block trains for {blk_s:.2f} s: it waited for the block")
+p = subprocess.run([MPIEXEC, "-np", "2", "--oversubscribe", qstest.qshard()] +
+                   [str(x) for x in args(models["llama"], calib, work, out, *LONG)], capture_output=True, text=True)
+qstest.check(p.returncode == 0, p.stderr)
+same_exports(os.path.join(tmp, "usr1-ref-o"), out)
+print(f"SIGUSR1 inside a block ({blk_s:.1f} s of training): exit 3 after {t_exit:.2f} s; resumed identical")
 
 # --- a work dir of other OmniQuant options is refused ------------------------------------------
 p = qstest.run(args(big, calib5, os.path.join(tmp, "kill0-w"), os.path.join(tmp, "kill0-o"), "--bits", 3, "--epochs",

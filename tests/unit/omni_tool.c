@@ -80,7 +80,7 @@ int main(int argc, char **argv)
         memset(res, 0, sizeof res);
         qs_omni_record rec;
         if (qs_omni_quantize_block(blk, qs_backend_cpu(), &o, model.manifest, &model.names, xq, xf, yf, rows, seq, res,
-                                   &rec, &err) != QS_OK)
+                                   &rec, NULL, &err) != QS_OK)
             return fail(&err);
         if (forward_rows(blk, xq, tmp, rows, seq, H, mb, &err) != QS_OK) return fail(&err);
         memcpy(xq, tmp, sizeof(float) * (size_t)n);
