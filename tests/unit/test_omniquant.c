@@ -403,7 +403,7 @@ static void check_block_grad(const char *label, const char *json, bool let, bool
     qs_block blk;
     qs_model_names names;
     make_block(&blk, &names, json);
-    const int64_t B = 2, S = 40, H = blk.cfg.hidden, N = B * S * H;
+    const int64_t B = 2, S = 34, H = blk.cfg.hidden, N = B * S * H; /* 34: crosses the 32-query attention tile */
     qs_quant_opts o = omni_opts(3, 8, sym, let);
     qs_omni_state *s = NULL;
     qs_error err;
@@ -472,7 +472,7 @@ static void check_block_grad(const char *label, const char *json, bool let, bool
         qs_omni_param_view v = qs_omni_param(s, p);
         char name[160];
         snprintf(name, sizeof name, "%s %s", label, v.name);
-        double rel = gc_check(name, ref_loss, &c, pd[p], v.n, v.grad, 24);
+        double rel = gc_check(name, ref_loss, &c, pd[p], v.n, v.grad, 12);
         if (!(rel < GC_TOL)) fail_msg("%s: relative error %g", name, rel);
     }
     for (int p = 0; p < qs_omni_param_count(s); p++) free(pd[p]);
