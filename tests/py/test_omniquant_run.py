@@ -2,7 +2,8 @@
 
 - Synthetic llama, OPT and BLOOM (3 blocks each), LWC + LET: the exports
   (GPTQ safetensors, GGUF for llama) are byte-identical for 1, 2 and 3 ranks,
-  and for 1 and 2 threads; the pipelined schedule runs too.
+  for 1 and 2 threads, and when `qshard export` makes them again from the work
+  dir; the pipelined schedule runs too.
 - The export holds exactly the in-memory quantized model: `qshard eval` of the
   export gives the same logits, bit for bit, and the same NLL as a test tool
   that runs OmniQuant on the whole model in one process (tests/unit/omni_tool.c),
@@ -98,7 +99,12 @@ print("llama: 1 thread == 2 threads")
 qstest.mpirun(2, args(models["opt"], calib, os.path.join(tmp, "w-pipe"), os.path.join(tmp, "o-pipe"), *OMNI,
                       "--schedule", "pipelined"))
 qstest.check(os.path.exists(os.path.join(tmp, "o-pipe", "model.safetensors.index.json")), "pipelined: no export")
-print(f"determinism runs: {time.time() - t0:.1f} s")
+# `qshard export` from the work dir writes the same files (the folded tensors come from the checkpoints)
+qstest.run(["export", "--work", os.path.join(tmp, "w-llama-2"), "--format", "gptq", "--out", os.path.join(tmp, "x-llama")])
+qstest.run(["export", "--work", os.path.join(tmp, "w-llama-2"), "--format", "gguf", "--out",
+            os.path.join(tmp, "x-llama", "model.gguf")])
+same_exports(os.path.join(tmp, "o-llama-1"), os.path.join(tmp, "x-llama"))
+print(f"determinism runs: {time.time() - t0:.1f} s; qshard export from the work dir: identical")
 
 # --- the export is the in-memory model: logits and NLL identical ---------------------------
 if not os.path.exists(TOOL):
