@@ -12,11 +12,13 @@ const qs_command qs_commands[] = {
     {"layer", qs_cmd_layer, "quantize one weight matrix (RTN/GPTQ) from .npy files"},
     {"tokenize", qs_cmd_tokenize, "make calibration/eval token sets with a tokenizer.json"},
     {"eval", qs_cmd_eval, "perplexity, KL divergence and top-1 agreement of a model"},
+    {"generate", qs_cmd_generate, "text from a model: greedy after a prompt, or sampled stories (calibration)"},
     {"run", qs_cmd_run, "quantize a model (under mpirun: layer-wise across ranks)"},
     {"plan", qs_cmd_plan, "per-rank block ranges, memory and time for a cluster"},
     {"export", qs_cmd_export, "re-export a finished work dir (gptq, gguf, hdf5)"},
     {"submit", qs_cmd_submit, "submit a job file to Slurm (requeues and resumes itself)"},
     {"status", qs_cmd_status, "progress of a work dir: blocks done, journal, Slurm job"},
+    {"report", qs_cmd_report, "the HTML run report of a work dir (finished or not)"},
     {NULL, NULL, NULL},
 };
 

@@ -45,10 +45,12 @@ int qs_cmd_convert(int argc, char **argv);
 int qs_cmd_layer(int argc, char **argv);
 int qs_cmd_tokenize(int argc, char **argv);
 int qs_cmd_eval(int argc, char **argv);
+int qs_cmd_generate(int argc, char **argv);
 int qs_cmd_run(int argc, char **argv);
 int qs_cmd_plan(int argc, char **argv);
 int qs_cmd_export(int argc, char **argv);
 int qs_cmd_submit(int argc, char **argv);
 int qs_cmd_status(int argc, char **argv);
+int qs_cmd_report(int argc, char **argv);
 
 #endif
