@@ -15,7 +15,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: qshard eval --model DIR --tokens T.npy|T.h5 [--ref DIR] [--json] [--file NAME.safetensors]\n"
-            "                   [--batch B]\n\n"
+            "                   [--batch B] [--device cpu|cuda|auto]\n\n"
             "Scores every row of the token set [rows, L] on positions 1..L-1 (teacher forcing):\n"
             "mean NLL (nats/token), perplexity, tokens scored and forward tokens/s. With --ref,\n"
             "also the mean KL(ref || model) per token, its 99th percentile and top-1 agreement.\n\n"
@@ -25,6 +25,8 @@ static void usage(FILE *f)
             "  --ref DIR        reference model for KL and top-1 agreement (same vocabulary)\n"
             "  --file NAME      use DIR/NAME instead of DIR/model.safetensors\n"
             "  --batch B        rows per forward pass (default 4)\n"
+            "  --device D       cpu, cuda or auto (default cpu; the forward runs on the CPU until\n"
+            "                   the GPU forward is built: cuda is refused, auto takes the CPU)\n"
             "  --json           print one JSON object: nll, ppl, tokens (+ kl_mean, kl_p99, top1)\n\n"
             "testing aids:\n"
             "  --dump-logits P  write the model's logits [rows, L, vocab] to P (.npy)\n"
@@ -107,7 +109,7 @@ int qs_cmd_eval(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    enum { OPT_DUMP = 1000, OPT_GENERATE, OPT_PROMPT };
+    enum { OPT_DUMP = 1000, OPT_GENERATE, OPT_PROMPT, OPT_DEVICE };
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},   {"tokens", required_argument, NULL, 't'},
         {"ref", required_argument, NULL, 'r'},     {"json", no_argument, NULL, 'j'},
@@ -115,12 +117,13 @@ int qs_cmd_eval(int argc, char **argv)
         {"dump-logits", required_argument, NULL, OPT_DUMP},
         {"generate", required_argument, NULL, OPT_GENERATE},
         {"prompt", required_argument, NULL, OPT_PROMPT},
+        {"device", required_argument, NULL, OPT_DEVICE},
         {NULL, 0, NULL, 0},
     };
     qs_eval_opts o = {.batch = 4};
     bool json = false;
     long generate = -1, batch = 4;
-    const char *prompt = NULL;
+    const char *prompt = NULL, *device = "cpu";
     qs_error err;
     qs_error_clear(&err);
     optind = 1;
@@ -144,12 +147,16 @@ int qs_cmd_eval(int argc, char **argv)
                 return qs_cli_usage_error("eval", "%s", err.msg);
             break;
         case OPT_PROMPT: prompt = optarg; break;
+        case OPT_DEVICE: device = optarg; break;
         case ':': return qs_cli_usage_error("eval", "%s needs a value", argv[optind - 1]);
         default: return qs_cli_usage_error("eval", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return qs_cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
     if (!o.model_dir) return qs_cli_usage_error("eval", "--model DIR is required");
+    qs_device_choice dev;
+    int dcode = qs_cli_device("eval", device, NULL, false, &dev);
+    if (dcode >= 0) return dcode;
     if (generate >= 0) return run_generate(o.model_dir, o.file, prompt, generate, json);
     if (!o.tokens_path) return qs_cli_usage_error("eval", "--tokens T.npy|T.h5 is required");
 
