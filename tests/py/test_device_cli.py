@@ -77,6 +77,16 @@ def main():
     auto = json.loads(qstest.run(["eval", "--model", tiny, "--tokens", tokens, "--json", "--device", "auto"]).stdout)
     qstest.check(cpu["nll"] == auto["nll"] and cpu["tokens"] == auto["tokens"], f"eval auto {auto} != cpu {cpu}")
 
+    # qshard loads the CUDA backend only when asked: it links neither cuBLAS nor
+    # cuSOLVER (they cost every process ~250 MB and up to a second at start)
+    import subprocess
+    ldd = subprocess.run(["ldd", qstest.qshard()], capture_output=True, text=True).stdout
+    qstest.check("libcublas" not in ldd and "libcusolver" not in ldd, f"qshard links the CUDA libraries:\n{ldd}")
+    env = dict(os.environ, QS_CUDA_MODULE=os.path.join(tmp, "no-such-module.so"))
+    p = qstest.run(layer + ["--out", os.path.join(tmp, "qm.npy"), "--device", "cuda"], expect=2, env=env)
+    line = one_line(p, "layer --device cuda without the module")
+    qstest.check("no CUDA device was found" in line and ("did not load" in line or "without CUDA" in line), line)
+
     # layer: auto without a GPU is the CPU, bit for bit
     outs = {}
     for dev in ("cpu", "auto"):
