@@ -1,7 +1,7 @@
 /* gpu_bench.cu — the CUDA backend at the sizes of the mission, against the
  * device's own cuBLAS SGEMM rate measured in the same run:
  *
- *   qs_gpu_bench [--dry-run] [--json FILE] [--quick]
+ *   qs_gpu_bench [--dry-run] [--json FILE] [--quick | --scale S]
  *
  *   sgemm     8192³ f32 (and TF32, for reference): the rate everything is
  *             compared with (median of 5)
@@ -19,7 +19,8 @@
  * Prints one line per measurement with TFLOP/s (or GB/s for memory-bound
  * ops) and the ratio to the measured SGEMM rate, and the same as JSON with
  * --json. --dry-run prints the plan (sizes, flops, device memory) and touches
- * no GPU; --quick shrinks every size by 4 (a smoke run).
+ * no GPU; --quick divides every size by 4 (a smoke run), --scale S by S (the
+ * CUDA emulator's run of this benchmark, tests/gpu.cmake, uses 56).
  */
 #include <math.h>
 #include <stdio.h>
@@ -162,6 +163,7 @@ static void bench_sgemm(int64_t n)
 
 static void bench_hessian(int64_t n, int64_t tokens, int64_t chunk)
 {
+    tokens = tokens / chunk * chunk; /* whole chunks */
     float *x = dalloc((size_t)(chunk * n), "X chunk");
     FILL(x, chunk * n, 3, 1.0f);
     qs_hessian h;
@@ -305,16 +307,19 @@ static void write_json(const char *path, const qs_device_info *info)
 
 int main(int argc, char **argv)
 {
-    bool dry = false, quick = false;
+    bool dry = false;
+    int64_t s = 1;
     const char *json = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dry-run")) dry = true;
-        else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--quick")) s = 4;
+        else if (!strcmp(argv[i], "--scale") && i + 1 < argc) s = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
-        else DIE("usage: qs_gpu_bench [--dry-run] [--quick] [--json FILE]");
+        else DIE("usage: qs_gpu_bench [--dry-run] [--quick | --scale S] [--json FILE]");
     }
-    const int64_t s = quick ? 4 : 1;
-    const int64_t n_sgemm = 8192 / s, hidden = 14336 / s, ff = 4 * hidden, tokens = 2048 / (quick ? 2 : 1);
+    if (s < 1 || 112 % s != 0) DIE("--scale %lld: expected a divisor of 112 (the heads stay whole)", (long long)s);
+    /* sizes over s; the heads keep their 128 dimensions */
+    const int64_t n_sgemm = 8192 / s, hidden = 14336 / s, ff = 4 * hidden, tokens = s == 1 ? 2048 : 2048 / (s > 8 ? 32 : 2);
     const int heads = (int)(112 / s);
     const int64_t h_tokens = 2048 * 2048 / (s * s), h_chunk = 16384 / s, samples = 16384 / s;
     printf("plan: sgemm %lld^3; hessian [%lld]^2 from %lld tokens; gptq [%lld,%lld] and [%lld,%lld] (H from %lld rows);\n"
