@@ -20,10 +20,11 @@ for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda; do
   if [ -z "$nvcc" ] && [ -n "$d" ] && [ -x "$d/bin/nvcc" ]; then nvcc=$d/bin/nvcc; fi
 done
 
-echo "== sanitizer build (ASan + UBSan), unit tests (without CUDA: the CUDA-free build)"
+echo "== sanitizer build (ASan + UBSan; without CUDA: the CUDA-free build), unit and gpu-emu tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DQS_WERROR=ON -DQS_SANITIZE=ON -DQS_CUDA=OFF -DPython3_EXECUTABLE="$py" >/dev/null
 cmake --build build-asan -j"$jobs"
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest -L unit -j"$jobs" --output-on-failure)
+# unit, and the gpu tests on the CPU through the CUDA emulator (its kernels under ASan too)
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest -L 'unit|gpu-emu' -j"$jobs" --output-on-failure)
 
 if command -v clang >/dev/null && [ -f tests/fuzz/CMakeLists.txt ]; then
   echo "== fuzzing the parsers (libFuzzer, ${QS_FUZZ_SECONDS:-60} s)"
@@ -44,4 +45,4 @@ else
 fi
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQS_WERROR=ON "${cuda[@]}" -DPython3_EXECUTABLE="$py" >/dev/null
 cmake --build build -j"$jobs"
-cd build && ctest -j"$jobs" --output-on-failure
+cd build && ctest -j"$jobs" -LE gpu-emu --output-on-failure # gpu-emu ran under the sanitizers above

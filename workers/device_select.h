@@ -21,7 +21,7 @@ typedef struct qs_device_choice {
     int local_rank, local_size;/* this rank among the ranks of its node */
     int n_cuda;                /* CUDA devices on this node */
     qs_device_info info;       /* kind == CUDA: name, memory */
-    char why_cpu[512];         /* auto chose the CPU: why */
+    char why_cpu[640];         /* auto chose the CPU: why */
 } qs_device_choice;
 
 /* The device of this rank for `requested`. comm NULL (or not MPI): a single

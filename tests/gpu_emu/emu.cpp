@@ -124,8 +124,15 @@ static void run_block(void)
     }
 }
 
+static void free_stacks(void)
+{
+    for (char *p : g_stacks) free(p);
+    g_stacks.clear();
+}
+
 void qs_emu_launch(const char *name, dim3 grid, dim3 block, size_t smem, std::function<void()> body)
 {
+    if (g_stacks.empty()) atexit(free_stacks);
     const long n = (long)block.x * block.y * block.z;
     if (n < 1 || n > 1024 || grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535 ||
         smem > 227 * 1024) {
