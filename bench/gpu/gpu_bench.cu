@@ -10,7 +10,8 @@
  *   gptq      a 14336×14336 layer, and BLOOM-176B's dense_4h_to_h
  *             [14336, 57344]: 4-bit, group 128, act-order; H from 16384 random
  *             input rows made on the device. Flops: the trailing GEMMs
- *             (2·rows·count·(cols − i2) per block) + the Cholesky (cols³/3)
+ *             (2·rows·count·(cols − i2) per block) + the Cholesky (cols³/3);
+ *             the first layer again with TF32 GEMMs: its effect on the loss
  *   forward   one BLOOM-176B block over 2048 tokens through the backend
  *             table (LayerNorm, fused QKV GEMM, causal attention with ALiBi
  *             over 112 heads of 128, dense GEMM, residual, LayerNorm,
@@ -183,7 +184,8 @@ static void bench_hessian(int64_t n, int64_t tokens, int64_t chunk)
     g_be.free(g_be.ctx, x);
 }
 
-static void bench_gptq(const char *name, int64_t rows, int64_t cols, int64_t samples)
+/* tf32: also run it with TF32 GEMMs and report what that does to GPTQ's loss. */
+static void bench_gptq(const char *name, int64_t rows, int64_t cols, int64_t samples, bool tf32)
 {
     float *w = dalloc((size_t)(rows * cols), "W"), *h = dalloc((size_t)(cols * cols), "H");
     float *x = dalloc((size_t)(samples * cols), "X");
@@ -210,6 +212,32 @@ static void bench_gptq(const char *name, int64_t rows, int64_t cols, int64_t sam
     record(name, t, res.update_flops + factor, 0, note);
     /* the CPU benchmark's ratio: GPTQ time / the time of one 2·rows·cols² GEMM at the SGEMM rate */
     printf("%-28s GPTQ time / (2*rows*cols^2 / SGEMM rate) = %.2f\n", "", t / (2.0 * rows * (double)cols * cols / g_sgemm_rate));
+    if (tf32) {
+        /* the same layer with TF32 GEMMs (--tf32): its time and its loss against f32's (H again: GPTQ consumed it) */
+        float *x2 = dalloc((size_t)(samples * cols), "X");
+        FILL(x2, samples * cols, 5, 1.0f);
+        g_be.ssyrk_t(g_be.ctx, cols, samples, 2.0f / (float)samples, x2, cols, 0.0f, h, cols);
+        sync_();
+        g_be.free(g_be.ctx, x2);
+        qs_backend_i tfb;
+        qs_cuda_opts to = {true};
+        OK(qs_backend_cuda_init(&tfb, g_cx->device, &to, &E));
+        qs_quant_result r2;
+        OK(qs_quant_result_init(&r2, rows, cols, &o, &E));
+        double t1 = now_s();
+        OK(tfb.gptq(tfb.ctx, w, rows, cols, h, &o, &r2, &E));
+        double t2 = now_s() - t1;
+        int64_t diff = 0;
+        for (int64_t i = 0; i < rows * cols; i++) diff += r2.codes[i] != res.codes[i];
+        char nm[64];
+        snprintf(nm, sizeof nm, "%s tf32", name);
+        snprintf(note, sizeof note, "TF32 GEMMs: GPTQ est. loss %.6e vs f32 %.6e (%+.3f%%), %.3f%% of codes differ",
+                 r2.est_loss, res.est_loss, 100.0 * (r2.est_loss / res.est_loss - 1.0),
+                 100.0 * (double)diff / (double)(rows * cols));
+        record(nm, t2, r2.update_flops + factor, 0, note);
+        qs_quant_result_free(&r2);
+        qs_backend_cuda_free(&tfb);
+    }
     qs_quant_result_free(&res);
     g_be.free(g_be.ctx, w), g_be.free(g_be.ctx, h);
 }
@@ -347,8 +375,8 @@ int main(int argc, char **argv)
     char n1[64], n2[64];
     snprintf(n1, sizeof n1, "gptq %lldx%lld", (long long)hidden, (long long)hidden);
     snprintf(n2, sizeof n2, "gptq %lldx%lld", (long long)hidden, (long long)ff);
-    bench_gptq(n1, hidden, hidden, samples);
-    bench_gptq(n2, hidden, ff, samples);
+    bench_gptq(n1, hidden, hidden, samples, true);
+    bench_gptq(n2, hidden, ff, samples, false);
     bench_forward(hidden, heads, tokens);
     if (json) write_json(json, &info);
     qs_backend_cuda_free(&g_be);
