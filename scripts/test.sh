@@ -14,17 +14,17 @@ py="$here/.venv/bin/python3"
 # PATH, in $CUDA_HOME/bin or in /usr/local/cuda/bin (/etc/profile.d puts it on
 # PATH for login shells only; a CI job's shell need not be one). Nothing CUDA
 # runs here: its tests (label gpu) skip without a GPU, and the same tests run
-# on the CPU through the emulator of tests/gpu_emu (label gpu-emu).
+# on the CPU through the emulator of tests/gpu_emu (label cuda-emu).
 nvcc=$(command -v nvcc || true)
 for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda; do
   if [ -z "$nvcc" ] && [ -n "$d" ] && [ -x "$d/bin/nvcc" ]; then nvcc=$d/bin/nvcc; fi
 done
 
-echo "== sanitizer build (ASan + UBSan; without CUDA: the CUDA-free build), unit and gpu-emu tests"
+echo "== sanitizer build (ASan + UBSan; without CUDA: the CUDA-free build), unit and cuda-emu tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DQS_WERROR=ON -DQS_SANITIZE=ON -DQS_CUDA=OFF -DPython3_EXECUTABLE="$py" >/dev/null
 cmake --build build-asan -j"$jobs"
 # unit, and the gpu tests on the CPU through the CUDA emulator (its kernels under ASan too)
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest -L 'unit|gpu-emu' -j"$jobs" --output-on-failure)
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest -L 'unit|cuda-emu' -j"$jobs" --output-on-failure)
 
 if command -v clang >/dev/null && [ -f tests/fuzz/CMakeLists.txt ]; then
   echo "== fuzzing the parsers (libFuzzer, ${QS_FUZZ_SECONDS:-60} s)"
@@ -45,4 +45,4 @@ else
 fi
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQS_WERROR=ON "${cuda[@]}" -DPython3_EXECUTABLE="$py" >/dev/null
 cmake --build build -j"$jobs"
-cd build && ctest -j"$jobs" -LE gpu-emu --output-on-failure # gpu-emu ran under the sanitizers above
+cd build && ctest -j"$jobs" -LE cuda-emu --output-on-failure # cuda-emu ran under the sanitizers above
