@@ -105,7 +105,7 @@ bargs=(--json "$results/gpu_bench.json")
 [ "$quick" = 1 ] && bargs+=(--quick)
 "$bdir/bench/gpu/qs_gpu_bench" "${bargs[@]}" > "$results/bench.txt" 2>&1
 bench_rc=$?
-say "bench      $([ $bench_rc = 0 ] && echo ok || echo "FAILED (exit $bench_rc)") ($(( $(date +%s) - t0 )) s; bench.txt, gpu_bench.json)"
+say "bench      $([ $bench_rc = 0 ] && echo ok || echo "FAILED (exit $bench_rc)") ($(( $(date +%s) - t0 )) s; bench.txt$([ "$dry" = 0 ] && echo ', gpu_bench.json'))"
 sed 's/^/  /' "$results/bench.txt" | tee -a "$summary"
 
 rc=0
