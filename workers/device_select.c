@@ -44,6 +44,11 @@ qs_status qs_device_select(qs_device_kind requested, const qs_comm_i *comm, qs_d
 {
     memset(out, 0, sizeof *out);
     out->index = -1;
+    if (requested == QS_DEVICE_CPU) { /* nothing to find or agree on: no MPI call, no CUDA module */
+        out->kind = QS_DEVICE_CPU;
+        out->local_size = 1;
+        return QS_OK;
+    }
     qs_error mine;
     qs_error_clear(&mine);
     qs_status st = select_here(requested, comm, out, &mine);

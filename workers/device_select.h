@@ -24,7 +24,8 @@ typedef struct qs_device_choice {
     char why_cpu[640];         /* auto chose the CPU: why */
 } qs_device_choice;
 
-/* The device of this rank for `requested`. comm NULL (or not MPI): a single
+/* The device of this rank for `requested`. cpu: the CPU at once (no MPI call,
+ * local_rank/local_size not looked up). comm NULL (or not MPI): a single
  * process, local rank 0 of 1. With comm, every rank calls this and all agree:
  * when any rank fails, all fail, and only the lowest failing rank's err says
  * why; the others' messages contain "failed during set-up" (what the run
