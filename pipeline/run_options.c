@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "kernels/device.h"
 #include "pipeline/option_parse.h"
 
 void qs_run_options_default(qs_run_options *o)
@@ -21,6 +22,7 @@ void qs_run_options_default(qs_run_options *o)
     o->true_sequential = true;
     o->damp = 0.01;
     o->block_size = 128;
+    strcpy(o->device, "cpu");
     o->schedule = QS_SCHEDULE_EXACT;
     o->micro_batch = 8;
     strcpy(o->progress, "auto");
@@ -71,6 +73,7 @@ static const key_def keys[] = {
     {"rtn-baseline", K_BOOL, F(rtn_baseline), 0, 0, "   report RTN's H-weighted loss per linear next to GPTQ's"},
     {"damp", K_DOUBLE, F(damp), 0, 0, "D           damping as a fraction of the mean Hessian diagonal (0.01)"},
     {"block-size", K_INT, F(block_size), 1, 1 << 16, "N     GPTQ lazy-batch block (128)"},
+    {"device", K_STR, F(device), 0, 0, "cpu|cuda|auto  where each rank computes: one GPU per rank (default cpu)"},
     {"schedule", K_SPECIAL, 0, 0, 0, 0, "exact|pipelined (default exact)"},
     {"micro-batch", K_INT, F(micro_batch), 1, 1 << 20, "M    rows per activation hand-off (8)"},
     {"replicas", K_INT, F(replicas), 1, 1 << 20, "D       data-parallel replicas per stage (planned by qshard plan; run: 1 for now)"},
@@ -275,6 +278,8 @@ qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
     if (o->heartbeat_timeout != 0 && !(o->heartbeat_timeout >= 2 && o->heartbeat_timeout <= 86400))
         return qs_error_set(err, QS_ERR_INPUT, "--heartbeat-timeout: expected 0 (off) or [2, 86400] seconds, got %g",
                             o->heartbeat_timeout);
+    qs_device_kind dk;
+    QS_TRY(qs_device_parse(o->device, "--device", &dk, err));
     if (strcmp(o->gguf_fallback, "none") && strcmp(o->gguf_fallback, "f16"))
         return qs_error_set(err, QS_ERR_INPUT, "--gguf-fallback: expected none or f16, got '%s'", o->gguf_fallback);
     if (strcmp(o->progress, "auto") && strcmp(o->progress, "live") && strcmp(o->progress, "plain"))

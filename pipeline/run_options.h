@@ -57,6 +57,7 @@ typedef struct qs_run_options {
     int block_size;
     int calib_rows;         /* use the first N rows of the calibration set (0: all) */
     /* run */
+    char device[8];         /* "cpu", "cuda" or "auto" (kernels/device.h; docs/gpu.md) */
     qs_schedule_kind schedule;
     int micro_batch;
     int replicas;           /* data-parallel replicas per stage; 0: not given (the plan chooses; run: 1 for now) */

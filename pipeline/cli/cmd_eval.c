@@ -17,7 +17,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: qshard eval --model DIR --tokens T.npy|T.h5 [--tokens T2 ...] [--ref DIR] [--json]\n"
-            "                   [--file NAME.safetensors] [--batch B] [--report WORKDIR]\n\n"
+            "                   [--file NAME.safetensors] [--batch B] [--report WORKDIR]\n"
+            "                   [--device cpu|cuda|auto]\n\n"
             "Scores every row of the token set [rows, L] on positions 1..L-1 (teacher forcing):\n"
             "mean NLL (nats/token), perplexity, tokens scored and forward tokens/s. With --ref,\n"
             "also the mean KL(ref || model) per token, its 99th percentile and top-1 agreement.\n\n"
@@ -28,6 +29,8 @@ static void usage(FILE *f)
             "  --ref DIR        reference model for KL and top-1 agreement (same vocabulary)\n"
             "  --file NAME      use DIR/NAME instead of DIR/model.safetensors\n"
             "  --batch B        rows per forward pass (default 4)\n"
+            "  --device D       cpu, cuda or auto (default cpu; the forward runs on the CPU until\n"
+            "                   the GPU forward is built: cuda is refused, auto takes the CPU)\n"
             "  --json           one JSON object per token set, one per line: nll, ppl, tokens\n"
             "                   (+ kl_mean, kl_p99, top1)\n"
             "  --report WORK    add a row per token set to the eval table of the run in WORK and\n"
@@ -113,7 +116,7 @@ int qs_cmd_eval(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    enum { OPT_DUMP = 1000, OPT_GENERATE, OPT_PROMPT, OPT_REPORT };
+    enum { OPT_DUMP = 1000, OPT_GENERATE, OPT_PROMPT, OPT_REPORT, OPT_DEVICE };
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},   {"tokens", required_argument, NULL, 't'},
         {"ref", required_argument, NULL, 'r'},     {"json", no_argument, NULL, 'j'},
@@ -122,12 +125,13 @@ int qs_cmd_eval(int argc, char **argv)
         {"generate", required_argument, NULL, OPT_GENERATE},
         {"prompt", required_argument, NULL, OPT_PROMPT},
         {"report", required_argument, NULL, OPT_REPORT},
+        {"device", required_argument, NULL, OPT_DEVICE},
         {NULL, 0, NULL, 0},
     };
     qs_eval_opts o = {.batch = 4};
     bool json = false;
     long generate = -1, batch = 4;
-    const char *prompt = NULL, *report = NULL;
+    const char *prompt = NULL, *report = NULL, *device = "cpu";
     enum { MAX_TOKEN_SETS = 64 };
     char *token_sets[MAX_TOKEN_SETS];
     int n_sets = 0;
@@ -161,12 +165,16 @@ int qs_cmd_eval(int argc, char **argv)
             break;
         case OPT_PROMPT: prompt = optarg; break;
         case OPT_REPORT: report = optarg; break;
+        case OPT_DEVICE: device = optarg; break;
         case ':': return qs_cli_usage_error("eval", "%s needs a value", argv[optind - 1]);
         default: return qs_cli_usage_error("eval", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return qs_cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
     if (!o.model_dir) return qs_cli_usage_error("eval", "--model DIR is required");
+    qs_device_choice dev;
+    int dcode = qs_cli_device("eval", device, NULL, false, &dev);
+    if (dcode >= 0) return dcode;
     if (generate >= 0) return run_generate(o.model_dir, o.file, prompt, generate, json);
     if (n_sets == 0) return qs_cli_usage_error("eval", "--tokens T.npy|T.h5 is required");
     if (report) {

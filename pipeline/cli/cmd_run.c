@@ -115,6 +115,14 @@ int qs_cmd_run(int argc, char **argv)
         qs_comm_mpi_finalize(&comm);
         return code;
     }
+    /* Each rank's device; agreed by all ranks before anything is read. */
+    qs_device_choice dev;
+    code = qs_cli_device("run", o.device, &comm, false, &dev);
+    if (code >= 0) {
+        qs_comm_mpi_finalize(&comm);
+        return code;
+    }
+    code = 0;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
