@@ -110,7 +110,7 @@ static void test_plan_check(void **state)
     qs_cost_params p;
     qs_cost_params_default(&p);
     qs_plan plan;
-    assert_int_equal(qs_plan_make(&cfg, &p, 64, 0, 0, &plan, &err), QS_OK);
+    assert_int_equal(qs_plan_make(&cfg, &p, 64, 1, 0, 0, &plan, &err), QS_OK);
     const uint64_t G = 1ull << 30;
     qs_device_info h200 = {.index = 0, .free_bytes = 140 * G, .total_bytes = 141 * G};
     strcpy(h200.name, "NVIDIA H200");
