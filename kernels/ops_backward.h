@@ -25,14 +25,6 @@
 
 /* ---- normalization (one row) ------------------------------------------------ */
 
-/* The 1 / sqrt(mean(x²) + eps) of qs_op_rmsnorm_row, as the forward rounds it. */
-QS_HD float qs_op_rmsnorm_inv(const float *x, int64_t n, float eps)
-{
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
-    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-}
-
 /* y_i = x_i · r · w_i with r = (mean(x²) + eps)^(-1/2):
  *   dx_i = r · (w_i dy_i − x_i · r² · Σ_j w_j dy_j x_j / n)
  *   dw_i += dy_i · x_i · r          (only when dw is not NULL)

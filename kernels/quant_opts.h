@@ -30,6 +30,10 @@
 #include "kernels/quant_grid.h"
 #include "kernels/status.h"
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend (C++) calls these C functions */
+#endif
+
 typedef enum qs_quant_method {
     QS_QUANT_METHOD_RTN = 0,
     QS_QUANT_METHOD_GPTQ,
@@ -119,5 +123,9 @@ void qs_quant_result_free(qs_quant_result *r);
 /* q[r, c] = scales[g_idx[c], r] * (codes[r, c] - zeros[g_idx[c], r]) — what the
  * export's consumers compute; equals res->q exactly. */
 void qs_quant_dequantize(const qs_quant_result *res, float *q);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

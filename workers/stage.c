@@ -19,6 +19,14 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Wall-clock time for the per-block timeline (comparable across hosts). */
+static double wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* ---- per-rank state -------------------------------------------------------- */
 
 typedef struct stage_state {
@@ -30,6 +38,8 @@ typedef struct stage_state {
     float *acts, *next;         /* [rows, seq, hidden] */
     qs_comm_request *send_req;  /* one per micro-batch */
     double t_start;
+    qs_stage_timing blk_snap;   /* the timing when the current block's interval began */
+    double blk_wall0;           /* and the wall clock then */
     /* OmniQuant's FP stream (NULL otherwise): this block's FP input, the next one's */
     float *fp_acts, *fp_next;
     qs_comm_request *fp_send_req;
@@ -52,6 +62,7 @@ static size_t mb_bytes(const stage_state *s, int64_t k) { return (size_t)mb_rows
 typedef struct capture_ctx {
     qs_hessian h[QS_BLOCK_STAGES];
     const qs_backend_i *be;
+    double seconds;             /* spent in Hessian updates (for the per-block timing) */
 } capture_ctx;
 
 /* Linears of one stage share their input: accumulate once, on the first. */
@@ -62,7 +73,10 @@ static qs_status on_capture(void *ctx, const qs_block *blk, int idx, const float
     int st = blk->lin[idx].stage;
     for (int j = 0; j < idx; j++)
         if (blk->lin[j].stage == st) return QS_OK;
-    return qs_hessian_add(&c->h[st], c->be, x, rows, in, err);
+    double t0 = now();
+    qs_status rc = qs_hessian_add(&c->h[st], c->be, x, rows, in, err);
+    c->seconds += now() - t0;
+    return rc;
 }
 
 /* ---- stopping at a safe point ----------------------------------------------------- */
@@ -133,6 +147,7 @@ static qs_status receive_all(stage_state *s, float *acts, int tag_base,
         double t0 = now();
         qs_status st = wait_or_stop(s, &req[k % 2], err);
         s->t->comm += now() - t0;
+        if (k == 0) s->t->wait_first += now() - t0;
         if (st != QS_OK) {
             c->cancel(c->ctx, &req[(k + 1) % 2]);
             if (st == QS_ERR_INTERRUPTED) return st;
@@ -286,6 +301,7 @@ static qs_status omni_block(stage_state *s, qs_block *blk, qs_block_outcome *o, 
                                           s->fp_next, a->rows, a->seq, o->res, o->omni, a->stop_flag, err);
     double dt = now() - t0;
     s->t->compute += dt;
+    s->t->solve += dt; /* the report's "quantize" phase: training, folding, codes */
     if (st == QS_ERR_INTERRUPTED) {
         stop_now(s); /* tell the other ranks, as a stop at a block boundary does */
         return st;
@@ -334,7 +350,8 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
         o->blk = blk;
         bool gptq = a->quant.method == QS_QUANT_METHOD_GPTQ;
         bool last = layer == a->end_block - 1;
-        if (is_omni(s)) {
+        if (a->on_block_start) st = a->on_block_start(a->on_block_ctx, layer, err);
+        if (st == QS_OK && is_omni(s)) {
             /* the FP stream first, while blk still holds the FP weights */
             o->omni = calloc(1, sizeof *o->omni);
             st = o->omni ? omni_fp_forward(s, blk, send_last && last, err)
@@ -379,11 +396,26 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
             double t0 = now();
             if (st == QS_OK) st = quantize_stage(s, blk, stg, cap, o, err);
             s->t->compute += now() - t0;
+            s->t->solve += now() - t0;
             if (cap->h[stg].h32 || cap->h[stg].h64) qs_hessian_free(&cap->h[stg]);
         }
         if (st == QS_OK) st = forward_all(s, blk, s->acts, s->next, send_last && last, 1000, err);
         o->seconds = now() - tb;
+        /* the block's interval and phases: differences of the rank's running sums */
+        s->t->hessian += cap->seconds;
+        cap->seconds = 0;
+        const qs_stage_timing *p0 = &s->blk_snap, *p1 = s->t;
+        o->timing.t_start = s->blk_wall0;
+        o->timing.t_end = wall();
+        o->timing.hessian = p1->hessian - p0->hessian;
+        o->timing.solve = p1->solve - p0->solve;
+        o->timing.forward = (p1->compute - p0->compute) - o->timing.hessian - o->timing.solve;
+        o->timing.wait = p1->wait_first - p0->wait_first;
+        o->timing.comm = (p1->comm - p0->comm) - o->timing.wait;
+        o->timing.io = p1->io - p0->io;
         if (st == QS_OK && a->on_block) st = a->on_block(a->on_block_ctx, o, err);
+        s->blk_snap = *s->t;
+        s->blk_wall0 = wall();
         for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) qs_quant_result_free(&o->res[i]);
         qs_omni_record_free(o->omni);
         free(o->omni);
@@ -435,6 +467,7 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
     s.a = a;
     s.t = t;
     s.t_start = now();
+    s.blk_wall0 = wall();
     s.hidden = qs_manifest_config(a->manifest)->hidden;
     s.row_floats = (size_t)(a->seq * s.hidden);
     s.n_micro = (a->rows + a->micro_batch - 1) / a->micro_batch;

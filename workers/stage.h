@@ -56,6 +56,22 @@ typedef struct qs_linear_stats {
     int64_t samples;      /* token rows its Hessian saw */
 } qs_linear_stats;
 
+/* Where one block's time went on its rank (seconds; t_start/t_end are wall-clock
+ * CLOCK_REALTIME so that ranks on different hosts share a time axis). The
+ * interval runs from the previous block's end on this rank (for the rank's
+ * first block: from the start of its stage, so the wait for the previous
+ * rank, the embedding or the FP pass are in it) to the end of the block's
+ * quantized forward; the phases are sums inside it. */
+typedef struct qs_block_timing {
+    double t_start, t_end;
+    double forward;   /* block forwards (capture passes and the quantized output), less the Hessian updates */
+    double hessian;   /* Hessian accumulation inside the capture passes */
+    double solve;     /* quantizing the linears (GPTQ/RTN, losses) */
+    double comm;      /* receiving and sending activations, less wait */
+    double wait;      /* waiting for the previous rank's first micro-batch (a pipeline bubble) */
+    double io;        /* reading the block's weights */
+} qs_block_timing;
+
 typedef struct qs_block_outcome {
     int layer;
     const qs_block *blk;                          /* the block with quantized weights */
@@ -63,6 +79,7 @@ typedef struct qs_block_outcome {
     qs_linear_stats stats[QS_MAX_BLOCK_LINEARS];
     double seconds;                               /* the whole block */
     bool resumed;                                 /* taken from a previous run's checkpoint */
+    qs_block_timing timing;
     qs_omni_record *omni;                         /* OmniQuant: what was learned and folded; NULL otherwise */
 } qs_block_outcome;
 
@@ -76,9 +93,14 @@ typedef qs_status (*qs_block_resume_fn)(void *ctx, int layer, qs_quant_result re
 
 typedef qs_status (*qs_block_done_fn)(void *ctx, const qs_block_outcome *o, qs_error *err);
 
+/* Called when the rank starts block `layer` (progress reports). */
+typedef qs_status (*qs_block_start_fn)(void *ctx, int layer, qs_error *err);
+
 typedef struct qs_stage_timing {
     double compute, comm, io, idle, total;
     uint64_t bytes_read;                          /* tensor bytes this rank read */
+    double hessian, solve;                        /* parts of compute: Hessian updates, quantizing */
+    double wait_first;                            /* part of comm: waiting for a receive's first micro-batch */
 } qs_stage_timing;
 
 typedef struct qs_stage_args {
@@ -97,6 +119,7 @@ typedef struct qs_stage_args {
     bool embed;                                   /* this rank runs the embedding stage */
     qs_block_done_fn on_block;
     void *on_block_ctx;
+    qs_block_start_fn on_block_start;             /* NULL: none; gets on_block_ctx */
     qs_block_resume_fn resume_block;              /* NULL: quantize every block */
     void *resume_ctx;
     /* Set by a signal handler: stop at the next block boundary. A stopping

@@ -323,7 +323,7 @@ double qs_cpu_logsumexp(const float *x, int64_t n)
     if (m == -INFINITY || !isfinite(m)) return m;
     double s = 0.0;
     for (int64_t i = 0; i < n; i++) s += exp((double)x[i] - (double)m);
-    return (double)m + log(s);
+    return qs_op_lse(m, s);
 }
 
 int64_t qs_cpu_argmax(const float *x, int64_t n)
@@ -343,7 +343,7 @@ void qs_cpu_nll_rows(const float *logits, int64_t rows, int64_t vocab, const int
         const float *x = logits + r * vocab;
         float m = -INFINITY;
         for (int64_t i = 0; i < vocab; i++) m = x[i] > m ? x[i] : m;
-        nll[r] = isfinite(m) ? (double)m + log(sum_exp_shifted(x, vocab, m)) - (double)x[targets[r]]
+        nll[r] = isfinite(m) ? qs_op_lse(m, sum_exp_shifted(x, vocab, m)) - (double)x[targets[r]]
                              : qs_cpu_logsumexp(x, vocab) - (double)x[targets[r]];
     }
 }
@@ -355,11 +355,7 @@ void qs_cpu_kl_rows(const float *ref, const float *x, int64_t rows, int64_t voca
         const float *pr = ref + r * vocab, *px = x + r * vocab;
         double lse_r = qs_cpu_logsumexp(pr, vocab), lse_x = qs_cpu_logsumexp(px, vocab);
         double s = 0.0;
-        for (int64_t i = 0; i < vocab; i++) {
-            double lr = (double)pr[i] - lse_r;
-            double p = exp(lr);
-            if (p > 0.0) s += p * (lr - ((double)px[i] - lse_x));
-        }
+        for (int64_t i = 0; i < vocab; i++) s += qs_op_kl_term(pr[i], px[i], lse_r, lse_x);
         kl[r] = s > 0.0 ? s : 0.0; /* KL >= 0; tiny negatives are rounding */
         if (same) same[r] = qs_cpu_argmax(pr, vocab) == qs_cpu_argmax(px, vocab);
     }

@@ -84,7 +84,9 @@ void qs_cpu_rmsnorm_backward(const float *x, const float *w, const float *dy, fl
         memset(dw, 0, sizeof(float) * (size_t)n);
         for (int64_t r = 0; r < rows; r++) {
             const float *xr = x + r * n, *dr = dy + r * n;
-            float inv = qs_op_rmsnorm_inv(xr, n, eps);
+            double ss = 0.0;
+            for (int64_t i = 0; i < n; i++) ss += (double)xr[i] * (double)xr[i];
+            float inv = qs_op_rmsnorm_inv(ss, n, eps); /* as the forward rounds it */
             for (int64_t i = 0; i < n; i++) dw[i] += dr[i] * (xr[i] * inv);
         }
     }

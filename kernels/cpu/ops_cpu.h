@@ -14,6 +14,10 @@
 
 #include "kernels/status.h"
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend (C++) calls these C functions */
+#endif
+
 /* ---- norms over rows ---------------------------------------------------------- */
 
 /* y[r] = rmsnorm(x[r]) * w; y may alias x. */
@@ -109,5 +113,9 @@ void qs_cpu_kl_rows(const float *ref, const float *x, int64_t rows, int64_t voca
 
 /* Index of the largest element (first on ties). */
 int64_t qs_cpu_argmax(const float *x, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -83,7 +83,7 @@ for arch, model in models.items():
     for np_ in (1, 2, 3):
         w, o = os.path.join(tmp, f"w-{arch}-{np_}"), os.path.join(tmp, f"o-{arch}-{np_}")
         p = qstest.mpirun(np_, args(model, calib, w, o, *OMNI, *fmts))
-        qstest.check("OmniQuant 4-bit" in p.stderr, f"the run says what it does:\n{p.stderr}")
+        qstest.check("OmniQuant 4-bit" in p.stdout + p.stderr, f"the run says what it does:\n{p.stdout}{p.stderr}")
         outs.append(o)
     for o in outs[1:]:
         same_exports(outs[0], o)
@@ -248,7 +248,7 @@ for i, np_ in enumerate((2, 3, 2)):
 qstest.check(kills >= 2, f"only {kills} of 3 runs were killed while blocks were training")
 
 # --- SIGUSR1 while a block trains: exit 3 without waiting for the block, resume identical ------------
-LONG = ["--bits", 3, "--epochs", 150, "--checkpoint-format", "gptq_v2"]
+LONG = ["--bits", 3, "--epochs", 500, "--checkpoint-format", "gptq_v2"]
 p = subprocess.run([MPIEXEC, "-np", "2", "--oversubscribe", qstest.qshard()] +
                    [str(x) for x in args(models["llama"], calib, os.path.join(tmp, "usr1-ref-w"),
                                          os.path.join(tmp, "usr1-ref-o"), *LONG)], capture_output=True, text=True)
@@ -267,7 +267,9 @@ _, err = proc.communicate(timeout=120)
 t_exit = time.time() - t_sig
 qstest.check(proc.returncode == 3, f"SIGUSR1 mid-training should exit 3, got {proc.returncode}:\n{err}")
 qstest.check(blocks_done(work) == 1, f"{blocks_done(work)} blocks journaled: the stop should land inside block 1")
-qstest.check(t_exit < blk_s, f"the stop took {t_exit:.2f} s, a block trains for {blk_s:.2f} s: it waited for the block")
+# the signal came a quarter into block 1: waiting for the block would take at least 3/4 of it more
+qstest.check(t_exit < 0.75 * blk_s,
+             f"the stop took {t_exit:.2f} s, a block trains for {blk_s:.2f} s: it waited for the block")
 p = subprocess.run([MPIEXEC, "-np", "2", "--oversubscribe", qstest.qshard()] +
                    [str(x) for x in args(models["llama"], calib, work, out, *LONG)], capture_output=True, text=True)
 qstest.check(p.returncode == 0, p.stderr)
