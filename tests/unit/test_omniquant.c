@@ -398,13 +398,14 @@ static void make_decisions(gctx *c, qs_omni_state *s, int i, const float *gamma,
         }
 }
 
-static void check_block_grad(const char *label, const char *json, bool let, bool sym)
+static void check_block_grad(const char *label, const char *json, bool let, bool sym, bool lwc)
 {
     qs_block blk;
     qs_model_names names;
     make_block(&blk, &names, json);
     const int64_t B = 2, S = 34, H = blk.cfg.hidden, N = B * S * H; /* 34: crosses the 32-query attention tile */
     qs_quant_opts o = omni_opts(3, 8, sym, let);
+    o.omni.lwc = lwc;
     qs_omni_state *s = NULL;
     qs_error err;
     if (qs_omni_init(&s, &blk, &o, B, S, &err) != QS_OK) fail_msg("%s", err.msg);
@@ -490,24 +491,26 @@ static void check_block_grad(const char *label, const char *json, bool let, bool
 static void test_grad_llama(void **state)
 {
     (void)state;
-    check_block_grad("llama lwc", LLAMA_CFG, false, false);
-    check_block_grad("llama lwc sym", LLAMA_CFG, false, true);
-    check_block_grad("llama lwc+let", LLAMA_CFG, true, false);
+    check_block_grad("llama lwc", LLAMA_CFG, false, false, true);
+    check_block_grad("llama lwc sym", LLAMA_CFG, false, true, true);
+    check_block_grad("llama lwc+let", LLAMA_CFG, true, false, true);
+    check_block_grad("llama let alone", LLAMA_CFG, true, false, false);
 }
 
 static void test_grad_opt(void **state)
 {
     (void)state;
-    check_block_grad("opt lwc", OPT_CFG, false, false);
-    check_block_grad("opt lwc+let", OPT_CFG, true, false);
-    check_block_grad("opt post-LN lwc", OPT_POST_CFG, false, false);
+    check_block_grad("opt lwc", OPT_CFG, false, false, true);
+    check_block_grad("opt lwc+let", OPT_CFG, true, false, true);
+    check_block_grad("opt post-LN lwc", OPT_POST_CFG, false, false, true);
 }
 
 static void test_grad_bloom(void **state)
 {
     (void)state;
-    check_block_grad("bloom lwc", BLOOM_CFG, false, false);
-    check_block_grad("bloom lwc+let", BLOOM_CFG, true, false);
+    check_block_grad("bloom lwc", BLOOM_CFG, false, false, true);
+    check_block_grad("bloom lwc+let", BLOOM_CFG, true, false, true);
+    check_block_grad("bloom let alone", BLOOM_CFG, true, false, false);
 }
 
 /* ================================================== trained block == exported == */
