@@ -85,7 +85,9 @@ qs_status qs_fingerprint_make(const qs_run_options *o, const qs_manifest *m, con
 
     /* options */
     cJSON *op = cJSON_AddObjectToObject(j, "options");
-    cJSON_AddStringToObject(op, "method", o->method == QS_METHOD_GPTQ ? "gptq" : "rtn");
+    cJSON_AddStringToObject(op, "method", o->method == QS_METHOD_GPTQ        ? "gptq"
+                                          : o->method == QS_METHOD_OMNIQUANT ? "omniquant"
+                                                                             : "rtn");
     cJSON_AddNumberToObject(op, "bits", o->bits);
     cJSON_AddNumberToObject(op, "group_size", o->group_size);
     cJSON_AddBoolToObject(op, "sym", o->sym);
@@ -100,6 +102,18 @@ qs_status qs_fingerprint_make(const qs_run_options *o, const qs_manifest *m, con
     if (!strcmp(o->compute_dtype, "bf16")) cJSON_AddStringToObject(op, "compute_dtype", "bf16");
     cJSON_AddStringToObject(op, "schedule", o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
     if (o->schedule == QS_SCHEDULE_PIPELINED) cJSON_AddNumberToObject(op, "ranks", ranks);
+    if (o->method == QS_METHOD_OMNIQUANT) {
+        /* only for OmniQuant, so GPTQ/RTN work dirs keep their ids */
+        cJSON_AddNumberToObject(op, "epochs", qs_run_options_epochs(o));
+        cJSON_AddBoolToObject(op, "lwc", o->lwc);
+        cJSON_AddBoolToObject(op, "let", o->let);
+        cJSON_AddNumberToObject(op, "lwc_lr", o->lwc_lr);
+        cJSON_AddNumberToObject(op, "let_lr", o->let_lr);
+        cJSON_AddNumberToObject(op, "omni_batch", o->omni_batch);
+        cJSON_AddNumberToObject(op, "omni_seed", o->omni_seed);
+        cJSON_AddNumberToObject(op, "let_alpha", 0.5);
+        cJSON_AddBoolToObject(op, "omni_cosine", o->omni_cosine);
+    }
 
     /* id: everything except file names/mtimes (a copied model keeps its id) */
     cJSON *idj = cJSON_Duplicate(j, 1);

@@ -60,6 +60,10 @@ qs_status qs_parse_bytes(const char *opt, const char *val, uint64_t *out, qs_err
             return qs_error_set(err, QS_ERR_INPUT, "%s: unknown size unit in '%s'", opt, val);
         }
     }
-    *out = (uint64_t)(v * mul);
+    /* a size beyond 2^60 bytes (1 EiB) is a typo or "inf": refused, never cast */
+    double bytes = v * mul;
+    if (!isfinite(bytes) || bytes > 1152921504606846976.0)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: '%s' is not a size up to 1 EiB", opt, val);
+    *out = (uint64_t)bytes;
     return QS_OK;
 }

@@ -1,4 +1,10 @@
-/* run.c — set-up, the per-rank stage, the gather of the exports and the report. */
+/* run.c — set-up, the per-rank stage, the gather of the exports and the report.
+ *
+ * Rank 0 also tells the operator what happens: the progress line
+ * (pipeline/progress.h), the event stream (pipeline/events.h) and, at the
+ * end, the HTML report (pipeline/report.h). Other ranks send it a short
+ * message when they start a block and a qs_block_event when they finish one.
+ */
 #include "pipeline/run.h"
 
 #include <cjson/cJSON.h>
@@ -7,10 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/threads.h"
 #include "pipeline/checkpoint.h"
+#include "pipeline/events.h"
 #include "pipeline/export/export.h"
 #include "pipeline/export/export_gguf.h"
 #include "pipeline/export/export_gptq.h"
@@ -18,7 +26,10 @@
 #include "pipeline/formats/fsutil.h"
 #include "pipeline/formats/manifest.h"
 #include "pipeline/formats/token_set.h"
+#include "pipeline/progress.h"
+#include "pipeline/report.h"
 #include "schedulers/partition.h"
+#include "workers/heartbeat.h"
 #include "workers/model.h"
 #include "workers/stage.h"
 
@@ -49,7 +60,9 @@ static qs_quant_opts quant_opts(const qs_run_options *o)
 {
     qs_quant_opts q;
     qs_quant_opts_default(&q);
-    q.method = o->method == QS_METHOD_RTN ? QS_QUANT_METHOD_RTN : QS_QUANT_METHOD_GPTQ;
+    q.method = o->method == QS_METHOD_RTN         ? QS_QUANT_METHOD_RTN
+               : o->method == QS_METHOD_OMNIQUANT ? QS_QUANT_METHOD_OMNIQUANT
+                                                  : QS_QUANT_METHOD_GPTQ;
     q.bits = o->bits;
     q.group_size = o->group_size;
     q.sym = o->sym;
@@ -58,15 +71,26 @@ static qs_quant_opts quant_opts(const qs_run_options *o)
     q.mse = o->mse;
     q.damp = o->damp;
     q.block_size = o->block_size;
+    q.omni.epochs = qs_run_options_epochs(o);
+    q.omni.lwc = o->lwc;
+    q.omni.let = o->let;
+    q.omni.lwc_lr = o->lwc_lr;
+    q.omni.let_lr = o->let_lr;
+    q.omni.batch = o->omni_batch;
+    q.omni.seed = (uint64_t)o->omni_seed;
+    q.omni.cosine = o->omni_cosine;
     return q;
 }
 
 /* ---- per-block callback: export shard + statistics ---------------------------- */
 
-/* Progress: every rank tells rank 0 (the coordinator) when it has finished a
- * block, in a 16-byte message tagged PROGRESS_TAG + block; rank 0 prints one
- * line per block with the ETA of the whole run. */
+/* Progress: every rank tells rank 0 (the coordinator) when it starts a block
+ * (a 16-byte message {wall clock, block}, tag START_TAG(b)) and when it has
+ * finished one (a qs_block_event, tag DONE_TAG(b)); rank 0 shows the progress
+ * and writes the events of every rank. */
 #define PROGRESS_TAG 20000
+#define START_TAG(b) (PROGRESS_TAG + 2 * (b))
+#define DONE_TAG(b) (PROGRESS_TAG + 2 * (b) + 1)
 
 typedef struct run_ctx {
     const qs_comm_i *c;
@@ -74,10 +98,17 @@ typedef struct run_ctx {
     const qs_stage_plan *stages;
     double t0;
     int reported;
-    double block_seconds;   /* sum over blocks computed (not resumed) in this run */
-    int computed;
-    double (*msg)[2];       /* rank 0: [n_layers] {seconds, resumed} received; others: their sends */
-    qs_comm_request *req;   /* [n_layers] */
+    qs_block_event *done_msg;  /* rank 0: [n_layers] received; others: their sends */
+    qs_comm_request *done_req; /* [n_layers] */
+    double (*start_msg)[2];    /* [n_layers] {wall clock, block} */
+    qs_comm_request *start_req;
+    qs_events *ev;             /* rank 0: the event stream */
+    qs_progress *pg;           /* rank 0: the progress display */
+    const qs_model_config *cfg;
+    const qs_model_names *names;
+    double tokens;             /* calibration rows · seq */
+    volatile int *stop_flag;
+    bool stop_emitted;
     const qs_run_options *o;
     qs_gptq_export *exp;  /* NULL when gptq is not among --formats */
     qs_gguf_export *gguf; /* NULL when gguf is not among --formats */
@@ -90,7 +121,8 @@ typedef struct run_ctx {
 
 /* Finished blocks of a previous run; a bad checkpoint is recomputed. */
 static qs_status resume_block(void *ctx, int layer, qs_quant_result res[QS_MAX_BLOCK_LINEARS],
-                              qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], bool *found, qs_error *err)
+                              qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], qs_omni_record *omni, bool *found,
+                              qs_error *err)
 {
     run_ctx *r = ctx;
     *found = false;
@@ -105,23 +137,26 @@ static qs_status resume_block(void *ctx, int layer, qs_quant_result res[QS_MAX_B
         qs_journal_append(r->o->work, "rank %d block %d checkpoint invalid (%s): recomputing", r->rank, layer, why.msg);
         return QS_OK;
     }
+    if (omni && !rec.has_omni) {
+        fprintf(stderr, "qshard run: warning: rank %d: block %d's checkpoint has no OmniQuant record; recomputing\n",
+                r->rank, layer);
+        qs_block_record_free(&rec);
+        return QS_OK;
+    }
     for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) {
         res[i] = rec.res[i]; /* ownership moves to the outcome */
         stats[i] = rec.stats[i];
     }
     memset(rec.res, 0, sizeof rec.res);
+    if (omni) {
+        *omni = rec.omni; /* so does the OmniQuant record */
+        memset(&rec.omni, 0, sizeof rec.omni);
+    }
     qs_block_record_free(&rec);
     *found = true;
     r->resumed_blocks++;
     (void)err;
     return QS_OK;
-}
-
-static void fmt_eta(double s, char *buf, size_t cap)
-{
-    if (s < 90) snprintf(buf, cap, "%.0f s", s);
-    else if (s < 5400) snprintf(buf, cap, "%.0f min", s / 60);
-    else snprintf(buf, cap, "%.1f h", s / 3600);
 }
 
 static int owner_of(const run_ctx *r, int layer)
@@ -131,55 +166,101 @@ static int owner_of(const run_ctx *r, int layer)
     return 0;
 }
 
-/* Rank 0: one line for a finished block, with the ETA of the whole run. */
-static void report_block(run_ctx *r, int layer, double seconds, bool resumed)
+/* Rank 0: the events and the progress of a block that started. */
+static void report_start(run_ctx *r, int rank, int layer, double t)
 {
-    r->reported++;
-    if (!resumed) {
-        r->block_seconds += seconds;
-        r->computed++;
-    }
-    char eta[32] = "-";
-    /* ranks of the exact schedule run in turn: what is left costs the mean block time each */
-    if (r->computed) fmt_eta((r->n_layers - r->reported) * r->block_seconds / r->computed, eta, sizeof eta);
-    fprintf(stderr, "qshard run: block %d of %d %s (rank %d, %.2f s); %d/%d done after %.1f s, ETA %s\n", layer + 1,
-            r->n_layers, resumed ? "resumed from its checkpoint" : "quantized", owner_of(r, layer), seconds,
-            r->reported, r->n_layers, now() - r->t0, eta);
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "rank", rank);
+    cJSON_AddNumberToObject(e, "block", layer);
+    cJSON_AddNumberToObject(e, "t_start", t);
+    qs_events_emit(r->ev, "block_start", e);
+    qs_progress_block_start(r->pg, rank, layer);
 }
 
-/* Rank 0: prints what other ranks have reported so far. */
+/* Rank 0: the events and the progress of a finished block (any rank's). */
+static void report_block(run_ctx *r, const qs_block_event *b)
+{
+    r->reported++;
+    qs_block_linear lin[QS_MAX_BLOCK_LINEARS];
+    const char *names[QS_MAX_BLOCK_LINEARS] = {0};
+    int n = qs_block_linears(r->cfg, r->names, b->layer, lin);
+    for (int i = 0; i < n && i < QS_MAX_BLOCK_LINEARS; i++) names[i] = lin[i].weight;
+    if (!b->resumed) {
+        cJSON *e = cJSON_CreateObject();
+        char h[17];
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)b->xxh64);
+        cJSON_AddNumberToObject(e, "rank", b->rank);
+        cJSON_AddNumberToObject(e, "block", b->layer);
+        cJSON_AddStringToObject(e, "xxh64", h);
+        cJSON_AddNumberToObject(e, "seconds", b->checkpoint_s);
+        qs_events_emit(r->ev, "checkpoint", e);
+    }
+    qs_events_emit(r->ev, "block_done", qs_block_event_json(b, names));
+    qs_progress_block_done(r->pg, b->rank, b->layer, b->seconds, b->resumed != 0);
+}
+
+/* Rank 0: a stop request is news once. */
+static void note_stop(run_ctx *r)
+{
+    if (r->stop_emitted) return;
+    if (!((r->stop_flag && *r->stop_flag) || r->c->stop_requested(r->c->ctx))) return;
+    r->stop_emitted = true;
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "action", "stopping at the next block boundary (resumable)");
+    qs_events_emit(r->ev, "stop_signal", e);
+    qs_progress_message(r->pg, "qshard run: stop requested: the ranks stop at the next block boundary");
+}
+
+/* Rank 0: what other ranks have reported so far. */
 static void poll_progress(run_ctx *r)
 {
     for (int l = 0; l < r->n_layers; l++) {
-        if (!r->req[l].n) continue;
         int done = 0;
         qs_error e;
-        if (r->c->test(r->c->ctx, &r->req[l], &done, &e) == QS_OK && done)
-            report_block(r, l, r->msg[l][0], r->msg[l][1] != 0);
+        if (r->start_req[l].n && r->c->test(r->c->ctx, &r->start_req[l], &done, &e) == QS_OK && done)
+            report_start(r, owner_of(r, l), l, r->start_msg[l][0]);
+        done = 0;
+        if (r->done_req[l].n && !r->start_req[l].n && r->c->test(r->c->ctx, &r->done_req[l], &done, &e) == QS_OK &&
+            done)
+            report_block(r, &r->done_msg[l]);
     }
+    note_stop(r);
+    qs_progress_tick(r->pg);
+}
+
+static qs_status on_block_start(void *ctx, int layer, qs_error *err)
+{
+    run_ctx *r = ctx;
+    if (r->c->rank == 0) {
+        report_start(r, 0, layer, qs_wall_clock());
+        poll_progress(r);
+        return QS_OK;
+    }
+    r->start_msg[layer][0] = qs_wall_clock();
+    r->start_msg[layer][1] = layer;
+    return r->c->isend(r->c->ctx, r->start_msg[layer], sizeof r->start_msg[layer], 0, START_TAG(layer),
+                       &r->start_req[layer], err);
 }
 
 static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
 {
     run_ctx *r = ctx;
-    if (r->c->rank == 0) {
-        report_block(r, b->layer, b->seconds, b->resumed);
-        poll_progress(r);
-    } else {
-        r->msg[b->layer][0] = b->seconds;
-        r->msg[b->layer][1] = b->resumed;
-        QS_TRY(r->c->isend(r->c->ctx, r->msg[b->layer], sizeof r->msg[b->layer], 0, PROGRESS_TAG + b->layer,
-                           &r->req[b->layer], err));
-    }
+    double t_cb = now();
+    qs_block_event ev;
+    qs_block_event_from_outcome(&ev, b, r->rank, r->tokens);
     if (!b->resumed) {
         /* the checkpoint first: it is what a resumed run trusts */
         uint64_t h = 0;
         QS_TRY(qs_checkpoint_write_block(r->o->work, b, r->fingerprint, &h, err));
         qs_journal_append(r->o->work, "rank %d block %d done xxh64=%016llx seconds=%.3f", r->rank, b->layer,
                           (unsigned long long)h, b->seconds);
+        ev.xxh64 = h;
     }
+    ev.checkpoint_s = now() - t_cb;
+    double t_exp = now();
     if (r->exp) QS_TRY(qs_gptq_export_block(r->exp, b, err));
     if (r->gguf) QS_TRY(qs_gguf_export_block(r->gguf, b, err));
+    ev.export_s = now() - t_exp;
     for (int i = 0; i < b->blk->n_linears; i++) {
         const qs_linear_stats *s = &b->stats[i];
         cJSON *e = cJSON_CreateObject();
@@ -194,7 +275,33 @@ static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
         cJSON_AddNumberToObject(e, "seconds", s->seconds);
         cJSON_AddItemToArray(r->layers, e);
     }
-    return QS_OK;
+    if (b->omni) {
+        /* one entry per block: the training's loss curve and time split (the report's "omniquant") */
+        const qs_omni_record *m = b->omni;
+        cJSON *e = cJSON_CreateObject(), *q = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "block", b->layer);
+        cJSON_AddItemToObject(q, "loss", cJSON_CreateDoubleArray(m->loss, m->epochs));
+        cJSON_AddNumberToObject(q, "steps", (double)m->steps);
+        cJSON_AddNumberToObject(q, "seconds", b->seconds);
+        cJSON_AddNumberToObject(q, "seconds_forward", m->seconds_forward);
+        cJSON_AddNumberToObject(q, "seconds_backward", m->seconds_backward);
+        cJSON_AddNumberToObject(q, "seconds_optimizer", m->seconds_optimizer);
+        cJSON_AddItemToObject(e, "omniquant", q);
+        cJSON_AddItemToArray(r->layers, e);
+    }
+    /* the block's interval ends after its checkpoint and exports: they are its I/O */
+    double cb = now() - t_cb;
+    ev.timing.io += cb;
+    ev.timing.t_end += cb;
+    ev.peak_rss = (double)qs_mem_peak_rss();
+    if (r->c->rank == 0) {
+        report_block(r, &ev);
+        poll_progress(r);
+        return QS_OK;
+    }
+    r->done_msg[b->layer] = ev;
+    return r->c->isend(r->c->ctx, &r->done_msg[b->layer], sizeof r->done_msg[b->layer], 0, DONE_TAG(b->layer),
+                       &r->done_req[b->layer], err);
 }
 
 /* ---- set-up ------------------------------------------------------------------------- */
@@ -213,6 +320,7 @@ typedef struct setup {
     qs_gguf_export *gguf;
     bool want_gptq, want_gguf, want_hdf5;
     char gguf_path[QS_PATH_MAX + 16];
+    qs_events *ev; /* rank 0 */
 } setup;
 
 static qs_status load_calibration(const qs_run_options *o, const qs_model_config *cfg, qs_tensor *t, qs_error *err)
@@ -247,9 +355,13 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         s->dims[1] = s->tokens.shape[1];
         QS_TRY(qs_mkdir_p(o->out, err));
         QS_TRY(qs_mkdir_p(o->work, err));
-        /* rank 0 decides the compute dtype for all (nodes may differ in what their CPUs have) */
-        qs_compute_dtype cd;
-        QS_TRY(qs_compute_dtype_resolve(o->compute_dtype, s->m, &s->names, qs_backend_cpu(), &cd, err));
+        /* rank 0 decides the compute dtype for all (nodes may differ in what their CPUs have);
+         * OmniQuant trains in f32 */
+        qs_compute_dtype cd = QS_COMPUTE_F32;
+        if (o->method != QS_METHOD_OMNIQUANT)
+            QS_TRY(qs_compute_dtype_resolve(o->compute_dtype, s->m, &s->names, qs_backend_cpu(), &cd, err));
+        else if (!strcmp(o->compute_dtype, "bf16"))
+            return qs_error_set(err, QS_ERR_INPUT, "--compute-dtype bf16: OmniQuant computes in f32 (use f32 or auto)");
         s->compute = cd;
         qs_run_options *fo = malloc(sizeof *fo);
         if (!fo) return qs_error_set(err, QS_ERR_NOMEM, "run options");
@@ -266,6 +378,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         char p[QS_PATH_MAX + 64];
         snprintf(p, sizeof p, "%s/model.safetensors.index.json", o->out);
         remove(p);
+        QS_TRY(qs_events_open(&s->ev, o->work, o->log_json, err));
     }
     /* every option must fit every linear before anything runs */
     qs_block_linear lin[QS_MAX_BLOCK_LINEARS];
@@ -275,6 +388,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         qo.name = lin[i].weight;
         QS_TRY(qs_quant_opts_check(&qo, lin[i].out, lin[i].in, err));
     }
+    QS_TRY(qs_omni_check(cfg, &qo, err));
     if (c->size > cfg->n_layers)
         return qs_error_set(err, QS_ERR_INPUT, "%d ranks for a model of %d blocks: use at most %d ranks", c->size,
                             cfg->n_layers, cfg->n_layers);
@@ -283,7 +397,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
     p.schedule = o->schedule;
     p.true_sequential = o->true_sequential;
     p.micro_batch = o->micro_batch;
-    QS_TRY(qs_plan_make(cfg, &p, c->size, 0, 0, &s->plan, err));
+    QS_TRY(qs_plan_make(cfg, &p, c->size, 1, 0, 0, &s->plan, err));
     qs_gptq_export_opts eo = {quant_opts(o), o->true_sequential, !strcmp(o->checkpoint_format, "gptq_v2"),
                               o->max_shard_size};
     /* --formats: a comma list of gptq, gguf, hdf5 */
@@ -305,30 +419,39 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         snprintf(s->gguf_path, sizeof s->gguf_path, "%s/model.gguf", o->out);
         QS_TRY(qs_gguf_export_init(&s->gguf, s->gguf_path, s->m, &s->names, &go, err));
         if (c->rank == 0) QS_TRY(qs_gguf_export_create(s->gguf, err));
+        if (c->rank == 0 && qs_gguf_export_vocab_warning(s->gguf))
+            fprintf(stderr, "qshard run: warning: %s: %s\n", s->gguf_path, qs_gguf_export_vocab_warning(s->gguf));
     }
     return QS_OK;
 }
 
 /* ---- the run ------------------------------------------------------------------------- */
 
-enum { NT = 11 }; /* per-rank numbers gathered at the end */
+/* Per-rank numbers gathered on rank 0 at the end (one allreduce of doubles). */
+enum {
+    T_TOTAL, T_COMPUTE, T_COMM, T_IO, T_IDLE, T_BYTES, T_HESSIAN, T_SOLVE, T_WAIT, T_PEAK_RSS, T_RSS_START,
+    T_FORWARD, T_FWD_FLOPS, T_FWD_ONE, /* block forwards: seconds, flops run, flops of one forward of each block */
+    T_N
+};
 
-static void print_timing(const qs_comm_i *c, const double *t, bool json_mode)
+static void print_timing(qs_progress *pg, const double *t, int ranks)
 {
-    if (c->rank != 0 || json_mode) return;
-    fprintf(stderr, "\n%5s %9s %9s %9s %9s %9s %8s %8s %8s %10s %10s\n", "rank", "total s", "compute s", "forward s",
-            "hessian s", "solve s", "comm s", "io s", "idle s", "read MiB", "fwd/block");
-    for (int r = 0; r < c->size; r++) {
-        const double *x = t + r * NT;
-        fprintf(stderr, "%5d %9.2f %9.2f %9.2f %9.2f %9.2f %8.2f %8.2f %8.2f %10.1f %10.2f\n", r, x[0], x[1], x[6],
-                x[7], x[8], x[2], x[3], x[4], x[5] / 1048576.0, x[10] > 0 ? x[9] / x[10] : 0.0);
+    qs_progress_message(pg, "\n%5s %9s %9s %9s %9s %9s %8s %8s %8s %10s %10s %10s", "rank", "total s", "compute s",
+                        "forward s", "hessian s", "solve s", "comm s", "io s", "idle s", "read MiB", "peak MiB",
+                        "fwd/block");
+    for (int r = 0; r < ranks; r++) {
+        const double *x = t + r * T_N;
+        qs_progress_message(pg, "%5d %9.2f %9.2f %9.2f %9.2f %9.2f %8.2f %8.2f %8.2f %10.1f %10.1f %10.2f", r,
+                            x[T_TOTAL], x[T_COMPUTE], x[T_FORWARD], x[T_HESSIAN], x[T_SOLVE], x[T_COMM], x[T_IO],
+                            x[T_IDLE], x[T_BYTES] / 1048576.0, x[T_PEAK_RSS] / 1048576.0,
+                            x[T_FWD_ONE] > 0 ? x[T_FWD_FLOPS] / x[T_FWD_ONE] : 0.0);
     }
 }
 
 /* Every rank's cores and threads, printed by rank 0 at the start; one
  * warning line when a rank is bound to fewer cores than its share of its
  * node (mpirun binds a rank to one core by default when ranks <= cores). */
-static qs_status report_cores(const qs_comm_i *c, const qs_plan *plan, bool quiet, qs_error *err)
+static qs_status report_cores(const qs_comm_i *c, const qs_plan *plan, qs_progress *pg, qs_error *err)
 {
     enum { NC = 4 };
     qs_cpu_threads th;
@@ -339,17 +462,17 @@ static qs_status report_cores(const qs_comm_i *c, const qs_plan *plan, bool quie
     double *mine = v + c->rank * NC;
     mine[0] = th.affinity, mine[1] = th.available, mine[2] = th.threads, mine[3] = c->node_size > 0 ? c->node_size : 1;
     qs_status st = c->allreduce_sum_f64(c->ctx, v, (size_t)(c->size * NC), err);
-    if (st == QS_OK && c->rank == 0 && !quiet) {
+    if (st == QS_OK && c->rank == 0) {
         char short_ranks[256] = "";
         int n_short = 0, share = 0, per_node = 1;
         for (int r = 0; r < c->size; r++) {
             const double *x = v + r * NC;
             int aff = (int)x[0], avail = (int)x[1], thr = (int)x[2], ns = (int)x[3];
             int sh = avail / ns > 0 ? avail / ns : 1;
-            fprintf(stderr, "  rank %d: blocks [%d, %d)%s%s; %d core%s, %d thread%s (its node: %d cores, %d rank%s)\n",
-                    r, plan->stages[r].first_block, plan->stages[r].end_block, plan->stages[r].embed ? " + embedding" : "",
-                    plan->stages[r].head ? " + head" : "", aff, aff == 1 ? "" : "s", thr, thr == 1 ? "" : "s", avail, ns,
-                    ns == 1 ? "" : "s");
+            qs_progress_message(pg, "  rank %d: blocks [%d, %d)%s%s; %d core%s, %d thread%s (its node: %d cores, %d rank%s)",
+                                r, plan->stages[r].first_block, plan->stages[r].end_block,
+                                plan->stages[r].embed ? " + embedding" : "", plan->stages[r].head ? " + head" : "", aff,
+                                aff == 1 ? "" : "s", thr, thr == 1 ? "" : "s", avail, ns, ns == 1 ? "" : "s");
             if (aff < sh) {
                 size_t len = strlen(short_ranks);
                 if (len + 16 < sizeof short_ranks)
@@ -358,6 +481,7 @@ static qs_status report_cores(const qs_comm_i *c, const qs_plan *plan, bool quie
                 n_short++;
             }
         }
+        /* a warning: printed even with --quiet */
         if (n_short)
             fprintf(stderr, "qshard run: warning: rank%s %s run%s on fewer cores than %d, %s share of the node: launch "
                             "with `mpirun --map-by ppr:%d:node:pe=%d` or `mpirun --bind-to none` (Slurm: `srun "
@@ -369,48 +493,199 @@ static qs_status report_cores(const qs_comm_i *c, const qs_plan *plan, bool quie
     return st;
 }
 
+static void add_option(void *ctx, const char *key, const char *value)
+{
+    cJSON_AddStringToObject(ctx, key, value);
+}
+
+/* Rank 0: the first event of a run — what it is, and what the plan predicts. */
+static void emit_run_start(const qs_run_options *o, const qs_comm_i *c, const setup *s, const qs_plan *pred)
+{
+    const qs_model_config *cfg = qs_manifest_config(s->m);
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "ranks", c->size);
+    cJSON_AddNumberToObject(e, "blocks", cfg->n_layers);
+    cJSON_AddStringToObject(e, "arch", qs_arch_name(cfg->arch));
+    cJSON_AddNumberToObject(e, "hidden", (double)cfg->hidden);
+    cJSON_AddStringToObject(e, "model", o->model);
+    cJSON_AddStringToObject(e, "work", o->work);
+    cJSON_AddStringToObject(e, "out", o->out);
+    cJSON_AddStringToObject(e, "schedule", o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
+    cJSON_AddStringToObject(e, "method", o->method == QS_METHOD_GPTQ ? "gptq" : o->method == QS_METHOD_RTN ? "rtn" : "?");
+    cJSON_AddNumberToObject(e, "bits", o->bits);
+    cJSON_AddNumberToObject(e, "group_size", o->group_size);
+    cJSON_AddBoolToObject(e, "sym", o->sym);
+    cJSON_AddBoolToObject(e, "rtn_baseline", o->rtn_baseline);
+    cJSON_AddNumberToObject(e, "calib_rows", (double)s->dims[0]);
+    cJSON_AddNumberToObject(e, "calib_len", (double)s->dims[1]);
+    cJSON_AddBoolToObject(e, "resumed", s->resuming != 0);
+    cJSON_AddStringToObject(e, "fingerprint", s->fp_id);
+    if (o->command_line) cJSON_AddStringToObject(e, "command", o->command_line);
+    char host[64] = "?";
+    gethostname(host, sizeof host - 1);
+    cJSON_AddStringToObject(e, "host", host);
+    const char *job = getenv("SLURM_JOB_ID"), *restarts = getenv("SLURM_RESTART_COUNT");
+    if (job) cJSON_AddStringToObject(e, "slurm_job_id", job);
+    if (restarts) cJSON_AddStringToObject(e, "slurm_restart_count", restarts);
+    cJSON_AddItemToObject(e, "versions", qs_versions_json());
+    cJSON *opts = cJSON_AddObjectToObject(e, "options");
+    qs_run_options_visit(o, add_option, opts);
+    /* the plan's prediction for this run's calibration set (the memory chart compares with it) */
+    cJSON *plan = cJSON_AddArrayToObject(e, "plan");
+    for (int r = 0; pred && r < pred->n_ranks; r++) {
+        const qs_stage_plan *sp = &s->plan.stages[r], *pp = &pred->stages[r];
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddNumberToObject(x, "rank", r);
+        cJSON_AddNumberToObject(x, "first_block", sp->first_block);
+        cJSON_AddNumberToObject(x, "end_block", sp->end_block);
+        cJSON_AddBoolToObject(x, "embed", sp->embed);
+        cJSON_AddBoolToObject(x, "head", sp->head);
+        cJSON_AddNumberToObject(x, "peak_host_bytes", (double)pp->peak_host);
+        cJSON_AddNumberToObject(x, "peak_device_bytes", (double)pp->peak_device);
+        cJSON_AddNumberToObject(x, "seconds", pp->seconds);
+        cJSON_AddItemToArray(plan, x);
+    }
+    if (s->fp.json) {
+        cJSON *fp = cJSON_Parse(s->fp.json);
+        if (fp) cJSON_AddItemToObject(e, "fingerprint_record", fp);
+    }
+    qs_events_emit(s->ev, "run_start", e);
+}
+
+/* Rank 0: the last event of a run, with every rank's totals. */
+static void emit_run_end(qs_events *ev, const char *status, double seconds, const double *tt, int ranks)
+{
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "status", status);
+    cJSON_AddNumberToObject(e, "seconds", seconds);
+    cJSON *pr = cJSON_AddArrayToObject(e, "per_rank");
+    for (int r = 0; tt && r < ranks; r++) {
+        const double *x = tt + r * T_N;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "rank", r);
+        cJSON_AddNumberToObject(o, "total_s", x[T_TOTAL]);
+        cJSON_AddNumberToObject(o, "compute_s", x[T_COMPUTE]);
+        cJSON_AddNumberToObject(o, "hessian_s", x[T_HESSIAN]);
+        cJSON_AddNumberToObject(o, "solve_s", x[T_SOLVE]);
+        cJSON_AddNumberToObject(o, "comm_s", x[T_COMM]);
+        cJSON_AddNumberToObject(o, "wait_s", x[T_WAIT]);
+        cJSON_AddNumberToObject(o, "io_s", x[T_IO]);
+        cJSON_AddNumberToObject(o, "idle_s", x[T_IDLE]);
+        cJSON_AddNumberToObject(o, "bytes_read", x[T_BYTES]);
+        cJSON_AddNumberToObject(o, "peak_rss_bytes", x[T_PEAK_RSS]);
+        cJSON_AddNumberToObject(o, "rss_start_bytes", x[T_RSS_START]);
+        cJSON_AddItemToArray(pr, o);
+    }
+    qs_events_emit(ev, "run_end", e);
+}
+
+static void emit_export(qs_events *ev, const char *format, const char *path)
+{
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "format", format);
+    cJSON_AddStringToObject(e, "path", path);
+    qs_events_emit(ev, "export", e);
+}
+
+/* Rank 0: report.html from the work dir; a report that cannot be written is a
+ * warning (the exports are what the run is for). */
+static void write_report(const qs_run_options *o, char *path, size_t cap)
+{
+    qs_error e;
+    qs_error_clear(&e);
+    if (qs_report_generate(o->work, NULL, path, cap, &e) != QS_OK) {
+        fprintf(stderr, "qshard run: warning: no report: %s\n", e.msg);
+        path[0] = '\0';
+    }
+}
+
 qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop_flag, qs_error *err)
 {
     double t0 = now();
+    double rss_start = (double)qs_mem_rss();
     setup s;
     memset(&s, 0, sizeof s);
+    qs_progress pg;
+    memset(&pg, 0, sizeof pg); /* mode QUIET until set up: prints nothing */
+    qs_plan pred;
+    memset(&pred, 0, sizeof pred);
     qs_status st = agree(c, do_setup(o, c, &s, err), err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.dims, sizeof s.dims, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, &s.compute, sizeof s.compute, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.fp_id, sizeof s.fp_id, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, &s.resuming, sizeof s.resuming, 0, err);
     if (st != QS_OK) goto out;
+    const qs_stage_plan *mine = &s.plan.stages[c->rank];
+    const qs_model_config *cfg = qs_manifest_config(s.m);
     if (c->rank == 0) {
         const char *job = getenv("SLURM_JOB_ID"), *restarts = getenv("SLURM_RESTART_COUNT");
         qs_journal_append(o->work, "run %s: %d blocks on %d rank(s), fingerprint %s, slurm job %s, restart count %s",
                           s.resuming ? "resumed" : "started", qs_manifest_config(s.m)->n_layers, c->size, s.fp_id,
                           job ? job : "-", restarts ? restarts : "0");
+        /* the plan's memory prediction for this calibration set (the run's own plan,
+         * which only places blocks, keeps its defaults) */
+        qs_cost_params p;
+        qs_cost_params_default(&p);
+        p.schedule = o->schedule;
+        p.true_sequential = o->true_sequential;
+        p.micro_batch = o->micro_batch;
+        p.calib_rows = s.dims[0];
+        p.calib_len = s.dims[1];
+        qs_error perr;
+        bool have_pred = qs_plan_make(cfg, &p, c->size, 1, 0, 0, &pred, &perr) == QS_OK;
+        emit_run_start(o, c, &s, have_pred ? &pred : NULL);
+        /* --json keeps stdout for the JSON summary: progress goes to stderr then */
+        FILE *pf = o->json ? stderr : stdout;
+        st = qs_progress_init(&pg, pf, qs_progress_mode_for(pf, o->progress, o->quiet), s.plan.stages, c->size,
+                              cfg->n_layers, o->schedule == QS_SCHEDULE_PIPELINED, (double)(s.dims[0] * s.dims[1]),
+                              err);
+        if (st != QS_OK) c->abort(c->ctx, 1);
     }
 
-    const qs_stage_plan *mine = &s.plan.stages[c->rank];
-    const qs_model_config *cfg = qs_manifest_config(s.m);
-    if (c->rank == 0)
-        fprintf(stderr, "qshard run: %s, %d blocks on %d rank(s), %s schedule, %s %d-bit g%d, %lld × %lld calibration "
-                        "tokens, %s compute%s%s%s\n",
-                qs_arch_name(cfg->arch), cfg->n_layers, c->size,
-                o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined", o->method == QS_METHOD_GPTQ ? "GPTQ" : "RTN",
-                o->bits, o->group_size, (long long)s.dims[0], (long long)s.dims[1],
-                qs_compute_dtype_name((qs_compute_dtype)s.compute), s.compute == QS_COMPUTE_BF16 ? " (" : "",
-                s.compute == QS_COMPUTE_BF16 ? qs_backend_cpu()->bf16_kernel(qs_backend_cpu()->ctx) : "",
-                s.compute == QS_COMPUTE_BF16 ? ")" : "");
-    if ((st = report_cores(c, &s.plan, o->json, err)) != QS_OK) goto out;
+    qs_progress_message(&pg, "qshard run: %s, %d blocks on %d rank(s), %s schedule, %s %d-bit g%d, %lld × %lld calibration tokens, %s compute%s%s%s%s",
+                        qs_arch_name(cfg->arch), cfg->n_layers, c->size,
+                        o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined", o->method == QS_METHOD_GPTQ ? "GPTQ" : o->method == QS_METHOD_OMNIQUANT ? "OmniQuant" : "RTN",
+                        o->bits, o->group_size, (long long)s.dims[0], (long long)s.dims[1],
+                        qs_compute_dtype_name((qs_compute_dtype)s.compute), s.compute == QS_COMPUTE_BF16 ? " (" : "",
+                        s.compute == QS_COMPUTE_BF16 ? qs_backend_cpu()->bf16_kernel(qs_backend_cpu()->ctx) : "",
+                        s.compute == QS_COMPUTE_BF16 ? ")" : "", s.resuming ? " (resuming)" : "");
+    if ((st = report_cores(c, &s.plan, &pg, err)) != QS_OK) goto out;
 
-    run_ctx rc = {c, cfg->n_layers, s.plan.stages, t0, 0, 0, 0, NULL, NULL, o, s.exp, s.gguf, s.fp_id,
-                  s.resuming != 0, c->rank, 0, cJSON_CreateArray()};
-    rc.msg = calloc((size_t)cfg->n_layers, sizeof *rc.msg);
-    rc.req = calloc((size_t)cfg->n_layers, sizeof *rc.req);
-    if (!rc.msg || !rc.req) {
+    run_ctx rc;
+    memset(&rc, 0, sizeof rc);
+    rc.c = c;
+    rc.n_layers = cfg->n_layers;
+    rc.stages = s.plan.stages;
+    rc.t0 = t0;
+    rc.o = o;
+    rc.exp = s.exp;
+    rc.gguf = s.gguf;
+    rc.fingerprint = s.fp_id;
+    rc.resuming = s.resuming != 0;
+    rc.rank = c->rank;
+    rc.layers = cJSON_CreateArray();
+    rc.ev = s.ev;
+    rc.pg = &pg;
+    rc.cfg = cfg;
+    rc.names = &s.names;
+    rc.tokens = (double)(s.dims[0] * s.dims[1]);
+    rc.stop_flag = stop_flag;
+    rc.done_msg = calloc((size_t)cfg->n_layers, sizeof *rc.done_msg);
+    rc.done_req = calloc((size_t)cfg->n_layers, sizeof *rc.done_req);
+    rc.start_msg = calloc((size_t)cfg->n_layers, sizeof *rc.start_msg);
+    rc.start_req = calloc((size_t)cfg->n_layers, sizeof *rc.start_req);
+    if (!rc.done_msg || !rc.done_req || !rc.start_msg || !rc.start_req) {
         st = qs_error_set(err, QS_ERR_NOMEM, "progress messages");
         c->abort(c->ctx, 1);
     }
     if (c->rank == 0)
-        for (int l = mine->end_block; l < cfg->n_layers && st == QS_OK; l++)
-            st = c->irecv(c->ctx, rc.msg[l], sizeof rc.msg[l], owner_of(&rc, l), PROGRESS_TAG + l, &rc.req[l], err);
+        for (int l = mine->end_block; l < cfg->n_layers && st == QS_OK; l++) {
+            st = c->irecv(c->ctx, rc.start_msg[l], sizeof rc.start_msg[l], owner_of(&rc, l), START_TAG(l),
+                          &rc.start_req[l], err);
+            if (st == QS_OK)
+                st = c->irecv(c->ctx, &rc.done_msg[l], sizeof rc.done_msg[l], owner_of(&rc, l), DONE_TAG(l),
+                              &rc.done_req[l], err);
+        }
     qs_stage_args a;
     memset(&a, 0, sizeof a);
     a.comm = c;
@@ -433,6 +708,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     a.embed = mine->embed;
     a.on_block = on_block;
     a.on_block_ctx = &rc;
+    a.on_block_start = on_block_start;
     a.resume_block = resume_block;
     a.resume_ctx = &rc;
     a.stop_flag = stop_flag;
@@ -454,12 +730,15 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         nanosleep(&ts, NULL);
     }
     for (int l = 0; l < cfg->n_layers; l++) {
-        if (!rc.req[l].n) continue;
-        if (st == QS_OK) {
-            qs_error e;
-            c->wait(c->ctx, &rc.req[l], &e);
-        } else {
-            c->cancel(c->ctx, &rc.req[l]);
+        qs_comm_request *reqs[2] = {&rc.start_req[l], &rc.done_req[l]};
+        for (int k = 0; k < 2; k++) {
+            if (!reqs[k]->n) continue;
+            if (st == QS_OK) {
+                qs_error e;
+                c->wait(c->ctx, reqs[k], &e);
+            } else {
+                c->cancel(c->ctx, reqs[k]);
+            }
         }
     }
     /* a stop request: every rank gets here (waits poll for it); agree, then exit 3 */
@@ -472,22 +751,42 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         } else if (stopped[0]) {
             if (c->rank == 0) {
                 qs_journal_append(o->work, "run interrupted at a block boundary; resumable");
+                note_stop(&rc);
+                if (!rc.stop_emitted) {
+                    /* another rank's stop that rank 0 learnt of through the agreement */
+                    cJSON *e = cJSON_CreateObject();
+                    cJSON_AddStringToObject(e, "action", "stopped at a block boundary (resumable)");
+                    qs_events_emit(s.ev, "stop_signal", e);
+                }
+                emit_run_end(s.ev, "interrupted", now() - t0, NULL, c->size);
+                qs_progress_end(&pg);
+                char rp[QS_PATH_MAX + 64];
+                write_report(o, rp, sizeof rp);
                 fprintf(stderr, "qshard run: interrupted: finished blocks are checkpointed in %s; run the same "
-                                "command again to resume\n", o->work);
+                                "command again to resume%s%s\n", o->work, rp[0] ? "; report so far in " : "", rp);
             }
             cJSON_Delete(rc.layers);
-            free(rc.msg);
-            free(rc.req);
+            free(rc.done_msg);
+            free(rc.done_req);
+            free(rc.start_msg);
+            free(rc.start_req);
             st = qs_error_set(err, QS_ERR_INTERRUPTED, "interrupted (resumable)");
             goto out;
         }
     }
     if (st != QS_OK) {
         /* mid-run: report with the rank and stop every rank (no hang) */
+        qs_progress_end(&pg);
+        /* mid-run: report with the rank and stop every rank (no hang). A dead
+         * peer surfaces here as an MPI error too: the heartbeat gets a moment
+         * to name it (and end this process); else the goodbye keeps the
+         * others from reporting this rank as lost. */
+        qs_heartbeat_stop(1.0);
         fprintf(stderr, "qshard run: error: rank %d: %s\n", c->rank, err->msg);
         fflush(stderr);
         c->abort(c->ctx, qs_status_exit_code(st) ? qs_status_exit_code(st) : 1);
     }
+    qs_progress_end(&pg);
 
     /* per-rank statistics to the work dir, then everyone's timing to rank 0 */
     char path[QS_PATH_MAX + 64];
@@ -495,31 +794,42 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     char *txt = cJSON_PrintUnformatted(rc.layers);
     st = qs_write_file_durable(path, txt, strlen(txt), err);
     free(txt);
-    double *tt = calloc((size_t)(c->size * NT), sizeof(double));
-    tt[c->rank * NT + 0] = tm.total;
-    tt[c->rank * NT + 1] = tm.compute;
-    tt[c->rank * NT + 2] = tm.comm;
-    tt[c->rank * NT + 3] = tm.io;
-    tt[c->rank * NT + 4] = tm.idle;
-    tt[c->rank * NT + 5] = (double)tm.bytes_read;
-    tt[c->rank * NT + 6] = tm.forward;
-    tt[c->rank * NT + 7] = tm.hessian;
-    tt[c->rank * NT + 8] = tm.solve;
-    tt[c->rank * NT + 9] = tm.forward_flops;
-    tt[c->rank * NT + 10] = tm.forward_flops_one;
+    double *tt = calloc((size_t)(c->size * T_N), sizeof(double));
+    double *x = tt + c->rank * T_N;
+    x[T_TOTAL] = tm.total;
+    x[T_COMPUTE] = tm.compute;
+    x[T_COMM] = tm.comm;
+    x[T_IO] = tm.io;
+    x[T_IDLE] = tm.idle;
+    x[T_BYTES] = (double)tm.bytes_read;
+    x[T_HESSIAN] = tm.hessian;
+    x[T_SOLVE] = tm.solve;
+    x[T_WAIT] = tm.wait_first;
+    x[T_PEAK_RSS] = (double)qs_mem_peak_rss();
+    x[T_RSS_START] = rss_start;
+    x[T_FORWARD] = tm.forward;
+    x[T_FWD_FLOPS] = tm.forward_flops;
+    x[T_FWD_ONE] = tm.forward_flops_one;
     if (st == QS_OK) st = agree(c, st, err);
-    if (st == QS_OK) st = c->allreduce_sum_f64(c->ctx, tt, (size_t)(c->size * NT), err);
+    if (st == QS_OK) st = c->allreduce_sum_f64(c->ctx, tt, (size_t)(c->size * T_N), err);
     /* every shard is durable on every rank here: now the index and configs */
-    if (st == QS_OK && c->rank == 0 && s.gguf) st = qs_gguf_export_finish(s.gguf, err);
+    if (st == QS_OK && c->rank == 0 && s.gguf) {
+        st = qs_gguf_export_finish(s.gguf, err);
+        if (st == QS_OK) emit_export(s.ev, "gguf", s.gguf_path);
+    }
     if (st == QS_OK && c->rank == 0 && s.want_hdf5) {
         /* the archive is made from the block checkpoints (the work dir is shared) */
         char h5[QS_PATH_MAX + 16];
         snprintf(h5, sizeof h5, "%s/qshard.h5", o->out);
         qs_export_opts xo = {.format = QS_EXPORT_HDF5};
         st = qs_export_from_work(o->work, h5, &xo, err);
+        if (st == QS_OK) emit_export(s.ev, "hdf5", h5);
     }
     /* the GPTQ index last: its presence marks a complete export */
-    if (st == QS_OK && c->rank == 0 && s.exp) st = qs_gptq_export_finish(s.exp, err);
+    if (st == QS_OK && c->rank == 0 && s.exp) {
+        st = qs_gptq_export_finish(s.exp, err);
+        if (st == QS_OK) emit_export(s.ev, "gptq", o->out);
+    }
     if (st == QS_OK && c->rank == 0) {
         /* the report: every rank's per-layer statistics, in block order */
         cJSON *rep = cJSON_CreateObject();
@@ -531,6 +841,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
             cJSON_AddStringToObject(rep, "bf16_kernel", qs_backend_cpu()->bf16_kernel(qs_backend_cpu()->ctx));
         cJSON_AddNumberToObject(rep, "seconds", now() - t0);
         cJSON *layers = cJSON_AddArrayToObject(rep, "layers");
+        cJSON *omni = o->method == QS_METHOD_OMNIQUANT ? cJSON_AddArrayToObject(rep, "omniquant") : NULL;
         for (int r = 0; r < c->size && st == QS_OK; r++) {
             snprintf(path, sizeof path, "%s/stats.rank%05d.json", o->work, r);
             char *data = NULL;
@@ -538,28 +849,38 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
             cJSON *arr = st == QS_OK ? cJSON_Parse(data) : NULL;
             free(data);
             cJSON *e;
-            cJSON_ArrayForEach(e, arr) cJSON_AddItemToArray(layers, cJSON_Duplicate(e, 1));
+            cJSON_ArrayForEach(e, arr)
+            {
+                bool per_block = cJSON_GetObjectItemCaseSensitive(e, "omniquant") != NULL;
+                cJSON_AddItemToArray(per_block && omni ? omni : layers, cJSON_Duplicate(e, 1));
+            }
             cJSON_Delete(arr);
         }
         cJSON *ranks = cJSON_AddArrayToObject(rep, "per_rank");
         for (int r = 0; r < c->size; r++) {
             cJSON *e = cJSON_CreateObject();
-            const double *x = tt + r * NT;
+            const double *y = tt + r * T_N;
             cJSON_AddNumberToObject(e, "rank", r);
             cJSON_AddNumberToObject(e, "first_block", s.plan.stages[r].first_block);
             cJSON_AddNumberToObject(e, "end_block", s.plan.stages[r].end_block);
-            cJSON_AddNumberToObject(e, "total_s", x[0]);
-            cJSON_AddNumberToObject(e, "compute_s", x[1]);
-            cJSON_AddNumberToObject(e, "comm_s", x[2]);
-            cJSON_AddNumberToObject(e, "io_s", x[3]);
-            cJSON_AddNumberToObject(e, "idle_s", x[4]);
-            cJSON_AddNumberToObject(e, "bytes_read", x[5]);
-            cJSON_AddNumberToObject(e, "forward_s", x[6]);
-            cJSON_AddNumberToObject(e, "hessian_s", x[7]);
-            cJSON_AddNumberToObject(e, "solve_s", x[8]);
-            cJSON_AddNumberToObject(e, "forward_flops", x[9]);
+            cJSON_AddNumberToObject(e, "total_s", y[T_TOTAL]);
+            cJSON_AddNumberToObject(e, "compute_s", y[T_COMPUTE]);
+            cJSON_AddNumberToObject(e, "comm_s", y[T_COMM]);
+            cJSON_AddNumberToObject(e, "io_s", y[T_IO]);
+            cJSON_AddNumberToObject(e, "idle_s", y[T_IDLE]);
+            cJSON_AddNumberToObject(e, "bytes_read", y[T_BYTES]);
+            cJSON_AddNumberToObject(e, "hessian_s", y[T_HESSIAN]);
+            cJSON_AddNumberToObject(e, "solve_s", y[T_SOLVE]);
+            cJSON_AddNumberToObject(e, "forward_s", y[T_FORWARD]);
+            cJSON_AddNumberToObject(e, "forward_flops", y[T_FWD_FLOPS]);
             /* forward work in units of one forward of the rank's blocks over all calibration rows */
-            cJSON_AddNumberToObject(e, "forward_equivalents", x[10] > 0 ? x[9] / x[10] : 0.0);
+            cJSON_AddNumberToObject(e, "forward_equivalents", y[T_FWD_ONE] > 0 ? y[T_FWD_FLOPS] / y[T_FWD_ONE] : 0.0);
+            cJSON_AddNumberToObject(e, "wait_s", y[T_WAIT]);
+            cJSON_AddNumberToObject(e, "peak_rss_bytes", y[T_PEAK_RSS]);
+            if (pred.stages) {
+                cJSON_AddNumberToObject(e, "plan_peak_host_bytes", (double)pred.stages[r].peak_host);
+                cJSON_AddNumberToObject(e, "plan_peak_device_bytes", (double)pred.stages[r].peak_device);
+            }
             cJSON_AddItemToArray(ranks, e);
         }
         snprintf(path, sizeof path, "%s/qshard_report.json", o->work);
@@ -572,19 +893,27 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         }
         free(txt);
         cJSON_Delete(rep);
-        print_timing(c, tt, o->json);
+        print_timing(&pg, tt, c->size);
         if (st == QS_OK) {
             qs_journal_append(o->work, "run finished: %d blocks, export in %s", cfg->n_layers, o->out);
-            fprintf(stderr, "qshard run: done in %.1f s: %s%s%s in %s, report in %s/qshard_report.json\n",
-                    now() - t0, s.exp ? "GPTQ safetensors" : "", s.gguf ? " + model.gguf" : "",
-                    s.want_hdf5 ? " + qshard.h5" : "", o->out, o->work);
+            emit_run_end(s.ev, "done", now() - t0, tt, c->size);
+            char rp[QS_PATH_MAX + 64];
+            write_report(o, rp, sizeof rp);
+            qs_progress_message(&pg, "qshard run: done in %.1f s: %s%s%s in %s; report %s", now() - t0,
+                                s.exp ? "GPTQ safetensors" : "", s.gguf ? " + model.gguf" : "",
+                                s.want_hdf5 ? " + qshard.h5" : "", o->out, rp[0] ? rp : "(none)");
         }
     }
     free(tt);
-    free(rc.msg);
-    free(rc.req);
+    free(rc.done_msg);
+    free(rc.done_req);
+    free(rc.start_msg);
+    free(rc.start_req);
     cJSON_Delete(rc.layers);
 out:
+    qs_progress_free(&pg);
+    qs_events_close(s.ev);
+    qs_plan_free(&pred);
     qs_fingerprint_free(&s.fp);
     qs_gptq_export_free(s.exp);
     qs_gguf_export_free(s.gguf);

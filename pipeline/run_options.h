@@ -21,7 +21,7 @@
 
 #define QS_PATH_MAX 4096
 
-typedef enum qs_method { QS_METHOD_RTN = 0, QS_METHOD_GPTQ } qs_method;
+typedef enum qs_method { QS_METHOD_RTN = 0, QS_METHOD_GPTQ, QS_METHOD_OMNIQUANT } qs_method;
 
 typedef struct qs_slurm_options {
     int nodes;
@@ -57,17 +57,35 @@ typedef struct qs_run_options {
     int block_size;
     int calib_rows;         /* use the first N rows of the calibration set (0: all) */
     char compute_dtype[8];  /* "auto", "f32" or "bf16": the forwards' GEMMs and Hessians (the solve is f32) */
+    /* OmniQuant (docs/omniquant.md) */
+    int epochs;             /* 0: the default, 20 (40 at 2 bits) */
+    bool lwc;               /* learnable weight clipping (default on) */
+    bool let;               /* learnable equivalent transformation (default off) */
+    double lwc_lr, let_lr;  /* 5e-3, 1e-2 */
+    int omni_batch;         /* calibration rows per step (1) */
+    int omni_seed;          /* row order per block and epoch (0) */
+    bool omni_cosine;       /* cosine learning-rate decay over each block's steps (default on) */
     /* run */
+    char device[8];         /* "cpu", "cuda" or "auto" (kernels/device.h; docs/gpu.md) */
     qs_schedule_kind schedule;
     int micro_batch;
+    int replicas;           /* data-parallel replicas per stage; 0: not given (the plan chooses; run: 1 for now) */
+    double link_gbps;       /* planning: Gbit/s per rank between nodes (qshard plan JOB_FILE) */
+    double intra_node_gbps; /* planning: Gbit/s per rank within a node */
+    double heartbeat_timeout; /* seconds of silence after which a peer rank is lost (0: no heartbeat) */
     bool json;
     bool force_resume;
+    bool quiet;             /* print nothing but warnings and errors */
+    char progress[8];       /* "auto", "live" or "plain" (pipeline/progress.h) */
+    char log_json[QS_PATH_MAX]; /* also write the event stream (JSON lines) here; "" none */
     /* output */
     char checkpoint_format[16]; /* "gptq" (v1) or "gptq_v2" */
     uint64_t max_shard_size;
     char formats[64];       /* comma list: gptq,gguf,hdf5 */
     char gguf_fallback[8];  /* "none" or "f16" */
     qs_slurm_options slurm;
+    /* not an option: the command line that started the run, for the report (owned by the caller; may be NULL) */
+    const char *command_line;
 } qs_run_options;
 
 void qs_run_options_default(qs_run_options *o);
@@ -85,8 +103,16 @@ qs_status qs_run_options_load_job(qs_run_options *o, const char *path, qs_error 
  * A positional JOB_FILE is loaded first, then flags override it. */
 qs_status qs_run_options_parse_argv(qs_run_options *o, int argc, char **argv, qs_error *err);
 
+/* The epochs an OmniQuant run trains per block (the default depends on bits). */
+int qs_run_options_epochs(const qs_run_options *o);
+
 /* Checks required fields and consistency (bits, group size, paths). */
 qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err);
+
+/* Calls fn with every option's long name and its value as text (the run
+ * report lists them); switches give "true"/"false". */
+void qs_run_options_visit(const qs_run_options *o, void (*fn)(void *ctx, const char *key, const char *value),
+                          void *ctx);
 
 /* The flags, for --help. */
 void qs_run_options_usage(FILE *f);

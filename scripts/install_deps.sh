@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what qshard needs on Debian 12 (as root, or via sudo for a normal
-# user): the C toolchain and libraries, Slurm + munge for the Slurm tests, and
-# a Python virtual environment with the test-only readers (numpy, safetensors,
-# gguf, h5py, tokenizers) in .venv/. Installs only what is missing.
+# user): the C toolchain and libraries, Slurm + munge for the Slurm tests,
+# chromium for the report's browser test, iproute2 for the multi-host tests
+# (network namespaces), and a Python virtual environment with the test-only
+# readers (numpy, safetensors, gguf, h5py, tokenizers, pillow) in .venv/.
+# Installs only what is missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -10,7 +12,7 @@ packages=(build-essential cmake pkg-config clang libclang-rt-14-dev libomp-dev t
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools libcmocka-dev
   libopenblas-dev liblapacke-dev libdnnl-dev libcjson-dev libxxhash-dev libpcre2-dev
   libinih-dev libyaml-dev python3 python3-venv python3-pip
-  slurm-wlm munge)
+  slurm-wlm munge chromium iproute2)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -29,6 +31,6 @@ venv="$here/.venv"
 if [ ! -x "$venv/bin/python3" ]; then
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python3" -c "import numpy, safetensors, gguf, h5py, tokenizers" 2>/dev/null; then
-  "$venv/bin/python3" -m pip install -q --disable-pip-version-check numpy safetensors gguf h5py tokenizers
+if ! "$venv/bin/python3" -c "import numpy, safetensors, gguf, h5py, tokenizers, PIL" 2>/dev/null; then
+  "$venv/bin/python3" -m pip install -q --disable-pip-version-check numpy safetensors gguf h5py tokenizers pillow
 fi

@@ -19,6 +19,14 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Wall-clock time for the per-block timeline (comparable across hosts). */
+static double wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* ---- per-rank state -------------------------------------------------------- */
 
 typedef struct stage_state {
@@ -32,6 +40,11 @@ typedef struct stage_state {
     bool carry_tried;           /* allocated (or found impossible) once */
     qs_comm_request *send_req;  /* one per micro-batch */
     double t_start;
+    qs_stage_timing blk_snap;   /* the timing when the current block's interval began */
+    double blk_wall0;           /* and the wall clock then */
+    /* OmniQuant's FP stream (NULL otherwise): this block's FP input, the next one's */
+    float *fp_acts, *fp_next;
+    qs_comm_request *fp_send_req;
 } stage_state;
 
 static int64_t mb_first(const stage_state *s, int64_t k) { return k * s->a->micro_batch; }
@@ -56,7 +69,7 @@ static float *mb_carry(const stage_state *s, int64_t k, int64_t cols)
 typedef struct capture_ctx {
     qs_hessian h[QS_BLOCK_STAGES];
     const qs_backend_i *be;
-    double seconds; /* time spent accumulating */
+    double seconds;             /* spent in Hessian updates (for the per-block timing) */
 } capture_ctx;
 
 /* Linears of one stage share their input: accumulate once, on the first. In
@@ -69,10 +82,10 @@ static qs_status on_capture(void *ctx, const qs_block *blk, int idx, const float
     for (int j = 0; j < idx; j++)
         if (blk->lin[j].stage == st) return QS_OK;
     double t0 = now();
-    qs_status r = xb ? qs_hessian_add_bf16(&c->h[st], c->be, xb, rows, in, err)
-                     : qs_hessian_add(&c->h[st], c->be, x, rows, in, err);
+    qs_status rc = xb ? qs_hessian_add_bf16(&c->h[st], c->be, xb, rows, in, err)
+                      : qs_hessian_add(&c->h[st], c->be, x, rows, in, err);
     c->seconds += now() - t0;
-    return r;
+    return rc;
 }
 
 /* ---- stopping at a safe point ----------------------------------------------------- */
@@ -116,8 +129,13 @@ static qs_status wait_sends(stage_state *s, qs_error *err)
     qs_status st = QS_OK;
     for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++)
         if (s->send_req[k].n) st = wait_or_stop(s, &s->send_req[k], err);
+    for (int64_t k = 0; s->fp_send_req && k < s->n_micro && st == QS_OK; k++)
+        if (s->fp_send_req[k].n) st = wait_or_stop(s, &s->fp_send_req[k], err);
     if (st != QS_OK)
-        for (int64_t k = 0; k < s->n_micro; k++) s->a->comm->cancel(s->a->comm->ctx, &s->send_req[k]);
+        for (int64_t k = 0; k < s->n_micro; k++) {
+            s->a->comm->cancel(s->a->comm->ctx, &s->send_req[k]);
+            if (s->fp_send_req) s->a->comm->cancel(s->a->comm->ctx, &s->fp_send_req[k]);
+        }
     s->t->comm += now() - t0;
     return st;
 }
@@ -138,6 +156,7 @@ static qs_status receive_all(stage_state *s, float *acts, int tag_base,
         double t0 = now();
         qs_status st = wait_or_stop(s, &req[k % 2], err);
         s->t->comm += now() - t0;
+        if (k == 0) s->t->wait_first += now() - t0;
         if (st != QS_OK) {
             c->cancel(c->ctx, &req[(k + 1) % 2]);
             if (st == QS_ERR_INTERRUPTED) return st;
@@ -197,6 +216,7 @@ static qs_status load_block(stage_state *s, qs_block *blk, int layer, qs_error *
         t0 = now();
         st = qs_block_set_compute(blk, s->a->compute, err);
         s->t->forward += now() - t0;
+        s->t->compute += now() - t0;
         if (st != QS_OK) qs_block_free(blk);
     }
     return st;
@@ -324,6 +344,52 @@ static qs_status span_all(stage_state *s, const qs_block *blk, int from, int to,
     return QS_OK;
 }
 
+/* ---- OmniQuant: the FP stream and the block's training ------------------------------ */
+
+#define OMNI_FP_TAG 3000 /* the FP stream's micro-batches, rank to rank (exact schedule) */
+
+static bool is_omni(const stage_state *s) { return s->a->quant.method == QS_QUANT_METHOD_OMNIQUANT; }
+
+/* The FP block's output on the FP input (the training target and the next
+ * block's FP input), sent on at once when this is the rank's last block. */
+static qs_status omni_fp_forward(stage_state *s, const qs_block *blk, bool send, qs_error *err)
+{
+    const qs_comm_i *c = s->a->comm;
+    for (int64_t k = 0; k < s->n_micro; k++) {
+        double t0 = now();
+        QS_TRY(qs_block_forward(blk, s->a->be, mb_ptr(s, s->fp_acts, k), mb_rows(s, k), s->a->seq,
+                                mb_ptr(s, s->fp_next, k), NULL, err));
+        s->t->compute += now() - t0;
+        s->t->forward += now() - t0;
+        if (send)
+            QS_TRY(c->isend(c->ctx, mb_ptr(s, s->fp_next, k), mb_bytes(s, k), s->a->next_rank, OMNI_FP_TAG + (int)k,
+                            &s->fp_send_req[k], err));
+    }
+    return QS_OK;
+}
+
+/* Trains, folds and quantizes blk (FP on entry, quantized on return). */
+static qs_status omni_block(stage_state *s, qs_block *blk, qs_block_outcome *o, qs_error *err)
+{
+    const qs_stage_args *a = s->a;
+    double t0 = now();
+    qs_status st = qs_omni_quantize_block(blk, a->be, &a->quant, a->manifest, a->names, s->acts, s->fp_acts,
+                                          s->fp_next, a->rows, a->seq, o->res, o->omni, a->stop_flag, err);
+    double dt = now() - t0;
+    s->t->compute += dt;
+    s->t->solve += dt; /* the report's "quantize" phase: training, folding, codes */
+    if (st == QS_ERR_INTERRUPTED) {
+        stop_now(s); /* tell the other ranks, as a stop at a block boundary does */
+        return st;
+    }
+    for (int i = 0; i < blk->n_linears && st == QS_OK; i++) {
+        o->stats[i].loss = o->stats[i].loss_rtn = NAN; /* no Hessian: the block's loss curve is in o->omni */
+        o->stats[i].samples = a->rows * a->seq;
+        o->stats[i].seconds = dt / blk->n_linears;
+    }
+    return st == QS_OK ? QS_OK : qs_error_prefix(err, "block %d", blk->layer);
+}
+
 /* The quantization loop over this rank's blocks, starting from `acts`. */
 static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block *first, capture_ctx *first_cap,
                                  bool send_last, qs_error *err)
@@ -359,9 +425,19 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
         o->layer = layer;
         o->blk = blk;
         bool gptq = a->quant.method == QS_QUANT_METHOD_GPTQ;
+        bool last = layer == a->end_block - 1;
         s->t->forward_flops_one += qs_block_forward_flops(blk, a->rows, a->seq);
         if (gptq && a->true_sequential) carry_alloc(s, blk);
-        if (a->resume_block) st = a->resume_block(a->resume_ctx, layer, o->res, o->stats, &o->resumed, err);
+        if (a->on_block_start) st = a->on_block_start(a->on_block_ctx, layer, err);
+        if (st == QS_OK && is_omni(s)) {
+            /* the FP stream first, while blk still holds the FP weights */
+            o->omni = calloc(1, sizeof *o->omni);
+            st = o->omni ? omni_fp_forward(s, blk, send_last && last, err)
+                         : qs_error_set(err, QS_ERR_NOMEM, "block %d: omniquant record", layer);
+        }
+        if (st == QS_OK && a->resume_block)
+            st = a->resume_block(a->resume_ctx, layer, o->res, o->stats, o->omni, &o->resumed, err);
+        if (st == QS_OK && o->resumed && o->omni) st = qs_omni_apply_fp(blk, a->names, o->omni, err);
         if (st == QS_OK && o->resumed) {
             /* a finished block of a previous run: its quantized weights, then only the forward */
             for (int i = 0; i < blk->n_linears && st == QS_OK; i++) {
@@ -375,11 +451,12 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
                 }
             }
         }
+        if (st == QS_OK && !o->resumed && is_omni(s)) st = omni_block(s, blk, o, err);
         /* the forward state: boundary `at`, the residual stream there in res */
         int at = 0;
         float *res = s->acts;
         bool keep = s->carry != NULL;
-        for (int stg = 0; stg < QS_BLOCK_STAGES && st == QS_OK && !o->resumed; stg++) {
+        for (int stg = 0; stg < QS_BLOCK_STAGES && st == QS_OK && !o->resumed && !is_omni(s); stg++) {
             bool has = false;
             for (int i = 0; i < blk->n_linears; i++) has |= blk->lin[i].stage == stg;
             if (!has) continue;
@@ -412,12 +489,27 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
             s->t->solve += dt;
             if (cap->h[stg].h32 || cap->h[stg].h64) qs_hessian_free(&cap->h[stg]);
         }
-        bool last = layer == a->end_block - 1;
         /* the rest of the forward: the quantized block's output into next */
         if (st == QS_OK) st = span_all(s, blk, at, QS_BLOCK_END, &res, NULL, NULL, send_last && last, 1000, err);
         o->seconds = now() - tb;
+        /* the block's interval and phases: differences of the rank's running sums
+         * (the spans added their Hessian time to s->t->hessian already) */
+        cap->seconds = 0;
+        const qs_stage_timing *p0 = &s->blk_snap, *p1 = s->t;
+        o->timing.t_start = s->blk_wall0;
+        o->timing.t_end = wall();
+        o->timing.hessian = p1->hessian - p0->hessian;
+        o->timing.solve = p1->solve - p0->solve;
+        o->timing.forward = (p1->compute - p0->compute) - o->timing.hessian - o->timing.solve;
+        o->timing.wait = p1->wait_first - p0->wait_first;
+        o->timing.comm = (p1->comm - p0->comm) - o->timing.wait;
+        o->timing.io = p1->io - p0->io;
         if (st == QS_OK && a->on_block) st = a->on_block(a->on_block_ctx, o, err);
+        s->blk_snap = *s->t;
+        s->blk_wall0 = wall();
         for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) qs_quant_result_free(&o->res[i]);
+        qs_omni_record_free(o->omni);
+        free(o->omni);
         free(o);
         for (int x = 0; x < QS_BLOCK_STAGES; x++)
             if (cap->h[x].h32 || cap->h[x].h64) qs_hessian_free(&cap->h[x]);
@@ -425,6 +517,11 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
         float *tmp = s->acts;
         s->acts = s->next;
         s->next = tmp;
+        if (is_omni(s)) {
+            tmp = s->fp_acts;
+            s->fp_acts = s->fp_next;
+            s->fp_next = tmp;
+        }
         if (st == QS_OK && last && send_last) st = wait_sends(s, err);
     }
     return st;
@@ -461,6 +558,7 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
     s.a = a;
     s.t = t;
     s.t_start = now();
+    s.blk_wall0 = wall();
     s.hidden = qs_manifest_config(a->manifest)->hidden;
     s.row_floats = (size_t)(a->seq * s.hidden);
     s.n_micro = (a->rows + a->micro_batch - 1) / a->micro_batch;
@@ -475,6 +573,15 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         st = qs_error_set(err, QS_ERR_NOMEM, "activations: 2 × %zu floats", total);
         goto done;
     }
+    if (is_omni(&s)) {
+        s.fp_acts = qs_malloc(total * sizeof(float));
+        s.fp_next = qs_malloc(total * sizeof(float));
+        s.fp_send_req = calloc((size_t)s.n_micro, sizeof *s.fp_send_req);
+        if (!s.fp_acts || !s.fp_next || !s.fp_send_req) {
+            st = qs_error_set(err, QS_ERR_NOMEM, "OmniQuant's FP activations: 2 × %zu floats", total);
+            goto done;
+        }
+    }
     if (a->schedule == QS_SCHEDULE_PIPELINED) {
         fp_in = qs_malloc(total * sizeof(float));
         if (!fp_in) {
@@ -484,12 +591,14 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         st = fp_pass(&s, fp_in, err);
         if (st == QS_OK) {
             memcpy(s.acts, fp_in, total * sizeof(float));
+            if (s.fp_acts) memcpy(s.fp_acts, fp_in, total * sizeof(float)); /* OmniQuant's targets start there too */
             qs_free(fp_in);
             fp_in = NULL;
             st = quantize_blocks(&s, false, NULL, NULL, false, err);
         }
     } else if (a->embed) {
         st = embed_all(&s, s.acts, err);
+        if (st == QS_OK && s.fp_acts) memcpy(s.fp_acts, s.acts, total * sizeof(float));
         if (st == QS_OK) st = quantize_blocks(&s, false, NULL, NULL, a->next_rank >= 0, err);
     } else {
         /* Load the first block while nothing has arrived yet, then collect its
@@ -510,6 +619,7 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         prefill_ctx pc = {&first, &cap};
         bool loaded = st == QS_OK;
         if (st == QS_OK) st = receive_all(&s, s.acts, 1000, gptq ? prefill_stage0 : NULL, &pc, err);
+        if (st == QS_OK && s.fp_acts) st = receive_all(&s, s.fp_acts, OMNI_FP_TAG, NULL, NULL, err);
         if (st == QS_OK) st = quantize_blocks(&s, gptq, &first, &cap, a->next_rank >= 0, err);
         else {
             if (loaded) qs_block_free(&first);
@@ -522,6 +632,9 @@ done:
     qs_free(s.next);
     qs_free(s.carry);
     free(s.send_req);
+    qs_free(s.fp_acts);
+    qs_free(s.fp_next);
+    free(s.fp_send_req);
     t->total = now() - s.t_start;
     t->idle = t->total - t->compute - t->comm - t->io;
     if (t->idle < 0) t->idle = 0;

@@ -19,6 +19,13 @@
  * QS_FORWARD_RECOMPUTE=1) each stage re-runs the block from its input as
  * before: the same numbers, about 2.4 forwards per block.
  *
+ * OmniQuant (workers/omniquant.h) instead trains each block on two streams:
+ * the quantized path's activations (acts, as above) and the FP path's, whose
+ * block output is the training target and the next block's FP input. In the
+ * exact schedule both streams travel rank to rank; in the pipelined one the
+ * FP pass gives a rank its first block's FP input, which also starts its
+ * quantized stream.
+ *
  * Schedules:
  *   exact     — the first block's input is what the previous rank's last
  *               block produced after quantization; ranks run one after another
@@ -44,6 +51,7 @@
 #include "schedulers/cost_model.h"
 #include "workers/block.h"
 #include "workers/comm.h"
+#include "workers/omniquant.h"
 
 /* Statistics of one quantized linear. */
 typedef struct qs_linear_stats {
@@ -54,6 +62,22 @@ typedef struct qs_linear_stats {
     int64_t samples;      /* token rows its Hessian saw */
 } qs_linear_stats;
 
+/* Where one block's time went on its rank (seconds; t_start/t_end are wall-clock
+ * CLOCK_REALTIME so that ranks on different hosts share a time axis). The
+ * interval runs from the previous block's end on this rank (for the rank's
+ * first block: from the start of its stage, so the wait for the previous
+ * rank, the embedding or the FP pass are in it) to the end of the block's
+ * quantized forward; the phases are sums inside it. */
+typedef struct qs_block_timing {
+    double t_start, t_end;
+    double forward;   /* block forwards (capture passes and the quantized output), less the Hessian updates */
+    double hessian;   /* Hessian accumulation inside the capture passes */
+    double solve;     /* quantizing the linears (GPTQ/RTN, losses) */
+    double comm;      /* receiving and sending activations, less wait */
+    double wait;      /* waiting for the previous rank's first micro-batch (a pipeline bubble) */
+    double io;        /* reading the block's weights */
+} qs_block_timing;
+
 typedef struct qs_block_outcome {
     int layer;
     const qs_block *blk;                          /* the block with quantized weights */
@@ -61,14 +85,22 @@ typedef struct qs_block_outcome {
     qs_linear_stats stats[QS_MAX_BLOCK_LINEARS];
     double seconds;                               /* the whole block */
     bool resumed;                                 /* taken from a previous run's checkpoint */
+    qs_block_timing timing;
+    qs_omni_record *omni;                         /* OmniQuant: what was learned and folded; NULL otherwise */
 } qs_block_outcome;
 
 /* Resume: fills res (with q) and stats of block `layer` from a previous run
- * and sets *found; the stage then only forwards the block. */
+ * and sets *found; the stage then only forwards the block. For OmniQuant
+ * (omni not NULL) also the block's record, whose folded tensors the stage
+ * puts back into the block. */
 typedef qs_status (*qs_block_resume_fn)(void *ctx, int layer, qs_quant_result res[QS_MAX_BLOCK_LINEARS],
-                                        qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], bool *found, qs_error *err);
+                                        qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], qs_omni_record *omni,
+                                        bool *found, qs_error *err);
 
 typedef qs_status (*qs_block_done_fn)(void *ctx, const qs_block_outcome *o, qs_error *err);
+
+/* Called when the rank starts block `layer` (progress reports). */
+typedef qs_status (*qs_block_start_fn)(void *ctx, int layer, qs_error *err);
 
 typedef struct qs_stage_timing {
     double compute, comm, io, idle, total;
@@ -79,6 +111,7 @@ typedef struct qs_stage_timing {
     double forward_flops;                         /* GEMM + attention flops the forwards ran */
     double forward_flops_one;                     /* one forward of each of this rank's blocks over all rows */
     uint64_t bytes_read;                          /* tensor bytes this rank read */
+    double wait_first;                            /* part of comm: waiting for a receive's first micro-batch */
 } qs_stage_timing;
 
 typedef struct qs_stage_args {
@@ -98,6 +131,7 @@ typedef struct qs_stage_args {
     bool embed;                                   /* this rank runs the embedding stage */
     qs_block_done_fn on_block;
     void *on_block_ctx;
+    qs_block_start_fn on_block_start;             /* NULL: none; gets on_block_ctx */
     qs_block_resume_fn resume_block;              /* NULL: quantize every block */
     void *resume_ctx;
     /* Set by a signal handler: stop at the next block boundary. A stopping

@@ -414,6 +414,8 @@ static void attn_tile(const qs_attn_args *a, int64_t b, int h, int64_t i0, int64
         /* a row that sees no key at all (only with seq_k < seq_q) outputs zeros */
         float inv = st[i].l > 0.0f ? 1.0f / st[i].l : 0.0f;
         for (int c = 0; c < d; c++) o[c] = acc[i * d + c] * inv;
+        if (a->lse)
+            a->lse[(b * a->n_heads + h) * a->seq_q + i0 + i] = st[i].l > 0.0f ? st[i].m + logf(st[i].l) : -INFINITY;
     }
 }
 
@@ -489,7 +491,7 @@ double qs_cpu_logsumexp(const float *x, int64_t n)
     if (m == -INFINITY || !isfinite(m)) return m;
     double s = 0.0;
     for (int64_t i = 0; i < n; i++) s += exp((double)x[i] - (double)m);
-    return (double)m + log(s);
+    return qs_op_lse(m, s);
 }
 
 int64_t qs_cpu_argmax(const float *x, int64_t n)
@@ -509,7 +511,7 @@ void qs_cpu_nll_rows(const float *logits, int64_t rows, int64_t vocab, const int
         const float *x = logits + r * vocab;
         float m = -INFINITY;
         for (int64_t i = 0; i < vocab; i++) m = x[i] > m ? x[i] : m;
-        nll[r] = isfinite(m) ? (double)m + log(sum_exp_shifted(x, vocab, m)) - (double)x[targets[r]]
+        nll[r] = isfinite(m) ? qs_op_lse(m, sum_exp_shifted(x, vocab, m)) - (double)x[targets[r]]
                              : qs_cpu_logsumexp(x, vocab) - (double)x[targets[r]];
     }
 }
@@ -521,11 +523,7 @@ void qs_cpu_kl_rows(const float *ref, const float *x, int64_t rows, int64_t voca
         const float *pr = ref + r * vocab, *px = x + r * vocab;
         double lse_r = qs_cpu_logsumexp(pr, vocab), lse_x = qs_cpu_logsumexp(px, vocab);
         double s = 0.0;
-        for (int64_t i = 0; i < vocab; i++) {
-            double lr = (double)pr[i] - lse_r;
-            double p = exp(lr);
-            if (p > 0.0) s += p * (lr - ((double)px[i] - lse_x));
-        }
+        for (int64_t i = 0; i < vocab; i++) s += qs_op_kl_term(pr[i], px[i], lse_r, lse_x);
         kl[r] = s > 0.0 ? s : 0.0; /* KL >= 0; tiny negatives are rounding */
         if (same) same[r] = qs_cpu_argmax(pr, vocab) == qs_cpu_argmax(px, vocab);
     }

@@ -14,6 +14,10 @@
 
 #include "kernels/status.h"
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend (C++) calls these C functions */
+#endif
+
 /* ---- norms over rows ---------------------------------------------------------- */
 
 /* y[r] = rmsnorm(x[r]) * w; y may alias x. */
@@ -77,6 +81,10 @@ typedef struct qs_attn_args {
     int64_t v_tok, v_head;
     float *out;
     int64_t o_tok, o_head;
+    /* NULL, or [batch, n_heads, seq_q]: each query row's log Σ_j exp(score(i, j))
+     * (-inf for a row that sees no key), what the backward recomputes
+     * probabilities from (kernels/cpu/ops_backward_cpu.h) */
+    float *lse;
 } qs_attn_args;
 
 /* Tile sizes (exposed so tests can pick sequence lengths that are not multiples). */
@@ -111,5 +119,9 @@ void qs_cpu_kl_rows(const float *ref, const float *x, int64_t rows, int64_t voca
 
 /* Index of the largest element (first on ties). */
 int64_t qs_cpu_argmax(const float *x, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -2,6 +2,7 @@
 #include "pipeline/cli/cli.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,11 +15,13 @@ const qs_command qs_commands[] = {
     {"layer", qs_cmd_layer, "quantize one weight matrix (RTN/GPTQ) from .npy files"},
     {"tokenize", qs_cmd_tokenize, "make calibration/eval token sets with a tokenizer.json"},
     {"eval", qs_cmd_eval, "perplexity, KL divergence and top-1 agreement of a model"},
+    {"generate", qs_cmd_generate, "text from a model: greedy after a prompt, or sampled stories (calibration)"},
     {"run", qs_cmd_run, "quantize a model (under mpirun: layer-wise across ranks)"},
     {"plan", qs_cmd_plan, "per-rank block ranges, memory and time for a cluster"},
     {"export", qs_cmd_export, "re-export a finished work dir (gptq, gguf, hdf5)"},
     {"submit", qs_cmd_submit, "submit a job file to Slurm (requeues and resumes itself)"},
     {"status", qs_cmd_status, "progress of a work dir: blocks done, journal, Slurm job"},
+    {"report", qs_cmd_report, "the HTML run report of a work dir (finished or not)"},
     {NULL, NULL, NULL},
 };
 
@@ -60,6 +63,43 @@ int qs_cli_report(const char *cmd, const qs_error *err)
     fprintf(stderr, "qshard %s: error: %s\n", cmd, err->msg[0] ? err->msg : qs_status_name(err->code));
     int code = qs_status_exit_code(err->code);
     return code ? code : 1;
+}
+
+int qs_cli_device(const char *cmd, const char *value, const qs_comm_i *comm, bool gpu_ready, qs_device_choice *out)
+{
+    qs_error err;
+    qs_error_clear(&err);
+    const bool speaker = !comm || comm->rank == 0;
+    qs_device_kind kind;
+    if (qs_device_parse(value, "--device", &kind, &err) != QS_OK) {
+        int code = qs_status_exit_code(err.code);
+        return speaker ? qs_cli_report(cmd, &err) : code;
+    }
+    qs_status st = qs_device_select(kind, comm, out, &err);
+    if (st != QS_OK) {
+        /* the lowest failing rank says why; the others exit quietly with its code */
+        if (strstr(err.msg, "failed during set-up")) return qs_status_exit_code(st) ? qs_status_exit_code(st) : 1;
+        if (comm && comm->size > 1) qs_error_prefix(&err, "rank %d", comm->rank);
+        return qs_cli_report(cmd, &err);
+    }
+    if (out->kind == QS_DEVICE_CUDA && !gpu_ready) {
+        if (kind == QS_DEVICE_AUTO) {
+            if (speaker)
+                fprintf(stderr, "qshard %s: note: --device auto: computing on the CPU (the block forward does not "
+                                "run on the GPU yet, docs/gpu.md)\n", cmd);
+            memset(out, 0, sizeof *out);
+            out->kind = QS_DEVICE_CPU;
+            out->index = -1;
+            return -1;
+        }
+        qs_error_set(&err, QS_ERR_UNSUPPORTED,
+                     "--device cuda: found cuda:%d (%s), but `qshard %s` does not run its block forward on the GPU "
+                     "yet (docs/gpu.md): use --device cpu or auto",
+                     out->index, out->info.name, cmd);
+        int code = qs_status_exit_code(err.code);
+        return speaker ? qs_cli_report(cmd, &err) : (code ? code : 1);
+    }
+    return -1;
 }
 
 int qs_cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -19,7 +19,7 @@
 #include "kernels/tensor.h"
 #include "pipeline/cli/cli.h"
 #include "pipeline/formats/token_set.h"
-#include "pipeline/formats/tokenizer.h"
+#include "pipeline/formats/tokenizer/tokenizer.h"
 
 static void usage(FILE *f)
 {

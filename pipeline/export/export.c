@@ -59,7 +59,10 @@ static qs_status run_record(const char *work, cJSON **rec, char **text, char mod
 #undef NUM
 #undef BOOL
     v = cJSON_GetObjectItemCaseSensitive(op, "method");
-    q->method = cJSON_IsString(v) && !strcmp(v->valuestring, "rtn") ? QS_QUANT_METHOD_RTN : QS_QUANT_METHOD_GPTQ;
+    q->method = !cJSON_IsString(v)                       ? QS_QUANT_METHOD_GPTQ
+                : !strcmp(v->valuestring, "rtn")       ? QS_QUANT_METHOD_RTN
+                : !strcmp(v->valuestring, "omniquant") ? QS_QUANT_METHOD_OMNIQUANT
+                                                       : QS_QUANT_METHOD_GPTQ;
     return QS_OK;
 }
 
@@ -103,6 +106,8 @@ qs_status qs_export_from_work(const char *work, const char *out, const qs_export
             go.fallback_f16 = o->gguf_fallback_f16;
             st = qs_gguf_export_init(&ux, out, m, &names, &go, err);
             if (st == QS_OK) st = qs_gguf_export_create(ux, err);
+            if (st == QS_OK && qs_gguf_export_vocab_warning(ux))
+                fprintf(stderr, "qshard export: warning: %s: %s\n", out, qs_gguf_export_vocab_warning(ux));
             break;
         }
         case QS_EXPORT_HDF5: {
@@ -144,6 +149,7 @@ qs_status qs_export_from_work(const char *work, const char *out, const qs_export
             oc.seconds = r.seconds;
             memcpy(oc.res, r.res, sizeof oc.res);
             memcpy(oc.stats, r.stats, sizeof oc.stats);
+            oc.omni = r.has_omni ? &r.omni : NULL; /* folded FP tensors replace the model's */
             if (st == QS_OK)
                 st = o->format == QS_EXPORT_GPTQ ? qs_gptq_export_block(gx, &oc, err) : qs_gguf_export_block(ux, &oc, err);
         }

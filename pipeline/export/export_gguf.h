@@ -25,7 +25,10 @@
  * ne = {in, out}): token_embd, blk.N.{attn_norm, attn_q, attn_k, attn_v,
  * attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down}.weight (+ .bias of each
  * linear that has one), output_norm, output (omitted when tied), rope_freqs
- * (llama3 RoPE scaling).
+ * (llama3 RoPE scaling). When the vocabulary gets byte tokens appended for
+ * llama.cpp (a sentencepiece-style tokenizer without a token for every byte;
+ * see docs/gguf.md, "Vocabulary"), token_embd and an untied output get as
+ * many extra rows, copies of the unknown token's row.
  * Q and K rows (and biases) are permuted from HF's rotate-half order to
  * llama.cpp's interleaved order: row h·hd + 2i + j takes HF row h·hd + j·hd/2 + i.
  *
@@ -96,6 +99,10 @@ const qs_gguf_layout *qs_gguf_export_layout(const qs_gguf_export *x);
  * (only with fallback_f16), and why the first one was. */
 int qs_gguf_export_fallbacks(const qs_gguf_export *x);
 const char *qs_gguf_export_fallback_reason(const qs_gguf_export *x);
+/* NULL, or one line: what llama.cpp will tokenize differently from HF
+ * `tokenizers` with the vocabulary written (the caller prints it once, as a
+ * warning; see docs/gguf.md, "Vocabulary"). */
+const char *qs_gguf_export_vocab_warning(const qs_gguf_export *x);
 
 /* The Q/K row permutation: the HF (rotate-half) row that GGUF row r takes,
  * for a projection of `rows` rows in n_head heads of hd = rows / n_head:

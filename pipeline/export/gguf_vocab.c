@@ -3,7 +3,9 @@
  * tokenizer.ggml.* metadata keys, following llama.cpp's convert_hf_to_gguf.py
  * (docs/gguf.md, "Vocabulary"): tokens in id order, token types, merge-rank
  * scores (llama) or merges (gpt2), the pre-tokenizer name, special ids and
- * add_*_token flags, the chat template.
+ * add_*_token flags, the chat template; for a sentencepiece-style vocabulary
+ * without a token for every byte, the "<0xXX>" byte tokens llama.cpp needs,
+ * appended after the model's rows (the exporter pads the embedding to match).
  *
  * It is separate from export_gguf.c because it shares nothing with the tensor
  * plan and the parallel writes but the layout it adds its keys to: it is the
@@ -20,8 +22,11 @@
 #include <string.h>
 
 #include "pipeline/formats/fsutil.h"
+#include "pipeline/formats/strbuf.h"
 
 /* ==== tokenizer.json → the vocabulary ============================================= */
+
+#define SP_SPACE "\xE2\x96\x81" /* U+2581 "▁", sentencepiece's space */
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 enum { SP_BOS = 0, SP_EOS, SP_UNK, SP_SEP, SP_PAD, SP_CLS, SP_MASK, SP_COUNT };
@@ -30,7 +35,9 @@ static const char *const sp_typ[SP_COUNT] = {"bos", "eos", "unk", "sep", "pad", 
 typedef struct qs_gguf_vocab {
     const char *model;        /* "llama", "gpt2", "no_vocab" */
     const char *pre;          /* tokenizer.ggml.pre */
-    int64_t n;
+    int64_t n;                /* tokens written: the model's rows + n_pad */
+    int64_t n_pad;            /* byte tokens appended after the model's rows */
+    int64_t unk_id;           /* HF's unknown token (model.unk_token), -1 if none */
     char **tok;               /* n tokens (owned copies) */
     float *score;             /* llama only */
     int32_t *type;
@@ -40,6 +47,7 @@ typedef struct qs_gguf_vocab {
     int add[SP_COUNT];        /* -1 unset, 0, 1 (bos, eos, sep) */
     int add_space_prefix;     /* -1 unset */
     char *chat_template;
+    char warning[1024];       /* what llama.cpp will tokenize differently from HF; "" if nothing */
 } vocab;
 
 static void vocab_free(vocab *v)
@@ -86,6 +94,130 @@ static bool has_type(const cJSON *node, const char *type)
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(node, lists[i]);
         const cJSON *c;
         cJSON_ArrayForEach(c, arr) if (has_type(c, type)) return true;
+    }
+    return false;
+}
+
+/* ==== what llama.cpp can and cannot do like HF ====================================
+ *
+ * llama.cpp's SPM tokenizer (tokenizer.ggml.model "llama") merges over the
+ * whole text like HF's BPE without a pre-tokenizer, but a character it has no
+ * token for is written as its bytes, each looked up as "<0xXX>" and then as the
+ * one-byte string — with unordered_map::at, which throws and aborts the
+ * process when neither exists (llama-vocab.cpp, byte_to_token). HF maps such a
+ * character to <unk> when any of its byte tokens is missing. GGUF has no key
+ * for "unknown → <unk>", so the missing byte tokens are appended to the
+ * vocabulary (type BYTE), and the exporter gives them embedding rows copied
+ * from <unk>'s: llama.cpp then writes the character as its UTF-8 bytes, each
+ * of which feeds the model what HF's <unk> feeds it, and gives HF's ids
+ * wherever the vocabulary has the pieces.
+ *
+ * Their score: llama.cpp's SPM makes a bigram of two adjacent symbols only when
+ * their joined text is a token, and merges the highest score first; the byte
+ * fallback looks tokens up by text and ignores scores. So a byte token's score
+ * matters only when the text itself spells "<0xXX>" from pieces the vocabulary
+ * has; it is set below every other score, and the warning names a vocabulary
+ * where that spelling is possible. */
+
+/* The bytes llama.cpp's SPM byte fallback finds no token for: neither
+ * "<0xXX>" (upper-case hex, as both HF and llama.cpp spell it) nor, for ASCII,
+ * the character itself. Fills missing[] and returns how many. */
+static int missing_bytes(const cJSON *vmap, uint8_t missing[256])
+{
+    int n = 0;
+    for (int b = 0; b < 256; b++) {
+        char name[8], one[2] = {(char)b, 0};
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        if (cJSON_GetObjectItemCaseSensitive(vmap, name)) continue;
+        if (b > 0 && b < 0x80 && cJSON_GetObjectItemCaseSensitive(vmap, one)) continue;
+        missing[n++] = (uint8_t)b;
+    }
+    return n;
+}
+
+static bool str_is(const cJSON *node, const char *key, const char *want)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(node, key);
+    return cJSON_IsString(v) && !strcmp(v->valuestring, want);
+}
+
+/* The nodes of a normalizer / pre-tokenizer tree (Sequence flattened). */
+static void each_node(const cJSON *node, const char *list, void (*fn)(const cJSON *, void *), void *ctx)
+{
+    if (!cJSON_IsObject(node)) return;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(node, list);
+    if (str_is(node, "type", "Sequence") && cJSON_IsArray(arr)) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, arr) each_node(c, list, fn, ctx);
+        return;
+    }
+    fn(node, ctx);
+}
+
+typedef struct style_scan {
+    bool prefix;               /* a "▁" goes before the text (Prepend / Metaspace) */
+    bool multi_digit;          /* a token joins a digit with something else */
+    qs_strbuf *why;            /* what llama.cpp does not do */
+} style_scan;
+
+static void why_add(qs_strbuf *why, const char *what)
+{
+    if (why->len) qs_strbuf_str(why, "; ");
+    qs_strbuf_str(why, what);
+}
+
+/* Sentencepiece-style normalizers llama.cpp applies itself: Prepend("▁") (its
+ * add_space_prefix) and Replace(" " → "▁") (its whitespace escaping). */
+static void spm_normalizer(const cJSON *n, void *p)
+{
+    style_scan *s = p;
+    const cJSON *pat = cJSON_GetObjectItemCaseSensitive(n, "pattern");
+    if (str_is(n, "type", "Prepend") && str_is(n, "prepend", SP_SPACE)) s->prefix = true;
+    else if (str_is(n, "type", "Replace") && str_is(pat, "String", " ") && str_is(n, "content", SP_SPACE)) return;
+    else {
+        char what[96];
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(n, "type");
+        snprintf(what, sizeof what, "normalizer %s is not applied by llama.cpp",
+                 cJSON_IsString(t) ? t->valuestring : "(untyped)");
+        why_add(s->why, what);
+    }
+}
+
+/* Pre-tokenizers llama.cpp's SPM tokenizer matches: Metaspace("▁") (split or
+ * not: no token holds a "▁" after its start) and Digits(individual) while no
+ * token joins a digit with anything. */
+static void spm_pre(const cJSON *n, void *p)
+{
+    style_scan *s = p;
+    if (str_is(n, "type", "Metaspace") && str_is(n, "replacement", SP_SPACE)) {
+        if (!str_is(n, "prepend_scheme", "never")) s->prefix = true;
+        return;
+    }
+    if (str_is(n, "type", "Digits") && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "individual_digits")) &&
+        !s->multi_digit)
+        return;
+    char what[96];
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(n, "type");
+    snprintf(what, sizeof what, "pre-tokenizer %s is not applied by llama.cpp",
+             cJSON_IsString(t) ? t->valuestring : "(untyped)");
+    why_add(s->why, what);
+}
+
+static void bytelevel_prefix(const cJSON *n, void *p)
+{
+    if (str_is(n, "type", "ByteLevel") && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "add_prefix_space")))
+        *(bool *)p = true;
+}
+
+/* True when a token joins a digit with anything else: then llama.cpp's SPM
+ * merges can make pieces that HF's Digits(individual) pre-tokenizer rules out. */
+static bool digit_joined(const cJSON *vmap)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, vmap)
+    {
+        if (is_byte_token(e->string) || strlen(e->string) < 2) continue;
+        if (strpbrk(e->string, "0123456789")) return true;
     }
     return false;
 }
@@ -247,8 +379,75 @@ static void special_tokens(vocab *v, const cJSON *tj, const cJSON *tc, const cJS
     }
 }
 
+/* True when the text "<0xXX>" could be merged into that byte token by
+ * llama.cpp's SPM: some split of it into two parts that are each a single
+ * character or a vocabulary piece (a necessary condition for the bigram). */
+static bool spelled_by_pieces(const char *name, const vocab_entry *sorted, size_t n_sorted)
+{
+    size_t len = strlen(name);
+    for (size_t i = 1; i < len; i++) {
+        char left[8];
+        memcpy(left, name, i);
+        left[i] = '\0';
+        vocab_entry kl = {left, 0}, kr = {name + i, 0};
+        bool l_ok = i == 1 || bsearch(&kl, sorted, n_sorted, sizeof *sorted, cmp_entry);
+        bool r_ok = len - i == 1 || bsearch(&kr, sorted, n_sorted, sizeof *sorted, cmp_entry);
+        if (l_ok && r_ok) return true;
+    }
+    return false;
+}
+
+/* Appends the byte tokens llama.cpp's SPM byte fallback needs (see "what
+ * llama.cpp can and cannot do like HF") after the model's v->n rows, scored
+ * below every merge, and says so in the warning. HF's <unk> (model.unk_token)
+ * is the row the exporter copies for them. */
+static qs_status append_byte_tokens(vocab *v, const cJSON *model, const cJSON *added, const uint8_t *missing,
+                                    int n_missing, int n_merges, const vocab_entry *sorted, size_t n_sorted,
+                                    qs_strbuf *why, const char *tok_path, qs_error *err)
+{
+    int64_t first = v->n;
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    if (cJSON_IsString(unk)) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(model, "vocab"),
+                                                           unk->valuestring);
+        v->unk_id = cJSON_IsNumber(id) ? (int64_t)id->valuedouble : added_token_id(added, unk->valuestring);
+        if (v->unk_id >= first) v->unk_id = -1;
+    }
+    v->n = first + n_missing;
+    v->n_pad = n_missing;
+    int spelled = 0;
+    char spelled_name[8] = "";
+    for (int k = 0; k < n_missing; k++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", missing[k]);
+        if (!(v->tok[first + k] = strdup(name))) return qs_error_set(err, QS_ERR_NOMEM, "%s: byte tokens", tok_path);
+        v->type[first + k] = TT_BYTE;
+        v->score[first + k] = -(float)n_merges - 1.0f; /* below every piece */
+        if (spelled_by_pieces(name, sorted, n_sorted) && !spelled++)
+            snprintf(spelled_name, sizeof spelled_name, "%s", name);
+    }
+    char what[512], rows[96];
+    if (v->unk_id >= 0)
+        snprintf(rows, sizeof rows, "copies of <unk>'s (id %lld)", (long long)v->unk_id);
+    else
+        snprintf(rows, sizeof rows, "zeros (no model.unk_token: HF drops such characters)");
+    snprintf(what, sizeof what,
+             "byte_fallback without a <0xXX> token for every byte: %d byte tokens appended as ids %lld-%lld "
+             "(llama.vocab_size %lld), their embedding and output rows %s, so llama.cpp writes a character "
+             "outside the vocabulary as its UTF-8 bytes where HF gives <unk>",
+             n_missing, (long long)first, (long long)(v->n - 1), (long long)v->n, rows);
+    why_add(why, what);
+    if (spelled) {
+        snprintf(what, sizeof what, "text spelling %s (and %d more) can merge into that byte token", spelled_name,
+                 spelled - 1);
+        why_add(why, what);
+    }
+    return QS_OK;
+}
+
 /* Reads tokenizer.json (+ tokenizer_config.json, config.json beside the model)
- * into the GGUF vocabulary of n_vocab tokens (the embedding's rows). */
+ * into the GGUF vocabulary of n_vocab tokens (the embedding's rows), plus the
+ * byte tokens appended for llama.cpp (qs_gguf_vocab_padding). */
 static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_dir, int64_t n_vocab, qs_error *err)
 {
     memset(v, 0, sizeof *v);
@@ -259,6 +458,7 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
         return QS_OK;
     }
     qs_status st = QS_OK;
+    qs_strbuf why = {0}; /* what llama.cpp will do differently, "; "-separated */
     cJSON *tj = load_json(tok_path, &st, err), *tc = NULL, *cfg = NULL;
     if (!tj) return st;
     char path[4200];
@@ -284,12 +484,28 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
     bool byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(tj, "pre_tokenizer");
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(tj, "decoder");
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(tj, "normalizer");
+    bool prefix = false;  /* sentencepiece style: HF puts a "▁" before the text */
+    uint8_t missing[256]; /* bytes without a token llama.cpp's byte fallback finds */
+    int n_missing = 0;
     if (byte_fallback) {
+        style_scan sc = {false, digit_joined(vmap), &why};
+        each_node(norm, "normalizers", spm_normalizer, &sc);
+        each_node(pre, "pretokenizers", spm_pre, &sc);
+        prefix = sc.prefix;
         v->model = "llama";
         v->pre = "default";
+        n_missing = missing_bytes(vmap, missing);
     } else if (has_type(pre, "ByteLevel") || has_type(dec, "ByteLevel")) {
         v->model = "gpt2";
         v->pre = gpt2_pre(pre);
+        if (!strcmp(v->pre, "default"))
+            why_add(&why, "pre-tokenizer not one llama.cpp names (GPT-2 or Llama-3 regex): llama.cpp splits words "
+                          "with its default regex");
+        if (cJSON_IsObject(norm)) why_add(&why, "the normalizer is not applied by llama.cpp");
+        bool aps = false;
+        each_node(pre, "pretokenizers", bytelevel_prefix, &aps);
+        if (aps) why_add(&why, "ByteLevel add_prefix_space: llama.cpp adds no space before the text");
     } else {
         st = qs_error_set(err, QS_ERR_UNSUPPORTED,
                           "%s: a BPE tokenizer without byte_fallback and without ByteLevel has no llama.cpp vocabulary type",
@@ -297,10 +513,11 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
         goto done;
     }
 
-    v->n = n_vocab;
-    v->tok = calloc((size_t)n_vocab, sizeof *v->tok);
-    v->score = calloc((size_t)n_vocab, sizeof *v->score);
-    v->type = calloc((size_t)n_vocab, sizeof *v->type);
+    v->n = n_vocab; /* + n_missing once the byte tokens are appended */
+    v->unk_id = -1;
+    v->tok = calloc((size_t)(n_vocab + n_missing), sizeof *v->tok);
+    v->score = calloc((size_t)(n_vocab + n_missing), sizeof *v->score);
+    v->type = calloc((size_t)(n_vocab + n_missing), sizeof *v->type);
     bool *is_added = calloc((size_t)n_vocab, 1), *in_base = calloc((size_t)n_vocab, 1), *special = calloc((size_t)n_vocab, 1);
     if (!v->tok || !v->score || !v->type || !is_added || !in_base || !special) {
         free(is_added), free(in_base), free(special);
@@ -348,8 +565,22 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
         v->n = n_vocab;
         /* llama (LlamaHfVocab): CONTROL for transformers' special ids; gpt2: only
          * added tokens that are special or look special (<|...|>, <pad>, <mask>) */
-        special_tokens(v, tj, tc, cfg, !strcmp(v->model, "llama") ? special : NULL);
-        for (int64_t i = 0; i < n_vocab && !strcmp(v->model, "gpt2"); i++)
+        special_tokens(v, tj, tc, cfg, byte_fallback ? special : NULL);
+        /* what HF `tokenizers` does comes from tokenizer.json, whatever
+         * tokenizer_config.json's add_prefix_space says */
+        if (byte_fallback) v->add_space_prefix = prefix;
+        const cJSON *a;
+        cJSON_ArrayForEach(a, added)
+        {
+            const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "content");
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "single_word")) && cJSON_IsString(c)) {
+                char what[160];
+                snprintf(what, sizeof what, "added token \"%.64s\" is single_word, which GGUF cannot express",
+                         c->valuestring);
+                why_add(&why, what);
+            }
+        }
+        for (int64_t i = 0; i < n_vocab && !byte_fallback; i++)
             if (is_added[i] && !special[i]) special[i] = looks_special(v->tok[i]);
     }
 
@@ -427,7 +658,6 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
         for (int64_t i = 0; st == QS_OK && i < n_vocab; i++)
             if (rank_score[i] > 0) rank_score[i] = -(float)n_merges;
     }
-    free(sorted);
     for (int64_t i = 0; st == QS_OK && i < n_vocab; i++) {
         if (!v->tok[i]) {
             char pad[32];
@@ -446,9 +676,14 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
         }
         if (!v->tok[i]) st = qs_error_set(err, QS_ERR_NOMEM, "%s: tokens", tok_path);
     }
+    if (st == QS_OK && n_missing > 0)
+        st = append_byte_tokens(v, model, added, missing, n_missing, n_merges, sorted, n_sorted, &why, tok_path, err);
+    free(sorted);
     free(rank_score);
     free(is_added), free(in_base), free(special);
 done:
+    if (why.len) snprintf(v->warning, sizeof v->warning, "%s", why.p);
+    qs_strbuf_free(&why);
     cJSON_Delete(tj);
     cJSON_Delete(tc);
     cJSON_Delete(cfg);
@@ -495,6 +730,14 @@ qs_status qs_gguf_vocab_load(qs_gguf_vocab **out, const char *tok_path, const ch
     }
     *out = v;
     return QS_OK;
+}
+
+const char *qs_gguf_vocab_warning(const qs_gguf_vocab *v) { return v->warning[0] ? v->warning : NULL; }
+
+int64_t qs_gguf_vocab_padding(const qs_gguf_vocab *v, int64_t *unk_id)
+{
+    *unk_id = v->n_pad ? v->unk_id : -1;
+    return v->n_pad;
 }
 
 void qs_gguf_vocab_free(qs_gguf_vocab *v)

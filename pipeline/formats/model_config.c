@@ -12,6 +12,7 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -344,6 +345,10 @@ static qs_status parse_bloom(const cfg_src *s, qs_model_config *cfg)
     QS_TRY(req_int(s, n_heads, 1, &cfg->n_heads));
     QS_TRY(req_int(s, n_vocab, 1, &cfg->vocab));
     cfg->n_kv_heads = cfg->n_heads;
+    /* checked in 64 bits: a hostile n_embed must not overflow the int width */
+    if ((int64_t)cfg->hidden * 4 > INT_MAX)
+        return qs_error_set(s->err, QS_ERR_INPUT, "%s: field 'n_embed' (or 'hidden_size'): %d makes the MLP width 4·hidden %lld, above %d",
+                            s->origin, cfg->hidden, (long long)cfg->hidden * 4, INT_MAX);
     cfg->ffn = 4 * cfg->hidden;
     QS_TRY(opt_double(s, s->root, "layer_norm_epsilon", true, &cfg->norm_eps));
     QS_TRY(opt_bool(s, "tie_word_embeddings", &cfg->tie_embeddings));

@@ -6,23 +6,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-void qs_strbuf_put(qs_strbuf *b, const char *s, size_t n)
+bool qs_strbuf_reserve(qs_strbuf *b, size_t n)
 {
-    if (b->oom) return;
+    if (b->oom) return false;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1) cap *= 2;
         char *p = realloc(b->p, cap);
         if (!p) {
             b->oom = true;
-            return;
+            return false;
         }
         b->p = p;
         b->cap = cap;
     }
-    memcpy(b->p + b->len, s, n);
+    return true;
+}
+
+void qs_strbuf_put(qs_strbuf *b, const char *s, size_t n)
+{
+    if (!qs_strbuf_reserve(b, n)) return;
+    if (n) memcpy(b->p + b->len, s, n); /* s may be NULL when n is 0 */
     b->len += n;
     b->p[b->len] = '\0';
+}
+
+void qs_strbuf_truncate(qs_strbuf *b, size_t len)
+{
+    if (len > b->len) return;
+    b->len = len;
+    if (b->p) b->p[len] = '\0';
 }
 
 void qs_strbuf_str(qs_strbuf *b, const char *s) { qs_strbuf_put(b, s, strlen(s)); }

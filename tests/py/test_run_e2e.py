@@ -59,7 +59,7 @@ def quantize(np_, model, calib, tag, *extra):
     out, work = os.path.join(tmp, "out-" + tag), os.path.join(tmp, "work-" + tag)
     p = qstest.mpirun(np_, ["run", "--model", model, "--calib", calib, "--work", work, "--out", out,
                             "--micro-batch", "4", *extra])
-    last_log[tag] = p.stderr
+    last_log[tag] = p.stdout  # progress lines go to stdout (errors and warnings to stderr)
     qstest.check(os.path.exists(os.path.join(out, "model.safetensors.index.json")), f"{out}: no index")
     if any("gguf" in str(e) for e in extra):
         qstest.check(os.path.getsize(os.path.join(out, "model.gguf")) > 0, f"{out}: no model.gguf")

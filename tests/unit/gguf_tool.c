@@ -193,6 +193,7 @@ int main(int argc, char **argv)
         qs_manifest_close(m);
         return fail(&err);
     }
+    if (qs_gguf_export_vocab_warning(x)) fprintf(stderr, "gguf_tool: warning: %s\n", qs_gguf_export_vocab_warning(x));
     if (qs_gguf_export_fallbacks(x))
         printf("fallback F16: %d linears (%s)\n", qs_gguf_export_fallbacks(x), qs_gguf_export_fallback_reason(x));
 

@@ -15,7 +15,7 @@
 
 #include "pipeline/formats/npy.h"
 #include "pipeline/formats/token_set.h"
-#include "pipeline/formats/tokenizer.h"
+#include "pipeline/formats/tokenizer/tokenizer.h"
 
 /* ---- helpers ---- */
 

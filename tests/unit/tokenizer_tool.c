@@ -17,7 +17,7 @@
 #include <time.h>
 
 #include "pipeline/formats/token_set.h"
-#include "pipeline/formats/tokenizer.h"
+#include "pipeline/formats/tokenizer/tokenizer.h"
 
 static char *read_all(FILE *f, size_t *n)
 {
