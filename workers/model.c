@@ -205,12 +205,17 @@ qs_status qs_compute_dtype_resolve(const char *option, const qs_manifest *m, con
                                    const qs_backend_i *be, qs_compute_dtype *out, qs_error *err)
 {
     if (option && !strcmp(option, "f32")) *out = QS_COMPUTE_F32;
-    else if (option && !strcmp(option, "bf16")) *out = QS_COMPUTE_BF16;
+    else if (option && !strcmp(option, "bf16")) {
+        if (!be->gemm_bf16)
+            return qs_error_set(err, QS_ERR_UNSUPPORTED, "--compute-dtype bf16: the %s backend has no bf16 GEMM",
+                                be->name);
+        *out = QS_COMPUTE_BF16;
+    }
     else if (!option || !*option || !strcmp(option, "auto")) {
         const qs_st_file *f = NULL;
         const qs_st_info *t = qs_manifest_find(m, names->embed, &f);
         bool half = t && (t->dtype == QS_DTYPE_BF16 || t->dtype == QS_DTYPE_F16);
-        *out = half && be->bf16_native && be->bf16_native(be->ctx) ? QS_COMPUTE_BF16 : QS_COMPUTE_F32;
+        *out = half && be->gemm_bf16 && be->bf16_native && be->bf16_native(be->ctx) ? QS_COMPUTE_BF16 : QS_COMPUTE_F32;
     } else {
         return qs_error_set(err, QS_ERR_INPUT, "--compute-dtype: expected auto, f32 or bf16, got '%s'", option);
     }
