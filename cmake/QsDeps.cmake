@@ -14,11 +14,16 @@ pkg_check_modules(QS_PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(QS_INIH REQUIRED IMPORTED_TARGET inih)
 pkg_check_modules(QS_YAML REQUIRED IMPORTED_TARGET yaml-0.1)
 
+# oneDNN (libdnnl-dev): the bf16 GEMM (Debian's OpenBLAS has no sbgemm).
+find_path(QS_DNNL_INCLUDE dnnl.h REQUIRED)
+find_library(QS_DNNL_LIB dnnl REQUIRED)
+
 find_package(Threads REQUIRED)
 add_library(qs_deps INTERFACE)
 target_link_libraries(qs_deps INTERFACE
   MPI::MPI_C OpenMP::OpenMP_C
   PkgConfig::QS_HDF5 PkgConfig::QS_LAPACKE PkgConfig::QS_BLAS
   PkgConfig::QS_CJSON PkgConfig::QS_XXHASH PkgConfig::QS_PCRE2
-  PkgConfig::QS_INIH PkgConfig::QS_YAML Threads::Threads m)
+  PkgConfig::QS_INIH PkgConfig::QS_YAML ${QS_DNNL_LIB} Threads::Threads m)
+target_include_directories(qs_deps INTERFACE ${QS_DNNL_INCLUDE})
 target_compile_definitions(qs_deps INTERFACE PCRE2_CODE_UNIT_WIDTH=8)

@@ -7,13 +7,16 @@ function(qs_target_warnings tgt)
   endif()
 endfunction()
 
+# Sanitizers and libFuzzer instrument the C code (nvcc does not take these flags).
 if(QS_SANITIZE)
-  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_compile_options($<$<COMPILE_LANGUAGE:C>:-fsanitize=address,undefined> $<$<COMPILE_LANGUAGE:C>:-fno-omit-frame-pointer>
+    $<$<COMPILE_LANGUAGE:C>:-fno-sanitize-recover=undefined>)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
 # libFuzzer build (clang): every object is instrumented; targets in tests/fuzz/.
 if(QS_FUZZ)
-  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  add_compile_options($<$<COMPILE_LANGUAGE:C>:-fsanitize=fuzzer-no-link,address,undefined>
+    $<$<COMPILE_LANGUAGE:C>:-fno-omit-frame-pointer>)
   add_link_options(-fsanitize=address,undefined)
 endif()

@@ -3,23 +3,7 @@
 
 #include <string.h>
 
-/* Writes `bits` bits of v at stream bit position pos (words zeroed first). */
-static inline void put_bits(uint32_t *words, int64_t pos, int bits, uint32_t v)
-{
-    int64_t w = pos >> 5;
-    int sh = (int)(pos & 31);
-    words[w] |= v << sh;
-    if (sh + bits > 32) words[w + 1] |= v >> (32 - sh);
-}
-
-static inline uint32_t get_bits(const uint32_t *words, int64_t pos, int bits)
-{
-    int64_t w = pos >> 5;
-    int sh = (int)(pos & 31);
-    uint64_t two = words[w] >> sh;
-    if (sh + bits > 32) two |= (uint64_t)words[w + 1] << (32 - sh);
-    return (uint32_t)two & ((1u << bits) - 1u);
-}
+#include "kernels/gptq_pack_bits.h"
 
 void qs_gptq_pack_qweight(const uint8_t *codes, int64_t out, int64_t in, int bits, int32_t *qweight)
 {
@@ -34,7 +18,7 @@ void qs_gptq_pack_qweight(const uint8_t *codes, int64_t out, int64_t in, int bit
         for (int64_t c0 = 0; c0 < in; c0 += 32) {
             int k_n = in - c0 < 32 ? (int)(in - c0) : 32;
             uint32_t buf[8] = {0};
-            for (int k = 0; k < k_n; k++) put_bits(buf, (int64_t)k * bits, bits, codes[o * in + c0 + k]);
+            for (int k = 0; k < k_n; k++) qs_pack_put_bits(buf, (int64_t)k * bits, bits, codes[o * in + c0 + k]);
             for (int w = 0; w < k_n * bits / 32; w++) qweight[(c0 / 32 * bits + w) * out + o] = (int32_t)buf[w];
         }
     }
@@ -47,7 +31,7 @@ void qs_gptq_unpack_qweight(const int32_t *qweight, int64_t out, int64_t in, int
             int k_n = in - c0 < 32 ? (int)(in - c0) : 32;
             uint32_t buf[8] = {0};
             for (int w = 0; w < k_n * bits / 32; w++) buf[w] = (uint32_t)qweight[(c0 / 32 * bits + w) * out + o];
-            for (int k = 0; k < k_n; k++) codes[o * in + c0 + k] = (uint8_t)get_bits(buf, (int64_t)k * bits, bits);
+            for (int k = 0; k < k_n; k++) codes[o * in + c0 + k] = (uint8_t)qs_pack_get_bits(buf, (int64_t)k * bits, bits);
         }
     }
 }
@@ -68,7 +52,7 @@ qs_status qs_gptq_pack_qzeros(const int32_t *zeros, int64_t groups, int64_t out,
                                     "zero-point %d (group %lld, column %lld) cannot be stored in %s at %d bits%s", z,
                                     (long long)g, (long long)o, v1 ? "gptq v1" : "gptq_v2", bits,
                                     v1 ? " (v1 stores zero-1: use --checkpoint-format gptq_v2)" : "");
-            put_bits(row, o * bits, bits, (uint32_t)stored);
+            qs_pack_put_bits(row, o * bits, bits, (uint32_t)stored);
         }
     }
     return QS_OK;
@@ -80,5 +64,5 @@ void qs_gptq_unpack_qzeros(const int32_t *qzeros, int64_t groups, int64_t out, i
     for (int64_t g = 0; g < groups; g++)
         for (int64_t o = 0; o < out; o++)
             zeros[g * out + o] =
-                (int32_t)get_bits((const uint32_t *)qzeros + g * words, o * bits, bits) + (v1 ? 1 : 0);
+                (int32_t)qs_pack_get_bits((const uint32_t *)qzeros + g * words, o * bits, bits) + (v1 ? 1 : 0);
 }

@@ -21,6 +21,10 @@
 
 #include "kernels/status.h"
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend (C++) calls these C functions */
+#endif
+
 /* codes: [out, in] row-major, values < 2^bits. qweight: [in·bits/32, out].
  * Requires in·bits % 32 == 0. */
 void qs_gptq_pack_qweight(const uint8_t *codes, int64_t out, int64_t in, int bits, int32_t *qweight);
@@ -32,5 +36,9 @@ void qs_gptq_unpack_qweight(const int32_t *qweight, int64_t out, int64_t in, int
 qs_status qs_gptq_pack_qzeros(const int32_t *zeros, int64_t groups, int64_t out, int bits, bool v1, int32_t *qzeros,
                               qs_error *err);
 void qs_gptq_unpack_qzeros(const int32_t *qzeros, int64_t groups, int64_t out, int bits, bool v1, int32_t *zeros);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -19,18 +19,42 @@
 
 /* ---- normalization (one row) ------------------------------------------------ */
 
+/* The steps of a row's norm are separate functions so that a GPU kernel can
+ * sum a row in parallel (a tree of double partial sums) and still apply
+ * exactly the CPU's per-element formula. */
+
+/* RMSNorm's 1 / sqrt(mean(x²) + eps) from the row's Σ x² (in double). */
+QS_HD float qs_op_rmsnorm_inv(double sum_sq, int64_t n, float eps)
+{
+    return (float)(1.0 / sqrt(sum_sq / (double)n + (double)eps));
+}
+
+QS_HD float qs_op_rmsnorm_apply(float x, float inv, float w) { return (x * inv) * w; }
+
 /* y = x / sqrt(mean(x²) + eps) * w  (llama RMSNorm). y may alias x. */
 QS_HD void qs_op_rmsnorm_row(const float *x, const float *w, float *y, int64_t n, float eps)
 {
     double ss = 0.0;
     for (int64_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
-    float inv = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * inv) * w[i];
+    float inv = qs_op_rmsnorm_inv(ss, n, eps);
+    for (int64_t i = 0; i < n; i++) y[i] = qs_op_rmsnorm_apply(x[i], inv, w[i]);
 }
 
 /* y = (x − mean) / sqrt(var + eps) * w + b, biased variance (torch LayerNorm).
  * b may be NULL. y may alias x. Two passes: the mean first, then the variance
  * of the centred values, so large offsets do not cancel catastrophically. */
+QS_HD double qs_op_layernorm_inv(double sum_sq_centred, int64_t n, float eps)
+{
+    return 1.0 / sqrt(sum_sq_centred / (double)n + (double)eps);
+}
+
+/* One element: (x − mean)·inv·w (+ b when has_b). */
+QS_HD float qs_op_layernorm_apply(float x, double mean, double inv, float w, float b, int has_b)
+{
+    float t = (float)(((double)x - mean) * inv) * w;
+    return has_b ? t + b : t;
+}
+
 QS_HD void qs_op_layernorm_row(const float *x, const float *w, const float *b, float *y, int64_t n, float eps)
 {
     double s = 0.0;
@@ -41,11 +65,8 @@ QS_HD void qs_op_layernorm_row(const float *x, const float *w, const float *b, f
         double d = (double)x[i] - mean;
         v += d * d;
     }
-    double inv = 1.0 / sqrt(v / (double)n + (double)eps);
-    for (int64_t i = 0; i < n; i++) {
-        float t = (float)(((double)x[i] - mean) * inv) * w[i];
-        y[i] = b ? t + b[i] : t;
-    }
+    double inv = qs_op_layernorm_inv(v, n, eps);
+    for (int64_t i = 0; i < n; i++) y[i] = qs_op_layernorm_apply(x[i], mean, inv, w[i], b ? b[i] : 0.0f, b != 0);
 }
 
 /* ---- rotary position embedding ----------------------------------------------- */
@@ -75,14 +96,18 @@ QS_HD double qs_op_rope_llama3_scale(double inv_freq, double factor, double low_
 
 /* Rotate-half RoPE of one head vector x[0..d) in place: element i pairs with
  * i + d/2; cs[i], sn[i] (i < d/2) are cos/sin of position · inv_freq[i]. */
+/* One rotated pair: (x0, x1) → (x0·c − x1·s, x1·c + x0·s). */
+QS_HD void qs_op_rope_pair(float *x0, float *x1, float c, float s)
+{
+    float a = *x0, b = *x1;
+    *x0 = a * c - b * s;
+    *x1 = b * c + a * s;
+}
+
 QS_HD void qs_op_rope_rotate_half(float *x, const float *cs, const float *sn, int head_dim)
 {
     int h = head_dim / 2;
-    for (int i = 0; i < h; i++) {
-        float x0 = x[i], x1 = x[i + h];
-        x[i] = x0 * cs[i] - x1 * sn[i];
-        x[i + h] = x1 * cs[i] + x0 * sn[i];
-    }
+    for (int i = 0; i < h; i++) qs_op_rope_pair(&x[i], &x[i + h], cs[i], sn[i]);
 }
 
 /* ---- activations -------------------------------------------------------------- */
@@ -165,5 +190,25 @@ QS_HD float qs_op_softmax_rescale(qs_softmax_state *s, float tile_max)
     s->m = m_new;
     return alpha;
 }
+
+/* ---- log-softmax statistics ------------------------------------------------ */
+
+/* log Σ exp(x) of a row from its max m and Σ exp(x − m) (a non-finite max is
+ * the answer itself: all -inf, or an inf/NaN in the row). */
+QS_HD double qs_op_lse(float m, double sum_exp) { return (double)m + log(sum_exp); }
+
+/* One term of KL(p_ref ‖ p_x): p·(log p − log q) with log p = ref − lse_ref,
+ * log q = x − lse_x; 0 where p underflows to 0. */
+QS_HD double qs_op_kl_term(float ref, float x, double lse_ref, double lse_x)
+{
+    double lr = (double)ref - lse_ref;
+    double p = exp(lr);
+    return p > 0.0 ? p * (lr - ((double)x - lse_x)) : 0.0;
+}
+
+/* ---- running means --------------------------------------------------------- */
+
+/* The merge of two means with weights a = n1/(n1+n2), b = n2/(n1+n2). */
+QS_HD double qs_op_mean_merge(double h, double o, double a, double b) { return a * h + b * o; }
 
 #endif

@@ -1,6 +1,7 @@
 /* quant.c — the dispatch over the quantizers of one linear, and the
  * H-weighted loss. Options and results: kernels/quant_opts.c; the
- * algorithms: kernels/cpu/rtn.c and gptq.c. */
+ * algorithms: kernels/cpu/rtn.c and gptq.c, or the backend's own
+ * (be->gptq, be->rtn: kernels/cuda/). */
 #include "kernels/quant.h"
 
 #include <math.h>
@@ -13,8 +14,15 @@ static const char *tname(const qs_quant_opts *o) { return o->name ? o->name : "w
 qs_status qs_quant_run(const qs_backend_i *be, const float *w, int64_t rows, int64_t cols, float *h,
                        const qs_quant_opts *o, qs_quant_result *res, qs_error *err)
 {
-    if (o->method == QS_QUANT_METHOD_RTN) return qs_quant_rtn(w, rows, cols, o, res, err);
+    /* A backend that brings its own implementation (CUDA) runs it; the CPU
+     * table leaves the slots empty and gets kernels/cpu/rtn.c and gptq.c. */
+    if (o->method == QS_QUANT_METHOD_RTN)
+        return be && be->rtn ? be->rtn(be->ctx, w, rows, cols, o, res, err) : qs_quant_rtn(w, rows, cols, o, res, err);
+    if (o->method == QS_QUANT_METHOD_OMNIQUANT)
+        return qs_error_set(err, QS_ERR_INPUT, "tensor '%s': OmniQuant trains a whole block (workers/omniquant.h), "
+                                               "not one linear", tname(o));
     if (!h) return qs_error_set(err, QS_ERR_INPUT, "tensor '%s': GPTQ needs a Hessian", tname(o));
+    if (be->gptq) return be->gptq(be->ctx, w, rows, cols, h, o, res, err);
     return qs_quant_gptq(be, w, rows, cols, h, o, res, err);
 }
 

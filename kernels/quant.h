@@ -20,7 +20,9 @@
 #include "kernels/quant_opts.h"
 #include "kernels/status.h"
 
-/* Dispatch on o->method (h may be NULL for RTN; it is overwritten for GPTQ). */
+/* Dispatch on o->method (h may be NULL for RTN; it is overwritten for GPTQ):
+ * be->gptq / be->rtn when the backend has them (CUDA: w and h may then be
+ * host or device memory), else the CPU implementations with be's BLAS. */
 qs_status qs_quant_run(const qs_backend_i *be, const float *w, int64_t rows, int64_t cols, float *h,
                        const qs_quant_opts *o, qs_quant_result *res, qs_error *err);
 

@@ -19,6 +19,15 @@ void qs_quant_opts_default(qs_quant_opts *o)
     o->damp = 0.01;
     o->block_size = 128;
     o->scales_fp16 = true;
+    o->omni.epochs = 20;
+    o->omni.lwc = true;
+    o->omni.let = false;
+    o->omni.lwc_lr = 5e-3;
+    o->omni.let_lr = 1e-2;
+    o->omni.batch = 1;
+    o->omni.seed = 0;
+    o->omni.let_alpha = 0.5;
+    o->omni.cosine = true;
 }
 
 static const char *tname(const qs_quant_opts *o) { return o->name ? o->name : "weight"; }
@@ -28,7 +37,7 @@ qs_status qs_quant_opts_check(const qs_quant_opts *o, int64_t rows, int64_t cols
     if (rows <= 0 || cols <= 0)
         return qs_error_set(err, QS_ERR_INPUT, "tensor '%s': shape [%lld,%lld], expected a non-empty 2-D weight",
                             tname(o), (long long)rows, (long long)cols);
-    if (o->method != QS_QUANT_METHOD_RTN && o->method != QS_QUANT_METHOD_GPTQ)
+    if (o->method != QS_QUANT_METHOD_RTN && o->method != QS_QUANT_METHOD_GPTQ && o->method != QS_QUANT_METHOD_OMNIQUANT)
         return qs_error_set(err, QS_ERR_INPUT, "tensor '%s': unknown quantization method %d", tname(o), (int)o->method);
     if (o->bits != 2 && o->bits != 3 && o->bits != 4 && o->bits != 8)
         return qs_error_set(err, QS_ERR_INPUT, "tensor '%s': %d bits, expected 2, 3, 4 or 8", tname(o), o->bits);
@@ -45,6 +54,28 @@ qs_status qs_quant_opts_check(const qs_quant_opts *o, int64_t rows, int64_t cols
         return qs_error_set(err, QS_ERR_INPUT,
                             "tensor '%s': mse search needs norm > 0, grid > 0, 0 < maxshrink <= 1 (got %g, %d, %g)",
                             tname(o), (double)o->mse_norm, o->mse_grid, (double)o->mse_maxshrink);
+    if (o->method == QS_QUANT_METHOD_OMNIQUANT) {
+        const qs_omni_opts *m = &o->omni;
+        if (m->epochs < 1)
+            return qs_error_set(err, QS_ERR_INPUT, "tensor '%s': omniquant epochs %d, expected >= 1", tname(o), m->epochs);
+        if (m->batch < 1)
+            return qs_error_set(err, QS_ERR_INPUT, "tensor '%s': omniquant batch %d, expected >= 1", tname(o), m->batch);
+        if (!(m->lwc_lr > 0.0) || !(m->let_lr > 0.0))
+            return qs_error_set(err, QS_ERR_INPUT,
+                                "tensor '%s': omniquant learning rates %g (lwc), %g (let): expected > 0", tname(o),
+                                m->lwc_lr, m->let_lr);
+        if (!(m->let_alpha >= 0.0 && m->let_alpha <= 1.0))
+            return qs_error_set(err, QS_ERR_INPUT, "tensor '%s': omniquant let alpha %g, expected 0..1", tname(o),
+                                m->let_alpha);
+        if (!m->lwc && !m->let)
+            return qs_error_set(err, QS_ERR_INPUT,
+                                "tensor '%s': omniquant with neither LWC nor LET trains nothing (turn on --lwc or --let)",
+                                tname(o));
+        if (o->act_order || o->static_groups || o->mse)
+            return qs_error_set(err, QS_ERR_INPUT,
+                                "tensor '%s': act-order, static groups and mse are GPTQ/RTN options, not omniquant's",
+                                tname(o));
+    }
     return QS_OK;
 }
 

@@ -30,10 +30,28 @@
 #include "kernels/quant_grid.h"
 #include "kernels/status.h"
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend (C++) calls these C functions */
+#endif
+
 typedef enum qs_quant_method {
     QS_QUANT_METHOD_RTN = 0,
     QS_QUANT_METHOD_GPTQ,
+    QS_QUANT_METHOD_OMNIQUANT, /* per-block training: workers/omniquant.h, kernels/lwc_grid.h */
 } qs_quant_method;
+
+/* OmniQuant's knobs (docs/omniquant.md). Every field changes the numbers. */
+typedef struct qs_omni_opts {
+    int epochs;        /* passes over the calibration rows per block, >= 1 (20; 40 at 2 bits) */
+    bool lwc;          /* learnable weight clipping γ, β per output row (and group) (default on) */
+    bool let;          /* learnable equivalent transformation: norm→linears and v→o scales (default off) */
+    double lwc_lr;     /* AdamW learning rate of γ, β (5e-3) */
+    double let_lr;     /* AdamW learning rate of the LET scales and shifts (1e-2) */
+    int batch;         /* calibration rows per optimizer step (1) */
+    uint64_t seed;     /* the order rows are visited in, per block and epoch (0) */
+    double let_alpha;  /* SmoothQuant migration strength of LET's initial scales (0.5) */
+    bool cosine;       /* learning rates follow a cosine from their value to 0 over the block's steps (on) */
+} qs_omni_opts;
 
 typedef struct qs_quant_opts {
     qs_quant_method method;
@@ -50,6 +68,7 @@ typedef struct qs_quant_opts {
     int block_size;      /* lazy-batch block, default 128 */
     bool scales_fp16;    /* round scales to fp16 before choosing codes; default true */
     bool factor_f64;     /* factor H^-1 in double (slower, more accurate); default false */
+    qs_omni_opts omni;   /* OmniQuant only */
     const char *name;    /* tensor name for error messages (may be NULL) */
 } qs_quant_opts;
 
@@ -78,12 +97,16 @@ typedef struct qs_quant_result {
 } qs_quant_result;
 
 /* Defaults: GPTQ, 4 bits, group 128, sym, no act-order, damp 0.01, block 128,
- * scales_fp16 on, mse off (norm 2.4, grid 100, maxshrink 0.8). */
+ * scales_fp16 on, mse off (norm 2.4, grid 100, maxshrink 0.8); OmniQuant
+ * 20 epochs, LWC on, LET off, learning rates 5e-3 / 1e-2 with cosine decay,
+ * batch 1, seed 0, alpha 0.5. */
 void qs_quant_opts_default(qs_quant_opts *o);
 
 /* Checks the options against a [rows, cols] weight: bits in {2,3,4,8},
  * group_size -1 or a positive divisor of cols, block_size > 0, 0 <= damp < 1,
- * sane mse settings. QS_ERR_INPUT with a message naming the tensor. */
+ * sane mse settings; OmniQuant: epochs and batch >= 1, learning rates > 0,
+ * LWC or LET on, no act-order / static groups / mse (GPTQ's and RTN's knobs).
+ * QS_ERR_INPUT with a message naming the tensor. */
 qs_status qs_quant_opts_check(const qs_quant_opts *o, int64_t rows, int64_t cols, qs_error *err);
 
 /* The grid settings of the options (maxq = 2^bits - 1). */
@@ -100,5 +123,9 @@ void qs_quant_result_free(qs_quant_result *r);
 /* q[r, c] = scales[g_idx[c], r] * (codes[r, c] - zeros[g_idx[c], r]) — what the
  * export's consumers compute; equals res->q exactly. */
 void qs_quant_dequantize(const qs_quant_result *res, float *q);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

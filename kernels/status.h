@@ -13,6 +13,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend (C++) calls these C functions */
+#endif
+
 typedef enum qs_status {
     QS_OK = 0,
     QS_ERR_INPUT,       /* bad input: malformed file, wrong shape, NaN, bad option */
@@ -53,5 +57,9 @@ const char *qs_status_name(qs_status s);
         qs_status qs_try_s_ = (expr);        \
         if (qs_try_s_ != QS_OK) return qs_try_s_; \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -13,6 +13,10 @@
 
 #include "kernels/status.h"
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend (C++) calls these C functions */
+#endif
+
 typedef enum qs_dtype {
     QS_DTYPE_F32 = 0,
     QS_DTYPE_F16,
@@ -63,5 +67,9 @@ qs_status qs_convert_from_f32(const float *src, size_t n, qs_dtype dt, void *dst
 void *qs_malloc(size_t bytes);
 void *qs_calloc(size_t n, size_t size);
 void qs_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -25,11 +25,31 @@ void qs_block_record_free(qs_block_record *r)
 {
     if (!r) return;
     for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) qs_quant_result_free(&r->res[i]);
+    qs_omni_record_free(&r->omni);
     memset(r, 0, sizeof *r);
 }
 
-/* The checksum covers exactly what the exports are made from. */
-static uint64_t block_hash(int n, const qs_quant_result *res)
+static int64_t numel(const qs_omni_tensor *t) { return t->ndim == 2 ? t->shape[0] * t->shape[1] : t->shape[0]; }
+
+/* Tensors of an OmniQuant record in name order (files list them by name). */
+static void hash_tensors(XXH64_state_t *s, const qs_omni_tensor *t, int n)
+{
+    bool done[QS_OMNI_MAX_TENSORS] = {false};
+    for (int k = 0; k < n; k++) {
+        int best = -1;
+        for (int i = 0; i < n; i++)
+            if (!done[i] && (best < 0 || strcmp(t[i].name, t[best].name) < 0)) best = i;
+        done[best] = true;
+        int64_t dims[3] = {t[best].ndim, t[best].shape[0], t[best].ndim == 2 ? t[best].shape[1] : 0};
+        XXH64_update(s, t[best].name, strlen(t[best].name) + 1);
+        XXH64_update(s, dims, sizeof dims);
+        XXH64_update(s, t[best].data, sizeof(float) * (size_t)numel(&t[best]));
+    }
+}
+
+/* The checksum covers exactly what the exports are made from (and for
+ * OmniQuant what was learned). */
+static uint64_t block_hash(int n, const qs_quant_result *res, const qs_omni_record *omni)
 {
     XXH64_state_t *s = XXH64_createState();
     XXH64_reset(s, 0x71736861726400ull); /* "qshard" */
@@ -41,6 +61,11 @@ static uint64_t block_hash(int n, const qs_quant_result *res)
         XXH64_update(s, r->scales, sizeof(float) * (size_t)(r->groups * r->rows));
         XXH64_update(s, r->zeros, sizeof(int32_t) * (size_t)(r->groups * r->rows));
         XXH64_update(s, r->g_idx, sizeof(int32_t) * (size_t)r->cols);
+    }
+    if (omni) {
+        hash_tensors(s, omni->fp, omni->n_fp);
+        hash_tensors(s, omni->params, omni->n_params);
+        XXH64_update(s, omni->loss, sizeof(double) * (size_t)omni->epochs);
     }
     uint64_t h = XXH64_digest(s);
     XXH64_freeState(s);
@@ -106,6 +131,95 @@ static int h5_dataset_dims(hid_t loc, const char *name, int64_t dims[2])
     return nd;
 }
 
+/* ---- the OmniQuant group ----------------------------------------------------------- */
+
+static bool write_tensors(hid_t g, const qs_omni_tensor *t, int n)
+{
+    for (int i = 0; i < n; i++) {
+        hsize_t d[2] = {(hsize_t)t[i].shape[0], (hsize_t)(t[i].ndim == 2 ? t[i].shape[1] : 0)};
+        if (!qs_h5_dataset(g, t[i].name, H5T_NATIVE_FLOAT, t[i].ndim, d, t[i].data, 0)) return false;
+    }
+    return true;
+}
+
+static bool write_omni(hid_t f, const qs_omni_record *m)
+{
+    hid_t g = H5Gcreate2(f, "omniquant", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return false;
+    hsize_t ne[1] = {(hsize_t)m->epochs};
+    bool ok = qs_h5_attr(g, "epochs", H5T_NATIVE_INT, &m->epochs) && qs_h5_attr(g, "steps", H5T_NATIVE_INT64, &m->steps) &&
+              qs_h5_attr(g, "seconds_forward", H5T_NATIVE_DOUBLE, &m->seconds_forward) &&
+              qs_h5_attr(g, "seconds_backward", H5T_NATIVE_DOUBLE, &m->seconds_backward) &&
+              qs_h5_attr(g, "seconds_optimizer", H5T_NATIVE_DOUBLE, &m->seconds_optimizer) &&
+              qs_h5_dataset(g, "loss", H5T_NATIVE_DOUBLE, 1, ne, m->loss, 0);
+    hid_t p = ok ? H5Gcreate2(g, "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    ok = p >= 0 && write_tensors(p, m->params, m->n_params);
+    if (p >= 0) H5Gclose(p);
+    hid_t fp = ok ? H5Gcreate2(g, "fp", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    ok = fp >= 0 && write_tensors(fp, m->fp, m->n_fp);
+    if (fp >= 0) H5Gclose(fp);
+    H5Gclose(g);
+    return ok;
+}
+
+/* Every dataset of group `name` in g (1-D or 2-D f32), in name order; none
+ * larger than max_numel elements (checked before anything is allocated). */
+static bool read_tensors(hid_t g, const char *name, qs_omni_record *m, bool fp, int64_t max_numel)
+{
+    hid_t sub = H5Gopen2(g, name, H5P_DEFAULT);
+    if (sub < 0) return false;
+    H5G_info_t info;
+    bool ok = H5Gget_info(sub, &info) >= 0 && info.nlinks <= QS_OMNI_MAX_TENSORS;
+    for (hsize_t i = 0; ok && i < info.nlinks; i++) {
+        char dname[QS_NAME_MAX + 16];
+        ssize_t len = H5Lget_name_by_idx(sub, ".", H5_INDEX_NAME, H5_ITER_INC, i, dname, sizeof dname, H5P_DEFAULT);
+        hid_t ds = len > 0 && (size_t)len < sizeof dname ? H5Dopen2(sub, dname, H5P_DEFAULT) : -1;
+        if (ds < 0) {
+            ok = false;
+            break;
+        }
+        hid_t sp = H5Dget_space(ds);
+        int nd = H5Sget_simple_extent_ndims(sp);
+        hsize_t d[2] = {0, 0};
+        int64_t shape[2] = {0, 0};
+        if (nd == 1 || nd == 2) H5Sget_simple_extent_dims(sp, d, NULL);
+        /* the dims are the file's word: bounded before they are multiplied or allocated */
+        bool sane = (nd == 1 || nd == 2) && d[0] >= 1 && d[0] <= (hsize_t)max_numel &&
+                    (nd == 1 || (d[1] >= 1 && d[1] <= (hsize_t)max_numel / d[0]));
+        shape[0] = sane ? (int64_t)d[0] : 0, shape[1] = sane ? (int64_t)d[1] : 0;
+        int64_t n = nd == 2 ? shape[0] * shape[1] : shape[0];
+        float *buf = sane ? malloc(sizeof(float) * (size_t)n) : NULL;
+        ok = buf && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0 &&
+             qs_omni_record_add(m, fp, dname, nd, shape, buf, NULL) == QS_OK;
+        free(buf);
+        H5Sclose(sp);
+        H5Dclose(ds);
+    }
+    H5Gclose(sub);
+    return ok;
+}
+
+static bool read_omni(hid_t f, qs_omni_record *m, int64_t max_numel)
+{
+    memset(m, 0, sizeof *m);
+    hid_t g = H5Gopen2(f, "omniquant", H5P_DEFAULT);
+    if (g < 0) return false;
+    bool ok = h5_read_attr(g, "epochs", H5T_NATIVE_INT, &m->epochs) && m->epochs > 0 && m->epochs < (1 << 24) &&
+              h5_read_attr(g, "steps", H5T_NATIVE_INT64, &m->steps);
+    h5_read_attr(g, "seconds_forward", H5T_NATIVE_DOUBLE, &m->seconds_forward);
+    h5_read_attr(g, "seconds_backward", H5T_NATIVE_DOUBLE, &m->seconds_backward);
+    h5_read_attr(g, "seconds_optimizer", H5T_NATIVE_DOUBLE, &m->seconds_optimizer);
+    int64_t ld[2] = {0, 0};
+    ok = ok && h5_dataset_dims(g, "loss", ld) == 1 && ld[0] == m->epochs; /* before the allocation */
+    if (ok) {
+        m->loss = calloc((size_t)m->epochs, sizeof(double));
+        ok = m->loss && h5_read_dataset(g, "loss", H5T_NATIVE_DOUBLE, (size_t)m->epochs, m->loss);
+    }
+    ok = ok && read_tensors(g, "params", m, false, max_numel) && read_tensors(g, "fp", m, true, max_numel);
+    H5Gclose(g);
+    return ok;
+}
+
 /* ---- write ------------------------------------------------------------------------ */
 
 qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome *o, const char *fingerprint,
@@ -117,7 +231,7 @@ qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome
     qs_checkpoint_block_path(work_dir, o->layer, path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     int n = o->blk->n_linears;
-    uint64_t h = block_hash(n, o->res);
+    uint64_t h = block_hash(n, o->res, o->omni);
 
     H5E_auto2_t efn;
     void *edata;
@@ -160,6 +274,7 @@ qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome
         if (st == QS_OK) st = qs_h5_dataset(g, "g_idx", H5T_NATIVE_INT32, 1, d1, r->g_idx, 0) ? QS_OK : QS_ERR_IO;
         H5Gclose(g);
     }
+    if (st == QS_OK && o->omni && !write_omni(f, o->omni)) st = QS_ERR_IO;
     if (f >= 0 && H5Fclose(f) < 0) st = QS_ERR_IO;
     H5Eset_auto2(H5E_DEFAULT, efn, edata);
     if (st != QS_OK) {
@@ -255,16 +370,26 @@ qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *
         }
         if (g >= 0) H5Gclose(g);
     }
+    if (!why[0] && H5Lexists(f, "omniquant", H5P_DEFAULT) > 0) {
+        r->has_omni = true;
+        /* no tensor of the record is larger than the block's largest linear */
+        int64_t max_numel = 0;
+        for (int i = 0; expect && i < expect->n_linears; i++)
+            if (expect->lin[i].out * expect->lin[i].in > max_numel) max_numel = expect->lin[i].out * expect->lin[i].in;
+        if (!expect) max_numel = 1ll << 32;
+        if (!read_omni(f, &r->omni, max_numel)) snprintf(why, sizeof why, "the omniquant group is unreadable");
+    }
     if (f >= 0) H5Fclose(f);
     H5Eset_auto2(H5E_DEFAULT, efn, edata);
     if (!why[0] && !bad.msg[0]) {
-        r->xxh64 = block_hash(n, r->res);
+        r->xxh64 = block_hash(n, r->res, r->has_omni ? &r->omni : NULL);
         char got[40];
         snprintf(got, sizeof got, "%016llx", (unsigned long long)r->xxh64);
         if (strcmp(got, hex) != 0) snprintf(why, sizeof why, "checksum mismatch (stored %s, data %s)", hex, got);
     }
     /* a valid checksum proves the file is the one written, not that it is sane */
-    if (!why[0] && !bad.msg[0]) qs_block_results_check(path, n, r->names, r->res, r->stats, expect, &bad);
+    if (!why[0] && !bad.msg[0]) qs_block_results_check(path, n, r->names, r->res, r->stats, r->has_omni ? &r->omni : NULL, expect,
+                                                              &bad);
     if (why[0] || bad.msg[0]) {
         qs_block_record_free(r);
         if (bad.msg[0] && !why[0]) return qs_error_set(err, QS_ERR_INPUT, "%s", bad.msg);

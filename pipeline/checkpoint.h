@@ -7,7 +7,10 @@
  *   WORK/journal.log        append-only events (run start, block done, stop)
  *   WORK/blocks/block_NNNNN.h5  one per finished block, written by its rank:
  *                           per linear codes, scales, zeros, g_idx and
- *                           statistics; attribute xxh64 over all of the data
+ *                           statistics; OmniQuant: group "omniquant" with the
+ *                           per-epoch loss, params/ (γ, β, LET scales and
+ *                           shifts) and fp/ (the folded FP tensors the
+ *                           exports write); attribute xxh64 over all of it
  *
  * Block files are written durably (temp → fsync → rename → fsync dir) and
  * verified on read: a truncated or bit-flipped file is reported as invalid
@@ -33,6 +36,8 @@ typedef struct qs_block_record {
     qs_linear_stats stats[QS_MAX_BLOCK_LINEARS];
     double seconds;
     uint64_t xxh64;
+    bool has_omni;        /* an OmniQuant block: omni holds its record */
+    qs_omni_record omni;
 } qs_block_record;
 
 void qs_block_record_free(qs_block_record *r);

@@ -19,6 +19,8 @@ void qs_block_expect_init(qs_block_expect *x, const qs_model_config *cfg, const 
     x->layer = layer;
     x->n_linears = qs_block_linears(cfg, names, layer, x->lin);
     x->quant = *quant;
+    qs_block_norm_names(cfg, names, layer, x->norm[0], x->norm[1], x->norm[2], x->norm[3]);
+    x->hidden = cfg->hidden;
 }
 
 static bool bits_ok(int b) { return b == 2 || b == 3 || b == 4 || b == 8; }
@@ -132,12 +134,13 @@ qs_status qs_quant_result_check(const char *origin, const char *name, const qs_q
     return st;
 }
 
-qs_status qs_linear_stats_check(const char *origin, const char *name, const qs_linear_stats *s, qs_error *err)
+qs_status qs_linear_stats_check(const char *origin, const char *name, const qs_linear_stats *s, bool loss_measured,
+                                qs_error *err)
 {
     const char *field = NULL;
     double v = 0;
     if (!isfinite(s->h_trace) || s->h_trace < 0) field = "h_trace", v = s->h_trace;
-    else if (!isfinite(s->loss)) field = "loss", v = s->loss;
+    else if (!isfinite(s->loss) && (loss_measured || !isnan(s->loss))) field = "loss", v = s->loss;
     else if (!isnan(s->loss_rtn) && !isfinite(s->loss_rtn)) field = "loss_rtn", v = s->loss_rtn;
     else if (s->samples < 0) field = "samples", v = (double)s->samples;
     if (!field) return QS_OK;
@@ -145,19 +148,92 @@ qs_status qs_linear_stats_check(const char *origin, const char *name, const qs_l
                         field, v, strcmp(field, "loss") ? ", non-negative" : "");
 }
 
+/* The first non-finite element of t, or -1. */
+static int64_t first_non_finite(const qs_omni_tensor *t)
+{
+    int64_t n = t->ndim == 2 ? t->shape[0] * t->shape[1] : t->shape[0];
+    for (int64_t k = 0; k < n; k++)
+        if (!isfinite(t->data[k])) return k;
+    return -1;
+}
+
+static bool tensor_dims_ok(const qs_omni_tensor *t)
+{
+    if (t->ndim != 1 && t->ndim != 2) return false;
+    int64_t a = t->shape[0], b = t->ndim == 2 ? t->shape[1] : 1;
+    return a >= 1 && b >= 1 && a <= DIM_MAX && b <= DIM_MAX && a * b <= NUMEL_MAX && t->data;
+}
+
+qs_status qs_omni_record_check(const char *origin, const qs_omni_record *m, const qs_block_expect *x, qs_error *err)
+{
+    if (m->epochs < 1 || m->epochs >= (1 << 24) || !m->loss)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: omniquant: field 'epochs' = %d, expected [1, 2^24)", origin, m->epochs);
+    for (int e = 0; e < m->epochs; e++)
+        if (!isfinite(m->loss[e]))
+            return qs_error_set(err, QS_ERR_INPUT, "%s: omniquant: field 'loss'[%d] = %g, expected a finite value", origin,
+                                e, m->loss[e]);
+    if (m->steps < 0)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: omniquant: field 'steps' = %lld, expected >= 0", origin,
+                            (long long)m->steps);
+    if (m->n_params < 0 || m->n_params > QS_OMNI_MAX_TENSORS || m->n_fp < 0 || m->n_fp > QS_OMNI_MAX_TENSORS)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: omniquant: %d params and %d folded tensors, expected at most %d each",
+                            origin, m->n_params, m->n_fp, QS_OMNI_MAX_TENSORS);
+    for (int k = 0; k < m->n_params; k++) {
+        const qs_omni_tensor *t = &m->params[k];
+        int64_t bad = tensor_dims_ok(t) ? first_non_finite(t) : 0;
+        if (!tensor_dims_ok(t) || bad >= 0)
+            return qs_error_set(err, QS_ERR_INPUT, "%s: omniquant: field 'params/%s' %s", origin, t->name,
+                                tensor_dims_ok(t) ? "holds a non-finite value" : "has no sane shape");
+    }
+    for (int k = 0; k < m->n_fp; k++) {
+        const qs_omni_tensor *t = &m->fp[k];
+        if (!tensor_dims_ok(t) || t->ndim != 1)
+            return qs_error_set(err, QS_ERR_INPUT, "%s: omniquant: field 'fp/%s' is not a 1-D tensor", origin, t->name);
+        int64_t bad = first_non_finite(t);
+        if (bad >= 0)
+            return qs_error_set(err, QS_ERR_INPUT, "%s: omniquant: field 'fp/%s'[%lld] = %g, expected a finite value",
+                                origin, t->name, (long long)bad, (double)t->data[bad]);
+        for (int j = 0; j < k; j++)
+            if (!strcmp(m->fp[j].name, t->name))
+                return qs_error_set(err, QS_ERR_INPUT, "%s: omniquant: field 'fp/%s' appears twice", origin, t->name);
+        if (!x) continue;
+        /* a folded tensor replaces one of the block's norms or linear biases */
+        int64_t want = -1;
+        for (int i = 0; i < 4 && want < 0; i++)
+            if (x->norm[i][0] && !strcmp(t->name, x->norm[i])) want = x->hidden;
+        for (int i = 0; i < x->n_linears && want < 0; i++)
+            if (x->lin[i].bias[0] && !strcmp(t->name, x->lin[i].bias)) want = x->lin[i].out;
+        if (want < 0)
+            return qs_error_set(err, QS_ERR_INPUT,
+                                "%s: omniquant: field 'fp/%s' is none of block %d's norms or linear biases", origin,
+                                t->name, x->layer);
+        if (t->shape[0] != want)
+            return qs_error_set(err, QS_ERR_INPUT, "%s: omniquant: field 'fp/%s' has %lld elements, the model's has %lld",
+                                origin, t->name, (long long)t->shape[0], (long long)want);
+    }
+    return QS_OK;
+}
+
 qs_status qs_block_results_check(const char *origin, int n, const char (*names)[QS_NAME_MAX],
-                                 const qs_quant_result *res, const qs_linear_stats *stats, const qs_block_expect *x,
-                                 qs_error *err)
+                                 const qs_quant_result *res, const qs_linear_stats *stats, const qs_omni_record *omni,
+                                 const qs_block_expect *x, qs_error *err)
 {
     if (x && n != x->n_linears)
         return qs_error_set(err, QS_ERR_INPUT, "%s: field 'n_linears' = %d, block %d of the model has %d", origin, n,
                             x->layer, x->n_linears);
+    bool omni_run = x ? x->quant.method == QS_QUANT_METHOD_OMNIQUANT : omni != NULL;
+    if (x && omni_run && !omni)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: no 'omniquant' group, but this run quantizes with OmniQuant", origin);
+    if (x && !omni_run && omni)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: an 'omniquant' group, but this run does not quantize with OmniQuant",
+                            origin);
     for (int i = 0; i < n; i++) {
         if (x && strcmp(names[i], x->lin[i].weight) != 0)
             return qs_error_set(err, QS_ERR_INPUT, "%s: linear %d: field 'name' is '%s', the model's is '%s'", origin, i,
                                 names[i], x->lin[i].weight);
         QS_TRY(qs_quant_result_check(origin, names[i], &res[i], true, x ? &x->quant : NULL, err));
-        QS_TRY(qs_linear_stats_check(origin, names[i], &stats[i], err));
+        QS_TRY(qs_linear_stats_check(origin, names[i], &stats[i], !omni_run, err));
     }
+    if (omni) QS_TRY(qs_omni_record_check(origin, omni, x, err));
     return QS_OK;
 }

@@ -19,6 +19,10 @@
  *       positive, exactly representable in fp16 and below fp16's largest
  *       value 65504 (a scale there is one the quantizer had to clamp); the
  *       statistics finite (h_trace and samples also non-negative)
+ *   OmniQuant's record (method omniquant only, and then required): the loss
+ *       curve and the learned parameters finite; each folded FP tensor (it
+ *       replaces the model's norm or bias in the exports) one of the
+ *       block's, of the model's length, finite
  *
  * A failure is QS_ERR_INPUT with one line naming the file, the linear and the
  * field: resume treats the checkpoint as corrupt (recomputes the block with a
@@ -39,6 +43,7 @@
 
 #include "kernels/quant_opts.h"
 #include "pipeline/formats/model_config.h"
+#include "workers/omniquant.h"
 #include "workers/stage.h"
 
 /* The largest finite fp16: a scale that reaches it was clamped by the grid. */
@@ -49,7 +54,9 @@ typedef struct qs_block_expect {
     int layer;
     int n_linears;
     qs_block_linear lin[QS_MAX_BLOCK_LINEARS]; /* weight names and [out, in] */
-    qs_quant_opts quant;                      /* bits, group_size, act_order, static_groups */
+    qs_quant_opts quant;                      /* method, bits, group_size, act_order, static_groups */
+    char norm[4][QS_NAME_MAX];                /* the block's norms: attn w, b, mlp w, b ("" when none) */
+    int64_t hidden;                           /* the norms' length */
 } qs_block_expect;
 
 void qs_block_expect_init(qs_block_expect *x, const qs_model_config *cfg, const qs_model_names *names, int layer,
@@ -76,13 +83,26 @@ qs_status qs_quant_result_check(const char *origin, const char *name, const qs_q
                                 const qs_quant_opts *q, qs_error *err);
 
 /* The statistics of one linear: h_trace finite and >= 0, loss finite
- * (loss_rtn too unless NaN = not measured), samples >= 0. */
-qs_status qs_linear_stats_check(const char *origin, const char *name, const qs_linear_stats *s, qs_error *err);
+ * (loss_rtn too unless NaN = not measured), samples >= 0. loss_measured
+ * false (OmniQuant: no Hessian, the loss curve is in the record): loss may
+ * be NaN = not measured, never ±Inf. */
+qs_status qs_linear_stats_check(const char *origin, const char *name, const qs_linear_stats *s, bool loss_measured,
+                                qs_error *err);
+
+/* OmniQuant's record of one block (the `omniquant` group): epochs in
+ * [1, 2^24), the loss curve finite, steps >= 0, every learned parameter
+ * finite, and every folded FP tensor (what replaces the model's tensor in
+ * the exports and in a resumed block) finite, 1-D, not named twice and
+ * one of the block's norm weights/biases or linear biases with the
+ * model's length. x may be NULL: then the names and lengths go unchecked. */
+qs_status qs_omni_record_check(const char *origin, const qs_omni_record *m, const qs_block_expect *x, qs_error *err);
 
 /* A whole block: the count and the names of its linears against x, then
- * each linear's values and statistics. names: n × QS_NAME_MAX. */
+ * each linear's values and statistics, then the OmniQuant record (omni,
+ * NULL when the checkpoint has none: required exactly when x's method is
+ * OmniQuant). names: n × QS_NAME_MAX. */
 qs_status qs_block_results_check(const char *origin, int n, const char (*names)[QS_NAME_MAX],
-                                 const qs_quant_result *res, const qs_linear_stats *stats, const qs_block_expect *x,
-                                 qs_error *err);
+                                 const qs_quant_result *res, const qs_linear_stats *stats, const qs_omni_record *omni,
+                                 const qs_block_expect *x, qs_error *err);
 
 #endif

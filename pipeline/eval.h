@@ -26,6 +26,8 @@ typedef struct qs_eval_opts {
     const char *file;        /* NULL, or the safetensors file of model_dir to use (e.g. model.f32.safetensors) */
     int64_t batch;           /* rows per forward (>= 1) */
     const char *dump_logits; /* NULL, or a .npy to write the model's logits [rows, L, vocab] to (tests) */
+    const char *compute_dtype; /* "auto" (NULL), "f32" or "bf16": the forwards of the model and the reference
+                                * (workers/model.h: qs_compute_dtype_resolve on the model) */
 } qs_eval_opts;
 
 typedef struct qs_eval_result {
@@ -37,6 +39,7 @@ typedef struct qs_eval_result {
     double kl_mean, kl_p99, top1;
     double seconds;      /* wall time of the model's forward passes */
     double tokens_per_s; /* forward tokens (rows · L) per second */
+    qs_compute_dtype compute; /* what the forwards computed in */
 } qs_eval_result;
 
 /* Reads a token set into an I32 [rows, L] tensor (pipeline/formats/token_set.h: .npy

@@ -85,7 +85,9 @@ qs_status qs_fingerprint_make(const qs_run_options *o, const qs_manifest *m, con
 
     /* options */
     cJSON *op = cJSON_AddObjectToObject(j, "options");
-    cJSON_AddStringToObject(op, "method", o->method == QS_METHOD_GPTQ ? "gptq" : "rtn");
+    cJSON_AddStringToObject(op, "method", o->method == QS_METHOD_GPTQ        ? "gptq"
+                                          : o->method == QS_METHOD_OMNIQUANT ? "omniquant"
+                                                                             : "rtn");
     cJSON_AddNumberToObject(op, "bits", o->bits);
     cJSON_AddNumberToObject(op, "group_size", o->group_size);
     cJSON_AddBoolToObject(op, "sym", o->sym);
@@ -96,8 +98,22 @@ qs_status qs_fingerprint_make(const qs_run_options *o, const qs_manifest *m, con
     cJSON_AddNumberToObject(op, "damp", o->damp);
     cJSON_AddNumberToObject(op, "block_size", o->block_size);
     cJSON_AddNumberToObject(op, "micro_batch", o->micro_batch);
+    /* the resolved compute dtype (run.c); f32 leaves the record as it always was */
+    if (!strcmp(o->compute_dtype, "bf16")) cJSON_AddStringToObject(op, "compute_dtype", "bf16");
     cJSON_AddStringToObject(op, "schedule", o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
     if (o->schedule == QS_SCHEDULE_PIPELINED) cJSON_AddNumberToObject(op, "ranks", ranks);
+    if (o->method == QS_METHOD_OMNIQUANT) {
+        /* only for OmniQuant, so GPTQ/RTN work dirs keep their ids */
+        cJSON_AddNumberToObject(op, "epochs", qs_run_options_epochs(o));
+        cJSON_AddBoolToObject(op, "lwc", o->lwc);
+        cJSON_AddBoolToObject(op, "let", o->let);
+        cJSON_AddNumberToObject(op, "lwc_lr", o->lwc_lr);
+        cJSON_AddNumberToObject(op, "let_lr", o->let_lr);
+        cJSON_AddNumberToObject(op, "omni_batch", o->omni_batch);
+        cJSON_AddNumberToObject(op, "omni_seed", o->omni_seed);
+        cJSON_AddNumberToObject(op, "let_alpha", 0.5);
+        cJSON_AddBoolToObject(op, "omni_cosine", o->omni_cosine);
+    }
 
     /* id: everything except file names/mtimes (a copied model keeps its id) */
     cJSON *idj = cJSON_Duplicate(j, 1);
@@ -141,6 +157,17 @@ static void diff(const cJSON *a, const cJSON *b, const char *path, char *out, si
         size_t len = strlen(out);
         snprintf(out + len, cap - len, "%s%s: %s → %s", len ? "; " : "", p, y ? y : "?", x ? x : "?");
         free(x), free(y);
+    }
+    /* fields only the old record has (e.g. options.compute_dtype "bf16" → f32) */
+    cJSON_ArrayForEach(e, b)
+    {
+        if (!e->string || cJSON_GetObjectItemCaseSensitive(a, e->string)) continue;
+        char p[256];
+        snprintf(p, sizeof p, "%s%s%s", path, path[0] ? "." : "", e->string);
+        char *y = cJSON_PrintUnformatted(e);
+        size_t len = strlen(out);
+        snprintf(out + len, cap - len, "%s%s: %s → (absent)", len ? "; " : "", p, y ? y : "?");
+        free(y);
     }
 }
 

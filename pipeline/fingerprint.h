@@ -7,7 +7,9 @@
  * results (method, bits, group size, sym, act-order, static groups,
  * true-sequential, mse, damp, block size, calibration rows, micro-batch,
  * schedule, and the number of ranks for the pipelined schedule, whose stage
- * boundaries change the numbers; the exact schedule does not depend on it).
+ * boundaries change the numbers; the exact schedule does not depend on it;
+ * for OmniQuant also epochs, LWC, LET, both learning rates, batch, seed and
+ * LET's alpha).
  * `id` is a hash over all of it except the mtimes.
  *
  * WORK/fingerprint.json is written when the work dir is new. On resume a

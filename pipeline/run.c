@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/threads.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/events.h"
 #include "pipeline/export/export.h"
@@ -62,7 +63,9 @@ static qs_quant_opts quant_opts(const qs_run_options *o)
 {
     qs_quant_opts q;
     qs_quant_opts_default(&q);
-    q.method = o->method == QS_METHOD_RTN ? QS_QUANT_METHOD_RTN : QS_QUANT_METHOD_GPTQ;
+    q.method = o->method == QS_METHOD_RTN         ? QS_QUANT_METHOD_RTN
+               : o->method == QS_METHOD_OMNIQUANT ? QS_QUANT_METHOD_OMNIQUANT
+                                                  : QS_QUANT_METHOD_GPTQ;
     q.bits = o->bits;
     q.group_size = o->group_size;
     q.sym = o->sym;
@@ -71,6 +74,14 @@ static qs_quant_opts quant_opts(const qs_run_options *o)
     q.mse = o->mse;
     q.damp = o->damp;
     q.block_size = o->block_size;
+    q.omni.epochs = qs_run_options_epochs(o);
+    q.omni.lwc = o->lwc;
+    q.omni.let = o->let;
+    q.omni.lwc_lr = o->lwc_lr;
+    q.omni.let_lr = o->let_lr;
+    q.omni.batch = o->omni_batch;
+    q.omni.seed = (uint64_t)o->omni_seed;
+    q.omni.cosine = o->omni_cosine;
     return q;
 }
 
@@ -113,7 +124,8 @@ typedef struct run_ctx {
 
 /* Finished blocks of a previous run; a bad checkpoint is recomputed. */
 static qs_status resume_block(void *ctx, int layer, qs_quant_result res[QS_MAX_BLOCK_LINEARS],
-                              qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], bool *found, qs_error *err)
+                              qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], qs_omni_record *omni, bool *found,
+                              qs_error *err)
 {
     run_ctx *r = ctx;
     *found = false;
@@ -131,11 +143,21 @@ static qs_status resume_block(void *ctx, int layer, qs_quant_result res[QS_MAX_B
         qs_journal_append(r->o->work, "rank %d block %d checkpoint invalid (%s): recomputing", r->rank, layer, why.msg);
         return QS_OK;
     }
+    if (omni && !rec.has_omni) {
+        fprintf(stderr, "qshard run: warning: rank %d: block %d's checkpoint has no OmniQuant record; recomputing\n",
+                r->rank, layer);
+        qs_block_record_free(&rec);
+        return QS_OK;
+    }
     for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) {
         res[i] = rec.res[i]; /* ownership moves to the outcome */
         stats[i] = rec.stats[i];
     }
     memset(rec.res, 0, sizeof rec.res);
+    if (omni) {
+        *omni = rec.omni; /* so does the OmniQuant record */
+        memset(&rec.omni, 0, sizeof rec.omni);
+    }
     qs_block_record_free(&rec);
     *found = true;
     r->resumed_blocks++;
@@ -240,7 +262,7 @@ static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
         qs_block_expect_init(&want, r->cfg, r->names, b->layer, &q);
         char origin[QS_PATH_MAX + 32];
         snprintf(origin, sizeof origin, "%s: block %d", r->o->model, b->layer);
-        QS_TRY(qs_block_results_check(origin, b->blk->n_linears, names, b->res, b->stats, &want, err));
+        QS_TRY(qs_block_results_check(origin, b->blk->n_linears, names, b->res, b->stats, b->omni, &want, err));
     }
     double t_cb = now();
     qs_block_event ev;
@@ -272,6 +294,20 @@ static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
         cJSON_AddNumberToObject(e, "seconds", s->seconds);
         cJSON_AddItemToArray(r->layers, e);
     }
+    if (b->omni) {
+        /* one entry per block: the training's loss curve and time split (the report's "omniquant") */
+        const qs_omni_record *m = b->omni;
+        cJSON *e = cJSON_CreateObject(), *q = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "block", b->layer);
+        cJSON_AddItemToObject(q, "loss", cJSON_CreateDoubleArray(m->loss, m->epochs));
+        cJSON_AddNumberToObject(q, "steps", (double)m->steps);
+        cJSON_AddNumberToObject(q, "seconds", b->seconds);
+        cJSON_AddNumberToObject(q, "seconds_forward", m->seconds_forward);
+        cJSON_AddNumberToObject(q, "seconds_backward", m->seconds_backward);
+        cJSON_AddNumberToObject(q, "seconds_optimizer", m->seconds_optimizer);
+        cJSON_AddItemToObject(e, "omniquant", q);
+        cJSON_AddItemToArray(r->layers, e);
+    }
     /* the block's interval ends after its checkpoint and exports: they are its I/O */
     double cb = now() - t_cb;
     ev.timing.io += cb;
@@ -297,6 +333,7 @@ typedef struct setup {
     qs_model_names names;
     qs_tensor tokens;
     int64_t dims[2]; /* rows, seq */
+    int64_t compute; /* qs_compute_dtype, resolved on rank 0 */
     qs_plan plan;
     qs_gptq_export *exp;
     qs_gguf_export *gguf;
@@ -374,6 +411,14 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         QS_TRY(load_calibration(o, cfg, &s->tokens, err));
         s->dims[0] = s->tokens.shape[0];
         s->dims[1] = s->tokens.shape[1];
+        /* rank 0 decides the compute dtype for all (nodes may differ in what their CPUs have);
+         * OmniQuant trains in f32 */
+        qs_compute_dtype cd = QS_COMPUTE_F32;
+        if (o->method != QS_METHOD_OMNIQUANT)
+            QS_TRY(qs_compute_dtype_resolve(o->compute_dtype, s->m, &s->names, qs_backend_cpu(), &cd, err));
+        else if (!strcmp(o->compute_dtype, "bf16"))
+            return qs_error_set(err, QS_ERR_INPUT, "--compute-dtype bf16: OmniQuant computes in f32 (use f32 or auto)");
+        s->compute = cd;
     }
     /* every option must fit every linear before anything runs */
     qs_block_linear lin[QS_MAX_BLOCK_LINEARS];
@@ -383,6 +428,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         qo.name = lin[i].weight;
         QS_TRY(qs_quant_opts_check(&qo, lin[i].out, lin[i].in, err));
     }
+    QS_TRY(qs_omni_check(cfg, &qo, err));
     if (c->size > cfg->n_layers)
         return qs_error_set(err, QS_ERR_INPUT, "%d ranks for a model of %d blocks: use at most %d ranks", c->size,
                             cfg->n_layers, cfg->n_layers);
@@ -425,7 +471,14 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
     QS_TRY(qs_dir_probe_writable(blocks, err));
     QS_TRY(qs_mkdir_p(o->out, err));
     QS_TRY(qs_dir_probe_writable(o->out, err));
-    QS_TRY(qs_fingerprint_make(o, s->m, &s->tokens, c->size, &s->fp, err));
+    /* the fingerprint records the resolved compute dtype, not "auto" */
+    qs_run_options *fo = malloc(sizeof *fo);
+    if (!fo) return qs_error_set(err, QS_ERR_NOMEM, "run options");
+    *fo = *o;
+    snprintf(fo->compute_dtype, sizeof fo->compute_dtype, "%s", qs_compute_dtype_name((qs_compute_dtype)s->compute));
+    qs_status fst = qs_fingerprint_make(fo, s->m, &s->tokens, c->size, &s->fp, err);
+    free(fo);
+    QS_TRY(fst);
     bool resuming = false;
     QS_TRY(qs_fingerprint_check(o->work, &s->fp, o->force_resume, &resuming, err));
     s->resuming = resuming;
@@ -449,18 +502,67 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
 /* Per-rank numbers gathered on rank 0 at the end (one allreduce of doubles). */
 enum {
     T_TOTAL, T_COMPUTE, T_COMM, T_IO, T_IDLE, T_BYTES, T_HESSIAN, T_SOLVE, T_WAIT, T_PEAK_RSS, T_RSS_START,
+    T_FORWARD, T_FWD_FLOPS, T_FWD_ONE, /* block forwards: seconds, flops run, flops of one forward of each block */
     T_N
 };
 
 static void print_timing(qs_progress *pg, const double *t, int ranks)
 {
-    qs_progress_message(pg, "\n%5s %10s %10s %10s %10s %10s %12s %12s", "rank", "total s", "compute s", "comm s",
-                        "io s", "idle s", "read MiB", "peak MiB");
+    qs_progress_message(pg, "\n%5s %9s %9s %9s %9s %9s %8s %8s %8s %10s %10s %10s", "rank", "total s", "compute s",
+                        "forward s", "hessian s", "solve s", "comm s", "io s", "idle s", "read MiB", "peak MiB",
+                        "fwd/block");
     for (int r = 0; r < ranks; r++) {
         const double *x = t + r * T_N;
-        qs_progress_message(pg, "%5d %10.2f %10.2f %10.2f %10.2f %10.2f %12.1f %12.1f", r, x[T_TOTAL], x[T_COMPUTE],
-                            x[T_COMM], x[T_IO], x[T_IDLE], x[T_BYTES] / 1048576.0, x[T_PEAK_RSS] / 1048576.0);
+        qs_progress_message(pg, "%5d %9.2f %9.2f %9.2f %9.2f %9.2f %8.2f %8.2f %8.2f %10.1f %10.1f %10.2f", r,
+                            x[T_TOTAL], x[T_COMPUTE], x[T_FORWARD], x[T_HESSIAN], x[T_SOLVE], x[T_COMM], x[T_IO],
+                            x[T_IDLE], x[T_BYTES] / 1048576.0, x[T_PEAK_RSS] / 1048576.0,
+                            x[T_FWD_ONE] > 0 ? x[T_FWD_FLOPS] / x[T_FWD_ONE] : 0.0);
     }
+}
+
+/* Every rank's cores and threads, printed by rank 0 at the start; one
+ * warning line when a rank is bound to fewer cores than its share of its
+ * node (mpirun binds a rank to one core by default when ranks <= cores). */
+static qs_status report_cores(const qs_comm_i *c, const qs_plan *plan, qs_progress *pg, qs_error *err)
+{
+    enum { NC = 4 };
+    qs_cpu_threads th;
+    qs_cpu_threads_init(&th);
+    qs_cpu_threads_share(&th, c->node_size > 0 ? c->node_size : 1);
+    double *v = calloc((size_t)(c->size * NC), sizeof(double));
+    if (!v) return qs_error_set(err, QS_ERR_NOMEM, "core report");
+    double *mine = v + c->rank * NC;
+    mine[0] = th.affinity, mine[1] = th.available, mine[2] = th.threads, mine[3] = c->node_size > 0 ? c->node_size : 1;
+    qs_status st = c->allreduce_sum_f64(c->ctx, v, (size_t)(c->size * NC), err);
+    if (st == QS_OK && c->rank == 0) {
+        char short_ranks[256] = "";
+        int n_short = 0, share = 0, per_node = 1;
+        for (int r = 0; r < c->size; r++) {
+            const double *x = v + r * NC;
+            int aff = (int)x[0], avail = (int)x[1], thr = (int)x[2], ns = (int)x[3];
+            int sh = avail / ns > 0 ? avail / ns : 1;
+            qs_progress_message(pg, "  rank %d: blocks [%d, %d)%s%s; %d core%s, %d thread%s (its node: %d cores, %d rank%s)",
+                                r, plan->stages[r].first_block, plan->stages[r].end_block,
+                                plan->stages[r].embed ? " + embedding" : "", plan->stages[r].head ? " + head" : "", aff,
+                                aff == 1 ? "" : "s", thr, thr == 1 ? "" : "s", avail, ns, ns == 1 ? "" : "s");
+            if (aff < sh) {
+                size_t len = strlen(short_ranks);
+                if (len + 16 < sizeof short_ranks)
+                    snprintf(short_ranks + len, sizeof short_ranks - len, "%s%d", n_short ? ", " : "", r);
+                if (!n_short) share = sh, per_node = ns;
+                n_short++;
+            }
+        }
+        /* a warning: printed even with --quiet */
+        if (n_short)
+            fprintf(stderr, "qshard run: warning: rank%s %s run%s on fewer cores than %d, %s share of the node: launch "
+                            "with `mpirun --map-by ppr:%d:node:pe=%d` or `mpirun --bind-to none` (Slurm: `srun "
+                            "--cpus-per-task=%d`)\n",
+                    n_short > 1 ? "s" : "", short_ranks, n_short > 1 ? "" : "s", share, n_short > 1 ? "their" : "its",
+                    per_node, share, share);
+    }
+    free(v);
+    return st;
 }
 
 static void add_option(void *ctx, const char *key, const char *value)
@@ -481,7 +583,9 @@ static void emit_run_start(const qs_run_options *o, const qs_comm_i *c, const se
     cJSON_AddStringToObject(e, "work", o->work);
     cJSON_AddStringToObject(e, "out", o->out);
     cJSON_AddStringToObject(e, "schedule", o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
-    cJSON_AddStringToObject(e, "method", o->method == QS_METHOD_GPTQ ? "gptq" : o->method == QS_METHOD_RTN ? "rtn" : "?");
+    cJSON_AddStringToObject(e, "method", o->method == QS_METHOD_GPTQ  ? "gptq"
+                                          : o->method == QS_METHOD_RTN ? "rtn"
+                                                                       : "omniquant");
     cJSON_AddNumberToObject(e, "bits", o->bits);
     cJSON_AddNumberToObject(e, "group_size", o->group_size);
     cJSON_AddBoolToObject(e, "sym", o->sym);
@@ -582,6 +686,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     memset(&pred, 0, sizeof pred);
     qs_status st = agree(c, do_setup(o, c, &s, err), err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.dims, sizeof s.dims, 0, err);
+    if (st == QS_OK) st = c->bcast(c->ctx, &s.compute, sizeof s.compute, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.fp_id, sizeof s.fp_id, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, &s.resuming, sizeof s.resuming, 0, err);
     if (st != QS_OK) goto out;
@@ -612,15 +717,14 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         if (st != QS_OK) c->abort(c->ctx, 1);
     }
 
-    qs_progress_message(&pg, "qshard run: %s, %d blocks on %d rank(s), %s schedule, %s %d-bit g%d, %lld × %lld calibration tokens%s",
+    qs_progress_message(&pg, "qshard run: %s, %d blocks on %d rank(s), %s schedule, %s %d-bit g%d, %lld × %lld calibration tokens, %s compute%s%s%s%s",
                         qs_arch_name(cfg->arch), cfg->n_layers, c->size,
-                        o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined", o->method == QS_METHOD_GPTQ ? "GPTQ" : "RTN",
+                        o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined", o->method == QS_METHOD_GPTQ ? "GPTQ" : o->method == QS_METHOD_OMNIQUANT ? "OmniQuant" : "RTN",
                         o->bits, o->group_size, (long long)s.dims[0], (long long)s.dims[1],
-                        s.resuming ? " (resuming)" : "");
-    for (int r = 0; r < c->size && c->rank == 0; r++)
-        qs_progress_message(&pg, "  rank %d: blocks [%d, %d)%s%s", r, s.plan.stages[r].first_block,
-                            s.plan.stages[r].end_block, s.plan.stages[r].embed ? " + embedding" : "",
-                            s.plan.stages[r].head ? " + head" : "");
+                        qs_compute_dtype_name((qs_compute_dtype)s.compute), s.compute == QS_COMPUTE_BF16 ? " (" : "",
+                        s.compute == QS_COMPUTE_BF16 ? qs_backend_cpu()->bf16_kernel(qs_backend_cpu()->ctx) : "",
+                        s.compute == QS_COMPUTE_BF16 ? ")" : "", s.resuming ? " (resuming)" : "");
+    if ((st = report_cores(c, &s.plan, &pg, err)) != QS_OK) goto out;
 
     run_ctx rc;
     memset(&rc, 0, sizeof rc);
@@ -664,6 +768,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     a.manifest = s.m;
     a.names = &s.names;
     a.quant = quant_opts(o);
+    a.compute = (qs_compute_dtype)s.compute;
     a.true_sequential = o->true_sequential;
     a.rtn_baseline = o->rtn_baseline;
     a.schedule = o->schedule;
@@ -779,6 +884,9 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     x[T_WAIT] = tm.wait_first;
     x[T_PEAK_RSS] = (double)qs_mem_peak_rss();
     x[T_RSS_START] = rss_start;
+    x[T_FORWARD] = tm.forward;
+    x[T_FWD_FLOPS] = tm.forward_flops;
+    x[T_FWD_ONE] = tm.forward_flops_one;
     if (st == QS_OK) st = agree(c, st, err);
     if (st == QS_OK) st = c->allreduce_sum_f64(c->ctx, tt, (size_t)(c->size * T_N), err);
     /* every shard is durable on every rank here: now the index and configs */
@@ -805,8 +913,12 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         cJSON_AddNumberToObject(rep, "ranks", c->size);
         cJSON_AddNumberToObject(rep, "blocks", cfg->n_layers);
         cJSON_AddStringToObject(rep, "schedule", o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
+        cJSON_AddStringToObject(rep, "compute_dtype", qs_compute_dtype_name((qs_compute_dtype)s.compute));
+        if (s.compute == QS_COMPUTE_BF16)
+            cJSON_AddStringToObject(rep, "bf16_kernel", qs_backend_cpu()->bf16_kernel(qs_backend_cpu()->ctx));
         cJSON_AddNumberToObject(rep, "seconds", now() - t0);
         cJSON *layers = cJSON_AddArrayToObject(rep, "layers");
+        cJSON *omni = o->method == QS_METHOD_OMNIQUANT ? cJSON_AddArrayToObject(rep, "omniquant") : NULL;
         for (int r = 0; r < c->size && st == QS_OK; r++) {
             snprintf(path, sizeof path, "%s/stats.rank%05d.json", o->work, r);
             char *data = NULL;
@@ -814,7 +926,11 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
             cJSON *arr = st == QS_OK ? cJSON_Parse(data) : NULL;
             free(data);
             cJSON *e;
-            cJSON_ArrayForEach(e, arr) cJSON_AddItemToArray(layers, cJSON_Duplicate(e, 1));
+            cJSON_ArrayForEach(e, arr)
+            {
+                bool per_block = cJSON_GetObjectItemCaseSensitive(e, "omniquant") != NULL;
+                cJSON_AddItemToArray(per_block && omni ? omni : layers, cJSON_Duplicate(e, 1));
+            }
             cJSON_Delete(arr);
         }
         cJSON *ranks = cJSON_AddArrayToObject(rep, "per_rank");
@@ -832,6 +948,10 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
             cJSON_AddNumberToObject(e, "bytes_read", y[T_BYTES]);
             cJSON_AddNumberToObject(e, "hessian_s", y[T_HESSIAN]);
             cJSON_AddNumberToObject(e, "solve_s", y[T_SOLVE]);
+            cJSON_AddNumberToObject(e, "forward_s", y[T_FORWARD]);
+            cJSON_AddNumberToObject(e, "forward_flops", y[T_FWD_FLOPS]);
+            /* forward work in units of one forward of the rank's blocks over all calibration rows */
+            cJSON_AddNumberToObject(e, "forward_equivalents", y[T_FWD_ONE] > 0 ? y[T_FWD_FLOPS] / y[T_FWD_ONE] : 0.0);
             cJSON_AddNumberToObject(e, "wait_s", y[T_WAIT]);
             cJSON_AddNumberToObject(e, "peak_rss_bytes", y[T_PEAK_RSS]);
             if (pred.stages) {

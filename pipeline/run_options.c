@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "kernels/device.h"
 #include "pipeline/option_parse.h"
 
 void qs_run_options_default(qs_run_options *o)
@@ -23,8 +24,15 @@ void qs_run_options_default(qs_run_options *o)
     o->true_sequential = true;
     o->damp = 0.01;
     o->block_size = 128;
+    strcpy(o->compute_dtype, "auto");
+    strcpy(o->device, "cpu");
     o->schedule = QS_SCHEDULE_EXACT;
     o->micro_batch = 8;
+    o->lwc = true;
+    o->lwc_lr = 5e-3;
+    o->let_lr = 1e-2;
+    o->omni_batch = 1;
+    o->omni_cosine = true;
     strcpy(o->progress, "auto");
     o->link_gbps = 100;
     o->intra_node_gbps = 1600;
@@ -61,7 +69,7 @@ static const key_def keys[] = {
     {"calib-rows", K_INT, F(calib_rows), 0, 1 << 30, "N      use the first N rows (default all)"},
     {"work", K_PATH, F(work), 0, 0, "DIR         work dir: journal, checkpoints (resumes when it exists)"},
     {"out", K_PATH, F(out), 0, 0, "DIR          output directory"},
-    {"method", K_SPECIAL, 0, 0, 0, 0, "rtn|gptq   (default gptq)"},
+    {"method", K_SPECIAL, 0, 0, 0, 0, "rtn|gptq|omniquant (default gptq)"},
     {"bits", K_INT, F(bits), 2, 8, "B           2, 3, 4 or 8 (default 4)"},
     {"group-size", K_INT, F(group_size), -1, 1 << 20, "G     columns per group, -1 per channel (default 128)"},
     {"sym", K_SPECIAL, 0, 0, 0, 0, "            symmetric grid (default)"},
@@ -73,6 +81,17 @@ static const key_def keys[] = {
     {"rtn-baseline", K_BOOL, F(rtn_baseline), 0, 0, "   report RTN's H-weighted loss per linear next to GPTQ's"},
     {"damp", K_DOUBLE, F(damp), 0, 0, "D           damping as a fraction of the mean Hessian diagonal (0.01)"},
     {"block-size", K_INT, F(block_size), 1, 1 << 16, "N     GPTQ lazy-batch block (128)"},
+    {"compute-dtype", K_STR, F(compute_dtype), 0, 0, "D  forward GEMMs + Hessians: f32, or bf16 operands with f32 sums; auto (default):\n"
+                                                     "                   bf16 when the CPU has bf16 instructions and the weights are bf16/fp16"},
+    {"epochs", K_INT, F(epochs), 1, 1000000, "N          omniquant: epochs per block (default 20; 40 at 2 bits)"},
+    {"lwc", K_BOOL, F(lwc), 0, 0, "            omniquant: learnable weight clipping (default on; --lwc false)"},
+    {"let", K_BOOL, F(let), 0, 0, "            omniquant: learnable equivalent transformation (default off)"},
+    {"lwc-lr", K_DOUBLE, F(lwc_lr), 0, 0, "LR         omniquant: AdamW learning rate of the clipping (5e-3)"},
+    {"let-lr", K_DOUBLE, F(let_lr), 0, 0, "LR         omniquant: AdamW learning rate of LET (1e-2)"},
+    {"omni-batch", K_INT, F(omni_batch), 1, 1 << 20, "N     omniquant: calibration rows per step (1)"},
+    {"omni-seed", K_INT, F(omni_seed), 0, 0x7fffffff, "S      omniquant: seed of the row order (0)"},
+    {"omni-cosine", K_BOOL, F(omni_cosine), 0, 0, "    omniquant: learning rates decay to 0 along a cosine over a block's steps (default on; false: constant)"},
+    {"device", K_STR, F(device), 0, 0, "cpu|cuda|auto  where each rank computes: one GPU per rank (default cpu)"},
     {"schedule", K_SPECIAL, 0, 0, 0, 0, "exact|pipelined (default exact)"},
     {"micro-batch", K_INT, F(micro_batch), 1, 1 << 20, "M    rows per activation hand-off (8)"},
     {"replicas", K_INT, F(replicas), 1, 1 << 20, "D       data-parallel replicas per stage (planned by qshard plan; run: 1 for now)"},
@@ -161,7 +180,10 @@ qs_status qs_run_options_set(qs_run_options *o, const char *key, const char *val
     if (!strcmp(k->name, "method")) {
         if (value && !strcmp(value, "rtn")) o->method = QS_METHOD_RTN;
         else if (value && !strcmp(value, "gptq")) o->method = QS_METHOD_GPTQ;
-        else return qs_error_set(err, QS_ERR_INPUT, "--method: expected rtn or gptq, got '%s'", value ? value : "");
+        else if (value && !strcmp(value, "omniquant")) o->method = QS_METHOD_OMNIQUANT;
+        else
+            return qs_error_set(err, QS_ERR_INPUT, "--method: expected rtn, gptq or omniquant, got '%s'",
+                                value ? value : "");
     } else if (!strcmp(k->name, "sym") || !strcmp(k->name, "asym")) {
         bool v;
         QS_TRY(parse_bool(opt, value, &v, err));
@@ -348,6 +370,8 @@ qs_status qs_run_options_parse_argv(qs_run_options *o, int argc, char **argv, qs
     return QS_OK;
 }
 
+int qs_run_options_epochs(const qs_run_options *o) { return o->epochs > 0 ? o->epochs : o->bits == 2 ? 40 : 20; }
+
 qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
 {
     /* first: what the run cannot do yet is said before what is missing */
@@ -365,11 +389,27 @@ qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
     if (o->group_size == 0 || o->group_size < -1)
         return qs_error_set(err, QS_ERR_INPUT, "--group-size: expected a positive size or -1, got %d", o->group_size);
     if (o->damp < 0 || o->damp > 1) return qs_error_set(err, QS_ERR_INPUT, "--damp: expected [0, 1], got %g", o->damp);
+    if (strcmp(o->compute_dtype, "auto") && strcmp(o->compute_dtype, "f32") && strcmp(o->compute_dtype, "bf16"))
+        return qs_error_set(err, QS_ERR_INPUT, "--compute-dtype: expected auto, f32 or bf16, got '%s'", o->compute_dtype);
+    if (o->method == QS_METHOD_OMNIQUANT) {
+        if (!(o->lwc_lr > 0))
+            return qs_error_set(err, QS_ERR_INPUT, "--lwc-lr: expected a learning rate > 0, got %g", o->lwc_lr);
+        if (!(o->let_lr > 0))
+            return qs_error_set(err, QS_ERR_INPUT, "--let-lr: expected a learning rate > 0, got %g", o->let_lr);
+        if (!o->lwc && !o->let)
+            return qs_error_set(err, QS_ERR_INPUT, "--method omniquant: --lwc false needs --let (with neither, "
+                                                   "nothing is trained: use --method rtn)");
+        if (o->act_order || o->static_groups || o->mse)
+            return qs_error_set(err, QS_ERR_INPUT, "--method omniquant: --act-order, --static-groups and --mse are "
+                                                   "GPTQ/RTN options (OmniQuant learns its clipping)");
+    }
     if (!(o->link_gbps > 0) || !(o->intra_node_gbps > 0) || o->link_gbps > 1e9 || o->intra_node_gbps > 1e9)
         return qs_error_set(err, QS_ERR_INPUT, "--link-gbps and --intra-node-gbps: expected (0, 1e9] Gbit/s");
     if (o->heartbeat_timeout != 0 && !(o->heartbeat_timeout >= 2 && o->heartbeat_timeout <= 86400))
         return qs_error_set(err, QS_ERR_INPUT, "--heartbeat-timeout: expected 0 (off) or [2, 86400] seconds, got %g",
                             o->heartbeat_timeout);
+    qs_device_kind dk;
+    QS_TRY(qs_device_parse(o->device, "--device", &dk, err));
     if (strcmp(o->gguf_fallback, "none") && strcmp(o->gguf_fallback, "f16"))
         return qs_error_set(err, QS_ERR_INPUT, "--gguf-fallback: expected none or f16, got '%s'", o->gguf_fallback);
     int n_formats = 0;

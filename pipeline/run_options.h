@@ -21,7 +21,7 @@
 
 #define QS_PATH_MAX 4096
 
-typedef enum qs_method { QS_METHOD_RTN = 0, QS_METHOD_GPTQ } qs_method;
+typedef enum qs_method { QS_METHOD_RTN = 0, QS_METHOD_GPTQ, QS_METHOD_OMNIQUANT } qs_method;
 
 typedef struct qs_slurm_options {
     int nodes;
@@ -56,7 +56,17 @@ typedef struct qs_run_options {
     double damp;
     int block_size;
     int calib_rows;         /* use the first N rows of the calibration set (0: all) */
+    char compute_dtype[8];  /* "auto", "f32" or "bf16": the forwards' GEMMs and Hessians (the solve is f32) */
+    /* OmniQuant (docs/omniquant.md) */
+    int epochs;             /* 0: the default, 20 (40 at 2 bits) */
+    bool lwc;               /* learnable weight clipping (default on) */
+    bool let;               /* learnable equivalent transformation (default off) */
+    double lwc_lr, let_lr;  /* 5e-3, 1e-2 */
+    int omni_batch;         /* calibration rows per step (1) */
+    int omni_seed;          /* row order per block and epoch (0) */
+    bool omni_cosine;       /* cosine learning-rate decay over each block's steps (default on) */
     /* run */
+    char device[8];         /* "cpu", "cuda" or "auto" (kernels/device.h; docs/gpu.md) */
     qs_schedule_kind schedule;
     int micro_batch;
     int replicas;           /* data-parallel replicas per stage; 0: not given (the plan chooses; run: 1 for now) */
@@ -99,6 +109,9 @@ qs_status qs_run_options_parse_job(qs_run_options *o, const char *text, size_t l
 /* `qshard run|submit [JOB_FILE] [--flag value ...]`: argv[0] is the command.
  * A positional JOB_FILE is loaded first, then flags override it. */
 qs_status qs_run_options_parse_argv(qs_run_options *o, int argc, char **argv, qs_error *err);
+
+/* The epochs an OmniQuant run trains per block (the default depends on bits). */
+int qs_run_options_epochs(const qs_run_options *o);
 
 /* Checks required fields and consistency (bits, group size, paths). */
 qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err);

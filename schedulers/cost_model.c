@@ -95,13 +95,14 @@ qs_status qs_cost_block(const qs_model_config *c, const qs_cost_params *p, int r
     o->rows_per_replica = (p->calib_rows + replicas - 1) / replicas;
     const double row_share = (double)o->rows_per_replica / N; /* ceil(N/D)/N: the slowest replica */
 
-    double stage_in[4] = {0, 0, 0, 0};
+    double stage_in[4] = {0, 0, 0, 0}, stage_params[4] = {0, 0, 0, 0};
     const char *stage_name[4] = {NULL, NULL, NULL, NULL};
     double sweep_replica = 0, gather = 0, gptq_bytes = 0;
     for (int i = 0; i < n; i++) {
         const double din = (double)s[i].in, dout = (double)s[i].out;
         if (!stage_name[s[i].stage]) stage_name[s[i].stage] = s[i].short_name;
         stage_in[s[i].stage] = din;
+        stage_params[s[i].stage] += din * dout;
         /* factorization once; the sweep's trailing updates and the H-weighted
          * loss tr((W−Q) H (W−Q)ᵀ) the report gives per linear (one more GEMM)
          * split by output rows */
@@ -119,8 +120,8 @@ qs_status qs_cost_block(const qs_model_config *c, const qs_cost_params *p, int r
     o->flops_gptq = o->flops_gptq_factor + o->flops_gptq_sweep;
 
     /* Forward: 2 flops per weight per token, plus causal attention
-     * (QKᵀ and AV over half the L×L square on average). */
-    const double attn = 2.0 * tokens * L * (double)c->n_heads * (double)c->head_dim;
+     * (QKᵀ and AV over the L(L+1)/2 causal pairs, as workers/block.c counts). */
+    const double attn = 2.0 * tokens * (L + 1.0) * (double)c->n_heads * (double)c->head_dim;
     o->flops_forward = 2.0 * lin_params * tokens + attn;
 
     double hmax = 0;
@@ -138,9 +139,16 @@ qs_status qs_cost_block(const qs_model_config *c, const qs_cost_params *p, int r
             o->largest_hessian = stage_name[st];
         }
     }
-    /* FP capture + quantized output; true-sequential re-runs the partial
-     * forward up to each of the 4 stages (1/4 + 2/4 + 3/4 of a pass more). */
-    o->passes = p->true_sequential ? 2.5 : 2.0;
+    /* The share of a forward before boundary b (the linears of stages < b,
+     * attention from boundary 1 on). True-sequential resumes each stage from
+     * the previous boundary: one forward. Re-running from the block input for
+     * each stage (the fallback) costs 1 + up(1) + up(2) + up(3); without
+     * true-sequential an FP pass up to the last stage, then the quantized one. */
+    double up[5] = {0, 0, 0, 0, 0};
+    for (int b = 1; b <= 4; b++) up[b] = up[b - 1] + 2.0 * stage_params[b - 1] * tokens + (b == 1 ? attn : 0);
+    for (int b = 1; b <= 4; b++) up[b] /= o->flops_forward > 0 ? o->flops_forward : 1;
+    o->passes_recompute = 1.0 + up[1] + up[2] + up[3];
+    o->passes = p->true_sequential ? 1.0 : 1.0 + up[3];
     o->flops_total = o->passes * o->flops_forward + o->flops_hessian + o->flops_gptq;
 
     o->seconds_forward = o->passes * o->flops_forward * row_share / p->device_flops;
@@ -161,13 +169,15 @@ qs_status qs_cost_block(const qs_model_config *c, const qs_cost_params *p, int r
     o->bytes_gptq = gptq_bytes;
     const double rows = (double)o->rows_per_replica;
     o->bytes_act_boundary = 2.0 * rows * L * h * 4.0;
+    const double qd = (double)c->n_heads * (double)c->head_dim;
+    if (p->true_sequential) o->bytes_act_carry = rows * L * ((double)c->ffn > qd ? (double)c->ffn : qd) * 4.0;
     const double widest = (double)c->ffn > 3.0 * h ? (double)c->ffn : 3.0 * h;
     const double mb_rows = (double)(p->micro_batch < o->rows_per_replica ? p->micro_batch : o->rows_per_replica);
     o->bytes_act_micro = mb_rows * L * (widest + 2.0 * h) * 4.0 * 2.0;
 
     double device = o->bytes_weights_f32 + o->bytes_hessian + o->bytes_gptq + o->bytes_act_micro;
-    double host = o->bytes_act_boundary + o->bytes_disk;
-    if (p->activations_on_device) device += o->bytes_act_boundary;
+    double host = o->bytes_act_boundary + o->bytes_act_carry + o->bytes_disk;
+    if (p->activations_on_device) device += o->bytes_act_boundary + o->bytes_act_carry;
     o->peak_device = device;
     o->peak_host = host;
     if (!isfinite(o->flops_total) || !isfinite(device) || !isfinite(host))

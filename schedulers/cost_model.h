@@ -3,9 +3,12 @@
  * weights needed), for a stage whose blocks run on D data-parallel replicas.
  *
  * The model follows what a rank does for one block (docs/scheduling.md):
- *   forward passes over the N×L calibration tokens (FP capture + quantized
- *   output; true-sequential re-runs partial forwards: a factor, calibrated
- *   against measured runs), Hessian accumulation per distinct linear input
+ *   forward passes over the N×L calibration tokens — true-sequential GPTQ
+ *   runs each stage from the previous stage's boundary, so one forward in
+ *   all (the recompute fallback re-runs the block from its input for every
+ *   stage: 1 + the shares up to each stage boundary; without
+ *   true-sequential an unquantized pass up to the last stage, then the
+ *   quantized one) — Hessian accumulation per distinct linear input
  *   (syrk: d_in²·N·L flops), GPTQ per linear (factorizations ~(4/3)·d_in³ plus
  *   the column sweep's trailing updates 2·d_out·d_in²).
  * With D replicas each replica runs the forwards and the Hessians on its
@@ -17,7 +20,8 @@
  * Peak memory is the largest working set while the block is processed: its
  * weights in f32, one stage's Hessian, GPTQ's inverse-Hessian factor and
  * weight rows, and the activations (the replica's rows at the block
- * boundary, the intermediate of one micro-batch).
+ * boundary, with true-sequential the stage input kept for those rows at the
+ * o / down boundaries, the intermediate of one micro-batch).
  *
  * Arithmetic is in double with explicit bounds (qs_cost_block refuses what
  * is beyond them), so no size from a hostile config.json can overflow.
@@ -76,7 +80,8 @@ typedef struct qs_block_cost {
     double flops_gptq_factor;   /* per linear (4/3)·d_in³: once per stage, not divided by D */
     double flops_gptq_sweep;    /* trailing updates and the loss: split by output rows */
     double flops_total;         /* forward × passes + hessian + gptq */
-    double passes;              /* forwards per block (2.5 with true-sequential) */
+    double passes;              /* block-forward equivalents per block (1 with true-sequential) */
+    double passes_recompute;    /* the same if every true-sequential stage re-ran the block from its input */
     /* one replica */
     double flops_replica;       /* what one replica computes for the block */
     double seconds_forward, seconds_hessian, seconds_factor, seconds_sweep;
@@ -95,6 +100,7 @@ typedef struct qs_block_cost {
     double bytes_hessian;       /* largest single Hessian (f32) */
     double bytes_gptq;          /* inverse factor + this replica's weight rows of the largest linear */
     double bytes_act_boundary;  /* this replica's rows × L × hidden f32, in and out */
+    double bytes_act_carry;     /* rows × L × max(heads·head_dim, ffn) f32: the kept stage input (true-sequential) */
     double bytes_act_micro;     /* intermediates of one micro-batch */
     double peak_device;
     double peak_host;

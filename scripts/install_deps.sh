@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(build-essential cmake pkg-config clang libclang-rt-14-dev libomp-dev time
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools libcmocka-dev
-  libopenblas-dev liblapacke-dev libcjson-dev libxxhash-dev libpcre2-dev
+  libopenblas-dev liblapacke-dev libdnnl-dev libcjson-dev libxxhash-dev libpcre2-dev
   libinih-dev libyaml-dev python3 python3-venv python3-pip
   slurm-wlm munge chromium iproute2)
 

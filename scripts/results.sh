@@ -41,7 +41,8 @@ PY
 field() { sed -E "s/.*\"$1\": ([-0-9.e+]+).*/\1/"; }
 row() { # method bits dir
   local j
-  j=$("$q" eval --model "$3" --ref "$model" --tokens "$d/eval.npy" --json)
+  # f32 compute (the reference path) for runs and evals: the table does not depend on the CPU
+  j=$("$q" eval --model "$3" --ref "$model" --tokens "$d/eval.npy" --json --compute-dtype f32)
   printf "| %s | %s | %.4f | %.2f | %.4f | %.3f |\n" "$1" "$2" "$(echo "$j" | field nll)" "$(echo "$j" | field ppl)" \
     "$(echo "$j" | field kl_mean)" "$(echo "$j" | field top1)"
 }
@@ -55,7 +56,7 @@ table="$d/table.md"
     # methods in the table; OmniQuant goes here (omniquant) once `qshard run --method omniquant` exists
     for method in rtn gptq; do
       "$mpirun" -np 2 --oversubscribe "$q" run --model "$model" --calib "$d/calib.npy" --work "$d/w-$method$bits" \
-        --out "$d/o-$method$bits" --method "$method" --bits "$bits" --group-size 32 --asym --quiet
+        --out "$d/o-$method$bits" --method "$method" --bits "$bits" --group-size 32 --asym --quiet --compute-dtype f32
       name=$(echo "$method" | tr a-z A-Z)
       row "$name" "$bits" "$d/o-$method$bits"
     done

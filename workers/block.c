@@ -267,6 +267,10 @@ void qs_block_free(qs_block *blk)
     qs_tensor_free(&blk->attn_norm_b);
     qs_tensor_free(&blk->mlp_norm_w);
     qs_tensor_free(&blk->mlp_norm_b);
+    for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) {
+        qs_free(blk->weight_bf16[i]);
+        blk->weight_bf16[i] = NULL;
+    }
     blk->n_linears = 0;
 }
 
@@ -284,13 +288,71 @@ qs_tensor *qs_block_linear_weight(qs_block *blk, int idx)
 
 /* ============================================================ forward ==== */
 
-/* y[rows, out] = x[rows, in] · Wᵀ + b */
-static void linear(const qs_backend_i *be, const qs_block *blk, int idx, const float *x, int64_t rows, float *y)
+qs_status qs_block_set_compute(qs_block *blk, qs_compute_dtype dt, qs_error *err)
+{
+    for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) {
+        qs_free(blk->weight_bf16[i]);
+        blk->weight_bf16[i] = NULL;
+    }
+    blk->compute = dt;
+    if (dt != QS_COMPUTE_BF16) return QS_OK;
+    for (int i = 0; i < blk->n_linears; i++) {
+        blk->weight_bf16[i] = qs_malloc(sizeof(uint16_t) * (size_t)(blk->lin[i].out * blk->lin[i].in));
+        if (!blk->weight_bf16[i]) {
+            qs_block_set_compute(blk, QS_COMPUTE_F32, err);
+            return qs_error_set(err, QS_ERR_NOMEM, "block %d: bf16 copy of %s", blk->layer, blk->lin[i].weight);
+        }
+        qs_block_linear_sync(blk, i);
+    }
+    return QS_OK;
+}
+
+void qs_block_linear_sync(qs_block *blk, int idx)
+{
+    if (idx < 0 || idx >= blk->n_linears || !blk->weight_bf16[idx]) return;
+    qs_cpu_to_bf16(blk->weight[idx].data, blk->weight_bf16[idx], blk->lin[idx].out * blk->lin[idx].in);
+}
+
+int64_t qs_block_carry_cols(const qs_block *blk, int boundary)
+{
+    const qs_model_config *c = &blk->cfg;
+    if (boundary == 1) return (int64_t)c->n_heads * c->head_dim;
+    if (boundary == 3) return blk->lin[qs_block_find(blk, c->arch == QS_ARCH_LLAMA ? QS_LIN_DOWN : QS_LIN_FC2)].in;
+    return 0;
+}
+
+double qs_block_forward_flops(const qs_block *blk, int64_t batch, int64_t seq)
+{
+    double f = 0, R = (double)batch * (double)seq;
+    for (int i = 0; i < blk->n_linears; i++) f += 2.0 * R * (double)blk->lin[i].out * (double)blk->lin[i].in;
+    return f + 2.0 * (double)batch * (double)seq * (double)(seq + 1) * (double)blk->cfg.n_heads *
+                   (double)blk->cfg.head_dim;
+}
+
+/* The input of one stage's linears: f32, and its bf16 rounding in bf16 compute
+ * (made once, read by every linear of the stage and by the capture). */
+typedef struct stage_in {
+    const float *x;
+    const uint16_t *xb;
+    int64_t cols;
+} stage_in;
+
+/* y[rows, out] = x · Wᵀ + b */
+static qs_status linear(const qs_backend_i *be, const qs_block *blk, int idx, const stage_in *in, int64_t rows,
+                        float *y, double *flops, qs_error *err)
 {
     const qs_block_linear *l = &blk->lin[idx];
-    be->sgemm(be->ctx, false, true, rows, l->out, l->in, 1.0f, x, l->in, blk->weight[idx].data, l->in, 0.0f, y,
-              l->out);
+    if (blk->compute == QS_COMPUTE_BF16) {
+        qs_status s = be->gemm_bf16(be->ctx, false, true, rows, l->out, l->in, 1.0f, in->xb, l->in,
+                                    blk->weight_bf16[idx], l->in, 0.0f, y, l->out, err);
+        if (s != QS_OK) return qs_error_prefix(err, "block %d: %s", blk->layer, l->weight);
+    } else {
+        be->sgemm(be->ctx, false, true, rows, l->out, l->in, 1.0f, in->x, l->in, blk->weight[idx].data, l->in, 0.0f,
+                  y, l->out);
+    }
     if (blk->bias[idx].data) qs_cpu_add_bias(y, blk->bias[idx].data, rows, l->out);
+    *flops += 2.0 * (double)rows * (double)l->out * (double)l->in;
+    return QS_OK;
 }
 
 static void norm(const qs_block *blk, const qs_tensor *w, const qs_tensor *b, const float *x, float *y, int64_t rows)
@@ -300,21 +362,35 @@ static void norm(const qs_block *blk, const qs_tensor *w, const qs_tensor *b, co
     else qs_cpu_layernorm(x, w->data, b->data, y, rows, c->hidden, (float)c->norm_eps);
 }
 
-/* Runs the capture hook for stage s; *stop is set when the forward ends here. */
+/* Makes stage s's input: x [rows, cols] plus, in bf16 compute, its rounding
+ * into xb_buf; then runs the capture hook on it. */
 static qs_status stage(const qs_block *blk, const qs_block_hooks *hk, int s, const float *x, int64_t rows,
-                       bool *stop, qs_error *err)
+                       int64_t cols, uint16_t *xb_buf, stage_in *in, qs_error *err)
 {
-    *stop = false;
-    if (!hk) return QS_OK;
-    if (hk->capture && (hk->capture_stage < 0 || hk->capture_stage == s))
+    in->x = x;
+    in->cols = cols;
+    in->xb = NULL;
+    if (blk->compute == QS_COMPUTE_BF16) {
+        qs_cpu_to_bf16(x, xb_buf, rows * cols);
+        in->xb = xb_buf;
+    }
+    if (hk && hk->capture && (hk->capture_stage < 0 || hk->capture_stage == s))
         for (int i = 0; i < blk->n_linears; i++)
-            if (blk->lin[i].stage == s) QS_TRY(hk->capture(hk->ctx, blk, i, x, rows, blk->lin[i].in, err));
-    *stop = hk->stop_after_stage == s;
+            if (blk->lin[i].stage == s) QS_TRY(hk->capture(hk->ctx, blk, i, in->x, in->xb, rows, cols, err));
     return QS_OK;
 }
 
 qs_status qs_block_forward(const qs_block *blk, const qs_backend_i *be, const float *x, int64_t batch, int64_t seq,
                            float *out, const qs_block_hooks *hooks, qs_error *err)
+{
+    bool stop = hooks && hooks->stop_after_stage >= 0;
+    qs_block_span sp = {.from = 0, .to = stop ? hooks->stop_after_stage : QS_BLOCK_END, .res_in = x,
+                        .res_out = stop ? NULL : out};
+    return qs_block_forward_span(blk, be, batch, seq, &sp, hooks, err);
+}
+
+qs_status qs_block_forward_span(const qs_block *blk, const qs_backend_i *be, int64_t batch, int64_t seq,
+                                qs_block_span *sp, const qs_block_hooks *hooks, qs_error *err)
 {
     const qs_model_config *c = &blk->cfg;
     const int64_t R = batch * seq, H = c->hidden;
@@ -322,125 +398,156 @@ qs_status qs_block_forward(const qs_block *blk, const qs_backend_i *be, const fl
     const int64_t qd = (int64_t)nh * hd, kvd = (int64_t)nkv * hd;
     const bool bloom = c->arch == QS_ARCH_BLOOM;
     const bool post_ln = c->arch == QS_ARCH_OPT && !c->do_layer_norm_before;
+    const bool bf16 = blk->compute == QS_COMPUTE_BF16;
     const int i_o = qs_block_find(blk, QS_LIN_O);
-    const int64_t ffn = blk->lin[bloom ? qs_block_find(blk, QS_LIN_FC1)
-                                       : c->arch == QS_ARCH_LLAMA ? qs_block_find(blk, QS_LIN_UP)
-                                                                  : qs_block_find(blk, QS_LIN_FC1)]
-                            .out;
+    const int64_t ffn = qs_block_carry_cols(blk, 3);
+    const int from = sp->from, to = sp->to;
+    if (from < 0 || to > QS_BLOCK_END || from > to)
+        return qs_error_set(err, QS_ERR_INTERNAL, "block %d: span from boundary %d to %d", blk->layer, from, to);
+    if ((from == 1 || from == 3) && !sp->x_in)
+        return qs_error_set(err, QS_ERR_INTERNAL, "block %d: a span from boundary %d needs its stage input",
+                            blk->layer, from);
     if (R <= 0) return QS_OK;
 
+    /* what this span needs: q/k/v only when it runs attention (0 → 1), the
+     * MLP's hidden only when it runs gate/up (2 → 3) */
+    const bool run_attn = from == 0 && to >= 1, run_up = from <= 2 && to >= 3;
+    const int64_t widest = ffn > qd ? (ffn > H ? ffn : H) : (qd > H ? qd : H);
     float *res = qs_malloc(sizeof(float) * (size_t)(R * H));
     float *nrm = qs_malloc(sizeof(float) * (size_t)(R * H));
-    float *att = qs_malloc(sizeof(float) * (size_t)(R * qd));
+    const bool own_att = run_attn && !(to == 1 && sp->x_out), own_f1 = run_up && !(to == 3 && sp->x_out);
+    float *att = own_att ? qs_malloc(sizeof(float) * (size_t)(R * qd)) : NULL;
     /* q/k/v: bloom's fused [R, 3·qd], else q [R, qd] then k, v [R, kvd] in one buffer */
-    float *qkv = qs_malloc(sizeof(float) * (size_t)(R * (bloom ? 3 * qd : qd + 2 * kvd)));
-    float *f1 = qs_malloc(sizeof(float) * (size_t)(R * ffn));
-    float *f2 = c->arch == QS_ARCH_LLAMA ? qs_malloc(sizeof(float) * (size_t)(R * ffn)) : NULL;
+    float *qkv = run_attn ? qs_malloc(sizeof(float) * (size_t)(R * (bloom ? 3 * qd : qd + 2 * kvd))) : NULL;
+    float *f1 = own_f1 ? qs_malloc(sizeof(float) * (size_t)(R * ffn)) : NULL;
+    float *f2 = run_up && c->arch == QS_ARCH_LLAMA ? qs_malloc(sizeof(float) * (size_t)(R * ffn)) : NULL;
+    uint16_t *xb = bf16 ? qs_malloc(sizeof(uint16_t) * (size_t)(R * widest)) : NULL;
     float *cs = NULL, *sn = NULL;
     double *inv = NULL;
     float *slopes = NULL;
     qs_status s = QS_OK;
-    bool stop = false;
-    if (!res || !nrm || !att || !qkv || !f1 || (c->arch == QS_ARCH_LLAMA && !f2)) {
+    stage_in in;
+    if (!res || !nrm || (own_att && !att) || (run_attn && !qkv) || (own_f1 && !f1) ||
+        (run_up && c->arch == QS_ARCH_LLAMA && !f2) || (bf16 && !xb)) {
         s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of memory for activations of %lld tokens", blk->layer,
                          (long long)R);
         goto done;
     }
-    memcpy(res, x, sizeof(float) * (size_t)(R * H));
+    memcpy(res, sp->res_in, sizeof(float) * (size_t)(R * H));
+    if (from == QS_BLOCK_END) goto done;
+    /* where the attention output and the MLP hidden live in this span */
+    if (to == 1 && sp->x_out) att = sp->x_out;
+    if (to == 3 && sp->x_out) f1 = sp->x_out;
+    const float *att_in = from == 1 ? sp->x_in : att;
+    const float *f1_in = from == 3 ? sp->x_in : f1;
 
-    /* ---- attention ---- */
-    const float *a_in = res;
-    if (!post_ln) {
-        norm(blk, &blk->attn_norm_w, &blk->attn_norm_b, res, nrm, R);
-        a_in = nrm;
-    }
-    if ((s = stage(blk, hooks, 0, a_in, R, &stop, err)) != QS_OK || stop) goto done;
-
-    qs_attn_args aa = {.batch = batch, .seq_q = seq, .seq_k = seq, .n_heads = nh, .n_kv_heads = nkv,
-                       .head_dim = hd, .scale = (float)(1.0 / sqrt((double)hd)), .causal = true,
-                       .out = att, .o_tok = qd, .o_head = hd};
-    if (bloom) {
-        linear(be, blk, qs_block_find(blk, QS_LIN_QKV), a_in, R, qkv);
-        /* fused rows are [heads, 3, head_dim]: head h's q, k, v are consecutive */
-        aa.q = qkv, aa.k = qkv + hd, aa.v = qkv + 2 * hd;
-        aa.q_tok = aa.k_tok = aa.v_tok = 3 * qd;
-        aa.q_head = aa.k_head = aa.v_head = 3 * hd;
-    } else {
-        float *q = qkv, *k = qkv + R * qd, *v = k + R * kvd;
-        linear(be, blk, qs_block_find(blk, QS_LIN_Q), a_in, R, q);
-        linear(be, blk, qs_block_find(blk, QS_LIN_K), a_in, R, k);
-        linear(be, blk, qs_block_find(blk, QS_LIN_V), a_in, R, v);
-        aa.q = q, aa.k = k, aa.v = v;
-        aa.q_tok = qd, aa.k_tok = aa.v_tok = kvd;
-        aa.q_head = aa.k_head = aa.v_head = hd;
-    }
-    if (c->pos == QS_POS_ROPE) {
-        int h2 = hd / 2;
-        inv = qs_malloc(sizeof(double) * (size_t)h2);
-        cs = qs_malloc(sizeof(float) * (size_t)(seq * h2));
-        sn = qs_malloc(sizeof(float) * (size_t)(seq * h2));
-        if (!inv || !cs || !sn) {
-            s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of memory for RoPE tables", blk->layer);
-            goto done;
+    /* ---- boundary 0 → 1: attention ---- */
+    if (from == 0) {
+        const float *a_in = res;
+        if (!post_ln) {
+            norm(blk, &blk->attn_norm_w, &blk->attn_norm_b, res, nrm, R);
+            a_in = nrm;
         }
-        qs_cpu_rope_inv_freq(hd, c->rope_theta, (int)c->rope_scaling, c->rope_factor, c->rope_low_freq_factor,
-                             c->rope_high_freq_factor, (double)c->rope_original_max_positions, inv);
-        qs_cpu_rope_tables(inv, hd, 0, seq, cs, sn);
-        qs_cpu_rope((float *)aa.q, batch, seq, nh, hd, aa.q_tok, aa.q_head, cs, sn);
-        qs_cpu_rope((float *)aa.k, batch, seq, nkv, hd, aa.k_tok, aa.k_head, cs, sn);
-    } else if (c->pos == QS_POS_ALIBI) {
-        slopes = qs_malloc(sizeof(float) * (size_t)nh);
-        if (!slopes) {
-            s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of memory", blk->layer);
-            goto done;
-        }
-        for (int h = 0; h < nh; h++) slopes[h] = (float)qs_op_alibi_slope(h, nh);
-        aa.alibi = slopes;
-    }
-    if ((s = qs_cpu_attention(&aa, err)) != QS_OK) goto done;
+        if ((s = stage(blk, hooks, 0, a_in, R, H, xb, &in, err)) != QS_OK || to == 0) goto done;
 
-    if ((s = stage(blk, hooks, 1, att, R, &stop, err)) != QS_OK || stop) goto done;
-    linear(be, blk, i_o, att, R, nrm);
-    qs_cpu_add(res, nrm, R * H);
-    if (post_ln) norm(blk, &blk->attn_norm_w, &blk->attn_norm_b, res, res, R);
-
-    /* ---- MLP ---- */
-    const float *m_in = res;
-    if (!post_ln) {
-        norm(blk, &blk->mlp_norm_w, &blk->mlp_norm_b, res, nrm, R);
-        m_in = nrm;
-    }
-    if ((s = stage(blk, hooks, 2, m_in, R, &stop, err)) != QS_OK || stop) goto done;
-    int i_down;
-    if (c->arch == QS_ARCH_LLAMA) {
-        linear(be, blk, qs_block_find(blk, QS_LIN_GATE), m_in, R, f1);
-        linear(be, blk, qs_block_find(blk, QS_LIN_UP), m_in, R, f2);
-        qs_cpu_silu_mul(f1, f2, R * ffn);
-        i_down = qs_block_find(blk, QS_LIN_DOWN);
-    } else {
-        linear(be, blk, qs_block_find(blk, QS_LIN_FC1), m_in, R, f1);
-        if (c->act == QS_ACT_RELU) qs_cpu_relu(f1, R * ffn);
-        else if (c->act == QS_ACT_GELU_TANH) qs_cpu_gelu_tanh(f1, R * ffn);
-        else {
-            s = qs_error_set(err, QS_ERR_UNSUPPORTED, "block %d: activation %d for %s", blk->layer, (int)c->act,
-                             qs_arch_name(c->arch));
-            goto done;
+        qs_attn_args aa = {.batch = batch, .seq_q = seq, .seq_k = seq, .n_heads = nh, .n_kv_heads = nkv,
+                           .head_dim = hd, .scale = (float)(1.0 / sqrt((double)hd)), .causal = true,
+                           .out = att, .o_tok = qd, .o_head = hd};
+        if (bloom) {
+            if ((s = linear(be, blk, qs_block_find(blk, QS_LIN_QKV), &in, R, qkv, &sp->flops, err)) != QS_OK)
+                goto done;
+            /* fused rows are [heads, 3, head_dim]: head h's q, k, v are consecutive */
+            aa.q = qkv, aa.k = qkv + hd, aa.v = qkv + 2 * hd;
+            aa.q_tok = aa.k_tok = aa.v_tok = 3 * qd;
+            aa.q_head = aa.k_head = aa.v_head = 3 * hd;
+        } else {
+            float *q = qkv, *k = qkv + R * qd, *v = k + R * kvd;
+            if ((s = linear(be, blk, qs_block_find(blk, QS_LIN_Q), &in, R, q, &sp->flops, err)) != QS_OK ||
+                (s = linear(be, blk, qs_block_find(blk, QS_LIN_K), &in, R, k, &sp->flops, err)) != QS_OK ||
+                (s = linear(be, blk, qs_block_find(blk, QS_LIN_V), &in, R, v, &sp->flops, err)) != QS_OK)
+                goto done;
+            aa.q = q, aa.k = k, aa.v = v;
+            aa.q_tok = qd, aa.k_tok = aa.v_tok = kvd;
+            aa.q_head = aa.k_head = aa.v_head = hd;
         }
-        i_down = qs_block_find(blk, QS_LIN_FC2);
+        if (c->pos == QS_POS_ROPE) {
+            int h2 = hd / 2;
+            inv = qs_malloc(sizeof(double) * (size_t)h2);
+            cs = qs_malloc(sizeof(float) * (size_t)(seq * h2));
+            sn = qs_malloc(sizeof(float) * (size_t)(seq * h2));
+            if (!inv || !cs || !sn) {
+                s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of memory for RoPE tables", blk->layer);
+                goto done;
+            }
+            qs_cpu_rope_inv_freq(hd, c->rope_theta, (int)c->rope_scaling, c->rope_factor, c->rope_low_freq_factor,
+                                 c->rope_high_freq_factor, (double)c->rope_original_max_positions, inv);
+            qs_cpu_rope_tables(inv, hd, 0, seq, cs, sn);
+            qs_cpu_rope((float *)aa.q, batch, seq, nh, hd, aa.q_tok, aa.q_head, cs, sn);
+            qs_cpu_rope((float *)aa.k, batch, seq, nkv, hd, aa.k_tok, aa.k_head, cs, sn);
+        } else if (c->pos == QS_POS_ALIBI) {
+            slopes = qs_malloc(sizeof(float) * (size_t)nh);
+            if (!slopes) {
+                s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of memory", blk->layer);
+                goto done;
+            }
+            for (int h = 0; h < nh; h++) slopes[h] = (float)qs_op_alibi_slope(h, nh);
+            aa.alibi = slopes;
+        }
+        if ((s = qs_cpu_attention(&aa, err)) != QS_OK) goto done;
+        /* QKᵀ and AV over the causal half of the seq × seq square (as qs_block_forward_flops) */
+        sp->flops += 2.0 * (double)batch * (double)seq * (double)(seq + 1) * (double)nh * (double)hd;
     }
-    if ((s = stage(blk, hooks, 3, f1, R, &stop, err)) != QS_OK || stop) goto done;
-    linear(be, blk, i_down, f1, R, nrm);
+
+    /* ---- boundary 1 → 2: o, residual ---- */
+    if (from <= 1) {
+        if ((s = stage(blk, hooks, 1, att_in, R, qd, xb, &in, err)) != QS_OK || to == 1) goto done;
+        if ((s = linear(be, blk, i_o, &in, R, nrm, &sp->flops, err)) != QS_OK) goto done;
+        qs_cpu_add(res, nrm, R * H);
+        if (post_ln) norm(blk, &blk->attn_norm_w, &blk->attn_norm_b, res, res, R);
+    }
+
+    /* ---- boundary 2 → 3: the MLP up to its activated hidden ---- */
+    if (from <= 2) {
+        const float *m_in = res;
+        if (!post_ln) {
+            norm(blk, &blk->mlp_norm_w, &blk->mlp_norm_b, res, nrm, R);
+            m_in = nrm;
+        }
+        if ((s = stage(blk, hooks, 2, m_in, R, H, xb, &in, err)) != QS_OK || to == 2) goto done;
+        if (c->arch == QS_ARCH_LLAMA) {
+            if ((s = linear(be, blk, qs_block_find(blk, QS_LIN_GATE), &in, R, f1, &sp->flops, err)) != QS_OK ||
+                (s = linear(be, blk, qs_block_find(blk, QS_LIN_UP), &in, R, f2, &sp->flops, err)) != QS_OK)
+                goto done;
+            qs_cpu_silu_mul(f1, f2, R * ffn);
+        } else {
+            if ((s = linear(be, blk, qs_block_find(blk, QS_LIN_FC1), &in, R, f1, &sp->flops, err)) != QS_OK) goto done;
+            if (c->act == QS_ACT_RELU) qs_cpu_relu(f1, R * ffn);
+            else if (c->act == QS_ACT_GELU_TANH) qs_cpu_gelu_tanh(f1, R * ffn);
+            else {
+                s = qs_error_set(err, QS_ERR_UNSUPPORTED, "block %d: activation %d for %s", blk->layer, (int)c->act,
+                                 qs_arch_name(c->arch));
+                goto done;
+            }
+        }
+    }
+
+    /* ---- boundary 3 → 4: down, residual ---- */
+    if ((s = stage(blk, hooks, 3, f1_in, R, ffn, xb, &in, err)) != QS_OK || to == 3) goto done;
+    if ((s = linear(be, blk, qs_block_find(blk, c->arch == QS_ARCH_LLAMA ? QS_LIN_DOWN : QS_LIN_FC2), &in, R, nrm,
+                    &sp->flops, err)) != QS_OK)
+        goto done;
     qs_cpu_add(res, nrm, R * H);
     if (post_ln) norm(blk, &blk->mlp_norm_w, &blk->mlp_norm_b, res, res, R);
-    memcpy(out, res, sizeof(float) * (size_t)(R * H));
 
 done:
+    if (s == QS_OK && sp->res_out) memcpy(sp->res_out, res, sizeof(float) * (size_t)(R * H));
     qs_free(res);
     qs_free(nrm);
-    qs_free(att);
+    if (own_att) qs_free(att);
     qs_free(qkv);
-    qs_free(f1);
+    if (own_f1) qs_free(f1);
     qs_free(f2);
+    qs_free(xb);
     qs_free(cs);
     qs_free(sn);
     qs_free(inv);

@@ -30,6 +30,8 @@ typedef struct qs_comm_i {
     void *ctx;
     int rank;
     int size;
+    int node_rank;  /* this rank among the ranks on its node (host) */
+    int node_size;  /* ranks on this rank's node */
 
     qs_status (*isend)(void *ctx, const void *buf, size_t bytes, int dst, int tag, qs_comm_request *req,
                        qs_error *err);

@@ -208,6 +208,15 @@ qs_status qs_comm_mpi_init(int *argc, char ***argv, qs_comm_i *out, qs_error *er
     out->name = "mpi";
     MPI_Comm_rank(MPI_COMM_WORLD, &out->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &out->size);
+    /* the ranks sharing this node's memory: they share its cores too */
+    MPI_Comm node;
+    out->node_rank = 0;
+    out->node_size = 1;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, out->rank, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+        MPI_Comm_rank(node, &out->node_rank);
+        MPI_Comm_size(node, &out->node_size);
+        MPI_Comm_free(&node);
+    }
     out->isend = mpi_isend;
     out->irecv = mpi_irecv;
     out->wait = mpi_wait;

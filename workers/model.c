@@ -109,6 +109,20 @@ void qs_head_stage_free(qs_head_stage *h)
     qs_tensor_free(&h->norm_w);
     qs_tensor_free(&h->norm_b);
     qs_tensor_free(&h->lm_head);
+    qs_free(h->lm_head_bf16);
+    h->lm_head_bf16 = NULL;
+}
+
+qs_status qs_head_stage_set_compute(qs_head_stage *h, qs_compute_dtype dt, qs_error *err)
+{
+    qs_free(h->lm_head_bf16);
+    h->lm_head_bf16 = NULL;
+    if (dt != QS_COMPUTE_BF16) return QS_OK;
+    int64_t n = qs_tensor_numel(&h->lm_head);
+    h->lm_head_bf16 = qs_malloc(sizeof(uint16_t) * (size_t)n);
+    if (!h->lm_head_bf16) return qs_error_set(err, QS_ERR_NOMEM, "head: bf16 copy of the LM head (%lld)", (long long)n);
+    qs_cpu_to_bf16(h->lm_head.data, h->lm_head_bf16, n);
+    return QS_OK;
 }
 
 qs_status qs_head_stage_forward(const qs_head_stage *h, const qs_backend_i *be, const float *x, int64_t rows,
@@ -125,9 +139,21 @@ qs_status qs_head_stage_forward(const qs_head_stage *h, const qs_backend_i *be, 
         else qs_cpu_layernorm(x, h->norm_w.data, h->norm_b.data, tmp, rows, H, (float)c->norm_eps);
         in = tmp;
     }
-    be->sgemm(be->ctx, false, true, rows, c->vocab, H, 1.0f, in, H, h->lm_head.data, H, 0.0f, logits, c->vocab);
+    qs_status s = QS_OK;
+    if (h->lm_head_bf16) {
+        uint16_t *xb = qs_malloc(sizeof(uint16_t) * (size_t)(rows * H));
+        if (!xb) s = qs_error_set(err, QS_ERR_NOMEM, "head: out of memory for %lld rows", (long long)rows);
+        else {
+            qs_cpu_to_bf16(in, xb, rows * H);
+            s = be->gemm_bf16(be->ctx, false, true, rows, c->vocab, H, 1.0f, xb, H, h->lm_head_bf16, H, 0.0f, logits,
+                              c->vocab, err);
+        }
+        qs_free(xb);
+    } else {
+        be->sgemm(be->ctx, false, true, rows, c->vocab, H, 1.0f, in, H, h->lm_head.data, H, 0.0f, logits, c->vocab);
+    }
     qs_free(tmp);
-    return QS_OK;
+    return s;
 }
 
 /* ============================================================== model ==== */
@@ -167,6 +193,33 @@ void qs_model_free(qs_model *model)
     qs_head_stage_free(&model->head);
     qs_manifest_close(model->manifest);
     model->manifest = NULL;
+}
+
+qs_status qs_model_set_compute(qs_model *model, qs_compute_dtype dt, qs_error *err)
+{
+    for (int l = 0; l < model->cfg.n_layers; l++) QS_TRY(qs_block_set_compute(&model->blocks[l], dt, err));
+    return qs_head_stage_set_compute(&model->head, dt, err);
+}
+
+qs_status qs_compute_dtype_resolve(const char *option, const qs_manifest *m, const qs_model_names *names,
+                                   const qs_backend_i *be, qs_compute_dtype *out, qs_error *err)
+{
+    if (option && !strcmp(option, "f32")) *out = QS_COMPUTE_F32;
+    else if (option && !strcmp(option, "bf16")) {
+        if (!be->gemm_bf16)
+            return qs_error_set(err, QS_ERR_UNSUPPORTED, "--compute-dtype bf16: the %s backend has no bf16 GEMM",
+                                be->name);
+        *out = QS_COMPUTE_BF16;
+    }
+    else if (!option || !*option || !strcmp(option, "auto")) {
+        const qs_st_file *f = NULL;
+        const qs_st_info *t = qs_manifest_find(m, names->embed, &f);
+        bool half = t && (t->dtype == QS_DTYPE_BF16 || t->dtype == QS_DTYPE_F16);
+        *out = half && be->gemm_bf16 && be->bf16_native && be->bf16_native(be->ctx) ? QS_COMPUTE_BF16 : QS_COMPUTE_F32;
+    } else {
+        return qs_error_set(err, QS_ERR_INPUT, "--compute-dtype: expected auto, f32 or bf16, got '%s'", option);
+    }
+    return QS_OK;
 }
 
 qs_status qs_model_forward(const qs_model *model, const qs_backend_i *be, const int32_t *ids, int64_t batch,

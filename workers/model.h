@@ -32,6 +32,7 @@ typedef struct qs_head_stage {
     qs_model_config cfg;
     qs_tensor norm_w, norm_b; /* final norm; data NULL when the model has none (post-LN opt) */
     qs_tensor lm_head;        /* [vocab, hidden] */
+    uint16_t *lm_head_bf16;   /* its bf16 copy in bf16 compute (qs_head_stage_set_compute), else NULL */
 } qs_head_stage;
 
 /* The tensor names of a checkpoint: qs_model_names_init probing the manifest. */
@@ -46,6 +47,9 @@ qs_status qs_embed_stage_forward(const qs_embed_stage *e, const int32_t *ids, in
 
 qs_status qs_head_stage_load(qs_head_stage *h, const qs_manifest *m, const qs_model_names *names, qs_error *err);
 void qs_head_stage_free(qs_head_stage *h);
+/* The LM head's GEMM in f32 or bf16 (a bf16 copy of lm_head is made). */
+qs_status qs_head_stage_set_compute(qs_head_stage *h, qs_compute_dtype dt, qs_error *err);
+
 /* x [rows, hidden] (not modified) → logits [rows, vocab]. */
 qs_status qs_head_stage_forward(const qs_head_stage *h, const qs_backend_i *be, const float *x, int64_t rows,
                                 float *logits, qs_error *err);
@@ -67,6 +71,16 @@ qs_status qs_model_load(qs_model *model, const char *dir, qs_error *err);
  * file NULL is qs_model_load. */
 qs_status qs_model_load_file(qs_model *model, const char *dir, const char *file, qs_error *err);
 void qs_model_free(qs_model *model);
+
+/* Every block and the head compute in dt from now on. */
+qs_status qs_model_set_compute(qs_model *model, qs_compute_dtype dt, qs_error *err);
+
+/* The compute dtype for `option` ("auto", "f32" or "bf16"; NULL or "" is
+ * auto). auto is bf16 when the backend runs bf16 GEMMs natively and the
+ * checkpoint stores its weights as bf16/fp16 (the token embedding's dtype,
+ * which a GPTQ export keeps), f32 otherwise. */
+qs_status qs_compute_dtype_resolve(const char *option, const qs_manifest *m, const qs_model_names *names,
+                                   const qs_backend_i *be, qs_compute_dtype *out, qs_error *err);
 
 /* ids [batch, seq] → logits [batch, seq, vocab]. */
 qs_status qs_model_forward(const qs_model *model, const qs_backend_i *be, const int32_t *ids, int64_t batch,

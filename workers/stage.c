@@ -36,10 +36,15 @@ typedef struct stage_state {
     int64_t n_micro;
     size_t row_floats;          /* floats per calibration row: seq × hidden */
     float *acts, *next;         /* [rows, seq, hidden] */
+    float *carry;               /* [rows, seq, max(attention width, ffn)]: the stage input kept at boundaries 1, 3 */
+    bool carry_tried;           /* allocated (or found impossible) once */
     qs_comm_request *send_req;  /* one per micro-batch */
     double t_start;
     qs_stage_timing blk_snap;   /* the timing when the current block's interval began */
     double blk_wall0;           /* and the wall clock then */
+    /* OmniQuant's FP stream (NULL otherwise): this block's FP input, the next one's */
+    float *fp_acts, *fp_next;
+    qs_comm_request *fp_send_req;
 } stage_state;
 
 static int64_t mb_first(const stage_state *s, int64_t k) { return k * s->a->micro_batch; }
@@ -53,6 +58,11 @@ static float *mb_ptr(const stage_state *s, float *buf, int64_t k)
     return buf + (size_t)mb_first(s, k) * s->row_floats;
 }
 static size_t mb_bytes(const stage_state *s, int64_t k) { return (size_t)mb_rows(s, k) * s->row_floats * sizeof(float); }
+/* Micro-batch k's slice of the carry buffer when it holds `cols` columns. */
+static float *mb_carry(const stage_state *s, int64_t k, int64_t cols)
+{
+    return s->carry + (size_t)mb_first(s, k) * (size_t)s->a->seq * (size_t)cols;
+}
 
 /* ---- Hessian capture --------------------------------------------------------- */
 
@@ -62,16 +72,18 @@ typedef struct capture_ctx {
     double seconds;             /* spent in Hessian updates (for the per-block timing) */
 } capture_ctx;
 
-/* Linears of one stage share their input: accumulate once, on the first. */
-static qs_status on_capture(void *ctx, const qs_block *blk, int idx, const float *x, int64_t rows, int64_t in,
-                            qs_error *err)
+/* Linears of one stage share their input: accumulate once, on the first. In
+ * bf16 compute the Hessian is made of the bf16 input the GEMMs read. */
+static qs_status on_capture(void *ctx, const qs_block *blk, int idx, const float *x, const uint16_t *xb,
+                            int64_t rows, int64_t in, qs_error *err)
 {
     capture_ctx *c = ctx;
     int st = blk->lin[idx].stage;
     for (int j = 0; j < idx; j++)
         if (blk->lin[j].stage == st) return QS_OK;
     double t0 = now();
-    qs_status rc = qs_hessian_add(&c->h[st], c->be, x, rows, in, err);
+    qs_status rc = xb ? qs_hessian_add_bf16(&c->h[st], c->be, xb, rows, in, err)
+                      : qs_hessian_add(&c->h[st], c->be, x, rows, in, err);
     c->seconds += now() - t0;
     return rc;
 }
@@ -117,8 +129,13 @@ static qs_status wait_sends(stage_state *s, qs_error *err)
     qs_status st = QS_OK;
     for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++)
         if (s->send_req[k].n) st = wait_or_stop(s, &s->send_req[k], err);
+    for (int64_t k = 0; s->fp_send_req && k < s->n_micro && st == QS_OK; k++)
+        if (s->fp_send_req[k].n) st = wait_or_stop(s, &s->fp_send_req[k], err);
     if (st != QS_OK)
-        for (int64_t k = 0; k < s->n_micro; k++) s->a->comm->cancel(s->a->comm->ctx, &s->send_req[k]);
+        for (int64_t k = 0; k < s->n_micro; k++) {
+            s->a->comm->cancel(s->a->comm->ctx, &s->send_req[k]);
+            if (s->fp_send_req) s->a->comm->cancel(s->a->comm->ctx, &s->fp_send_req[k]);
+        }
     s->t->comm += now() - t0;
     return st;
 }
@@ -166,6 +183,7 @@ static qs_status embed_all(stage_state *s, float *acts, qs_error *err)
                                     mb_ptr(s, acts, k), err);
     if (st == QS_OK) qs_embed_stage_free(&e);
     s->t->compute += now() - t0;
+    s->t->forward += now() - t0;
     return st;
 }
 
@@ -179,7 +197,14 @@ static qs_status prefill_stage0(stage_state *s, float *acts, int64_t k, void *ct
 {
     prefill_ctx *p = ctx;
     qs_block_hooks hooks = {on_capture, p->cap, 0, 0};
-    return qs_block_forward(p->blk, s->a->be, mb_ptr(s, acts, k), mb_rows(s, k), s->a->seq, NULL, &hooks, err);
+    double h0 = p->cap->seconds, t0 = now();
+    qs_block_span sp = {.from = 0, .to = 0, .res_in = mb_ptr(s, acts, k)};
+    qs_status st = qs_block_forward_span(p->blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, &hooks, err);
+    double h = p->cap->seconds - h0;
+    s->t->hessian += h;
+    s->t->forward += now() - t0 - h;
+    s->t->forward_flops += sp.flops;
+    return st;
 }
 
 static qs_status load_block(stage_state *s, qs_block *blk, int layer, qs_error *err)
@@ -187,6 +212,13 @@ static qs_status load_block(stage_state *s, qs_block *blk, int layer, qs_error *
     double t0 = now();
     qs_status st = qs_block_load(blk, s->a->manifest, s->a->names, layer, err);
     s->t->io += now() - t0;
+    if (st == QS_OK && s->a->compute != QS_COMPUTE_F32) {
+        t0 = now();
+        st = qs_block_set_compute(blk, s->a->compute, err);
+        s->t->forward += now() - t0;
+        s->t->compute += now() - t0;
+        if (st != QS_OK) qs_block_free(blk);
+    }
     return st;
 }
 
@@ -198,9 +230,12 @@ static qs_status forward_all(stage_state *s, const qs_block *blk, float *in, flo
     const qs_comm_i *c = s->a->comm;
     for (int64_t k = 0; k < s->n_micro; k++) {
         double t0 = now();
-        QS_TRY(qs_block_forward(blk, s->a->be, mb_ptr(s, in, k), mb_rows(s, k), s->a->seq, mb_ptr(s, out, k), NULL,
-                                err));
-        s->t->compute += now() - t0;
+        qs_block_span sp = {.from = 0, .to = QS_BLOCK_END, .res_in = mb_ptr(s, in, k), .res_out = mb_ptr(s, out, k)};
+        QS_TRY(qs_block_forward_span(blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, NULL, err));
+        double dt = now() - t0;
+        s->t->compute += dt;
+        s->t->forward += dt;
+        s->t->forward_flops += sp.flops;
         if (send)
             QS_TRY(c->isend(c->ctx, mb_ptr(s, out, k), mb_bytes(s, k), s->a->next_rank, tag_base + (int)k,
                             &s->send_req[k], err));
@@ -256,9 +291,103 @@ static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_c
             QS_TRY(qs_quant_rtn(w->data, out, in, &qo, &o->res[i], err));
         }
         memcpy(w->data, o->res[i].q, (size_t)(out * in) * sizeof(float));
+        qs_block_linear_sync(blk, i);
         ls->seconds = now() - t0;
     }
     return QS_OK;
+}
+
+/* The carry buffer, once per rank: every row's stage input at boundaries 1
+ * and 3 (their widest). Without it (no memory, or QS_FORWARD_RECOMPUTE=1)
+ * every stage re-runs the block from its input: the same numbers, more work. */
+static void carry_alloc(stage_state *s, const qs_block *blk)
+{
+    if (s->carry_tried) return;
+    s->carry_tried = true;
+    const char *recompute = getenv("QS_FORWARD_RECOMPUTE");
+    if (recompute && *recompute && strcmp(recompute, "0") != 0) return;
+    int64_t c1 = qs_block_carry_cols(blk, 1), c3 = qs_block_carry_cols(blk, 3);
+    size_t n = (size_t)s->a->rows * (size_t)s->a->seq * (size_t)(c1 > c3 ? c1 : c3);
+    s->carry = qs_malloc(n * sizeof(float));
+    if (!s->carry)
+        fprintf(stderr, "qshard run: warning: no memory to keep %zu MiB of stage inputs; every true-sequential "
+                        "stage re-runs its block from the input (same result, ~2.4x the forward work)\n",
+                n * sizeof(float) >> 20);
+}
+
+/* Runs span from → to of blk over every micro-batch. The residual stream at
+ * `from` is in *res (acts or next); a span that changes it writes next and
+ * moves *res there. The stage input at 1 and 3 comes from / goes to the
+ * carry buffer when there is one. */
+static qs_status span_all(stage_state *s, const qs_block *blk, int from, int to, float **res,
+                          const qs_block_hooks *hooks, capture_ctx *cap, bool send, int tag_base, qs_error *err)
+{
+    const qs_comm_i *c = s->a->comm;
+    bool changes = (from <= 1 && to >= 2) || to == QS_BLOCK_END;
+    int64_t cin = qs_block_carry_cols(blk, from), cout = s->carry ? qs_block_carry_cols(blk, to) : 0;
+    for (int64_t k = 0; k < s->n_micro; k++) {
+        double t0 = now(), h0 = cap ? cap->seconds : 0;
+        qs_block_span sp = {.from = from, .to = to, .res_in = mb_ptr(s, *res, k),
+                            .res_out = changes ? mb_ptr(s, s->next, k) : NULL,
+                            .x_in = cin ? mb_carry(s, k, cin) : NULL, .x_out = cout ? mb_carry(s, k, cout) : NULL};
+        QS_TRY(qs_block_forward_span(blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, hooks, err));
+        double dt = now() - t0, h = cap ? cap->seconds - h0 : 0;
+        s->t->compute += dt;
+        s->t->hessian += h;
+        s->t->forward += dt - h;
+        s->t->forward_flops += sp.flops;
+        if (send)
+            QS_TRY(c->isend(c->ctx, mb_ptr(s, s->next, k), mb_bytes(s, k), s->a->next_rank, tag_base + (int)k,
+                            &s->send_req[k], err));
+    }
+    if (changes) *res = s->next;
+    return QS_OK;
+}
+
+/* ---- OmniQuant: the FP stream and the block's training ------------------------------ */
+
+#define OMNI_FP_TAG 3000 /* the FP stream's micro-batches, rank to rank (exact schedule) */
+
+static bool is_omni(const stage_state *s) { return s->a->quant.method == QS_QUANT_METHOD_OMNIQUANT; }
+
+/* The FP block's output on the FP input (the training target and the next
+ * block's FP input), sent on at once when this is the rank's last block. */
+static qs_status omni_fp_forward(stage_state *s, const qs_block *blk, bool send, qs_error *err)
+{
+    const qs_comm_i *c = s->a->comm;
+    for (int64_t k = 0; k < s->n_micro; k++) {
+        double t0 = now();
+        QS_TRY(qs_block_forward(blk, s->a->be, mb_ptr(s, s->fp_acts, k), mb_rows(s, k), s->a->seq,
+                                mb_ptr(s, s->fp_next, k), NULL, err));
+        s->t->compute += now() - t0;
+        s->t->forward += now() - t0;
+        if (send)
+            QS_TRY(c->isend(c->ctx, mb_ptr(s, s->fp_next, k), mb_bytes(s, k), s->a->next_rank, OMNI_FP_TAG + (int)k,
+                            &s->fp_send_req[k], err));
+    }
+    return QS_OK;
+}
+
+/* Trains, folds and quantizes blk (FP on entry, quantized on return). */
+static qs_status omni_block(stage_state *s, qs_block *blk, qs_block_outcome *o, qs_error *err)
+{
+    const qs_stage_args *a = s->a;
+    double t0 = now();
+    qs_status st = qs_omni_quantize_block(blk, a->be, &a->quant, a->manifest, a->names, s->acts, s->fp_acts,
+                                          s->fp_next, a->rows, a->seq, o->res, o->omni, a->stop_flag, err);
+    double dt = now() - t0;
+    s->t->compute += dt;
+    s->t->solve += dt; /* the report's "quantize" phase: training, folding, codes */
+    if (st == QS_ERR_INTERRUPTED) {
+        stop_now(s); /* tell the other ranks, as a stop at a block boundary does */
+        return st;
+    }
+    for (int i = 0; i < blk->n_linears && st == QS_OK; i++) {
+        o->stats[i].loss = o->stats[i].loss_rtn = NAN; /* no Hessian: the block's loss curve is in o->omni */
+        o->stats[i].samples = a->rows * a->seq;
+        o->stats[i].seconds = dt / blk->n_linears;
+    }
+    return st == QS_OK ? QS_OK : qs_error_prefix(err, "block %d", blk->layer);
 }
 
 /* The quantization loop over this rank's blocks, starting from `acts`. */
@@ -296,9 +425,19 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
         o->layer = layer;
         o->blk = blk;
         bool gptq = a->quant.method == QS_QUANT_METHOD_GPTQ;
+        bool last = layer == a->end_block - 1;
+        s->t->forward_flops_one += qs_block_forward_flops(blk, a->rows, a->seq);
+        if (gptq && a->true_sequential) carry_alloc(s, blk);
         if (a->on_block_start) st = a->on_block_start(a->on_block_ctx, layer, err);
+        if (st == QS_OK && is_omni(s)) {
+            /* the FP stream first, while blk still holds the FP weights */
+            o->omni = calloc(1, sizeof *o->omni);
+            st = o->omni ? omni_fp_forward(s, blk, send_last && last, err)
+                         : qs_error_set(err, QS_ERR_NOMEM, "block %d: omniquant record", layer);
+        }
         if (st == QS_OK && a->resume_block)
-            st = a->resume_block(a->resume_ctx, layer, o->res, o->stats, &o->resumed, err);
+            st = a->resume_block(a->resume_ctx, layer, o->res, o->stats, o->omni, &o->resumed, err);
+        if (st == QS_OK && o->resumed && o->omni) st = qs_omni_apply_fp(blk, a->names, o->omni, err);
         if (st == QS_OK && o->resumed) {
             /* a finished block of a previous run: its quantized weights, then only the forward */
             for (int i = 0; i < blk->n_linears && st == QS_OK; i++) {
@@ -306,10 +445,18 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
                 if (o->res[i].rows != w->shape[0] || o->res[i].cols != w->shape[1])
                     st = qs_error_set(err, QS_ERR_INPUT, "block %d: the checkpoint of %s has shape [%lld, %lld]",
                                       layer, blk->lin[i].weight, (long long)o->res[i].rows, (long long)o->res[i].cols);
-                else memcpy(w->data, o->res[i].q, sizeof(float) * (size_t)(w->shape[0] * w->shape[1]));
+                else {
+                    memcpy(w->data, o->res[i].q, sizeof(float) * (size_t)(w->shape[0] * w->shape[1]));
+                    qs_block_linear_sync(blk, i);
+                }
             }
         }
-        for (int stg = 0; stg < QS_BLOCK_STAGES && st == QS_OK && !o->resumed; stg++) {
+        if (st == QS_OK && !o->resumed && is_omni(s)) st = omni_block(s, blk, o, err);
+        /* the forward state: boundary `at`, the residual stream there in res */
+        int at = 0;
+        float *res = s->acts;
+        bool keep = s->carry != NULL;
+        for (int stg = 0; stg < QS_BLOCK_STAGES && st == QS_OK && !o->resumed && !is_omni(s); stg++) {
             bool has = false;
             for (int i = 0; i < blk->n_linears; i++) has |= blk->lin[i].stage == stg;
             if (!has) continue;
@@ -323,25 +470,30 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
                         if (blk->lin[i].stage == x) in = blk->lin[i].in;
                     if (in) st = qs_hessian_init(&cap->h[x], in, false, err);
                 }
-                qs_block_hooks hooks = {on_capture, cap, a->true_sequential ? stg : -1,
-                                        a->true_sequential ? stg : QS_BLOCK_STAGES - 1};
-                for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++) {
-                    double t0 = now();
-                    st = qs_block_forward(blk, a->be, mb_ptr(s, s->acts, k), mb_rows(s, k), a->seq, NULL, &hooks, err);
-                    s->t->compute += now() - t0;
+                qs_block_hooks hooks = {on_capture, cap, a->true_sequential ? stg : -1, -1};
+                if (st == QS_OK && a->true_sequential && keep) {
+                    /* resume from where the previous stage stopped */
+                    st = span_all(s, blk, at, stg, &res, &hooks, cap, false, 0, err);
+                    at = stg;
+                } else if (st == QS_OK) {
+                    /* from the block's input (all stages at once, or no memory to keep the state) */
+                    float *in = s->acts;
+                    st = span_all(s, blk, 0, a->true_sequential ? stg : QS_BLOCK_STAGES - 1, &in, &hooks, cap, false,
+                                  0, err);
                 }
             }
             double t0 = now();
             if (st == QS_OK) st = quantize_stage(s, blk, stg, cap, o, err);
-            s->t->compute += now() - t0;
-            s->t->solve += now() - t0;
+            double dt = now() - t0;
+            s->t->compute += dt;
+            s->t->solve += dt;
             if (cap->h[stg].h32 || cap->h[stg].h64) qs_hessian_free(&cap->h[stg]);
         }
-        bool last = layer == a->end_block - 1;
-        if (st == QS_OK) st = forward_all(s, blk, s->acts, s->next, send_last && last, 1000, err);
+        /* the rest of the forward: the quantized block's output into next */
+        if (st == QS_OK) st = span_all(s, blk, at, QS_BLOCK_END, &res, NULL, NULL, send_last && last, 1000, err);
         o->seconds = now() - tb;
-        /* the block's interval and phases: differences of the rank's running sums */
-        s->t->hessian += cap->seconds;
+        /* the block's interval and phases: differences of the rank's running sums
+         * (the spans added their Hessian time to s->t->hessian already) */
         cap->seconds = 0;
         const qs_stage_timing *p0 = &s->blk_snap, *p1 = s->t;
         o->timing.t_start = s->blk_wall0;
@@ -356,6 +508,8 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
         s->blk_snap = *s->t;
         s->blk_wall0 = wall();
         for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) qs_quant_result_free(&o->res[i]);
+        qs_omni_record_free(o->omni);
+        free(o->omni);
         free(o);
         for (int x = 0; x < QS_BLOCK_STAGES; x++)
             if (cap->h[x].h32 || cap->h[x].h64) qs_hessian_free(&cap->h[x]);
@@ -363,6 +517,11 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
         float *tmp = s->acts;
         s->acts = s->next;
         s->next = tmp;
+        if (is_omni(s)) {
+            tmp = s->fp_acts;
+            s->fp_acts = s->fp_next;
+            s->fp_next = tmp;
+        }
         if (st == QS_OK && last && send_last) st = wait_sends(s, err);
     }
     return st;
@@ -414,6 +573,15 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         st = qs_error_set(err, QS_ERR_NOMEM, "activations: 2 × %zu floats", total);
         goto done;
     }
+    if (is_omni(&s)) {
+        s.fp_acts = qs_malloc(total * sizeof(float));
+        s.fp_next = qs_malloc(total * sizeof(float));
+        s.fp_send_req = calloc((size_t)s.n_micro, sizeof *s.fp_send_req);
+        if (!s.fp_acts || !s.fp_next || !s.fp_send_req) {
+            st = qs_error_set(err, QS_ERR_NOMEM, "OmniQuant's FP activations: 2 × %zu floats", total);
+            goto done;
+        }
+    }
     if (a->schedule == QS_SCHEDULE_PIPELINED) {
         fp_in = qs_malloc(total * sizeof(float));
         if (!fp_in) {
@@ -423,12 +591,14 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         st = fp_pass(&s, fp_in, err);
         if (st == QS_OK) {
             memcpy(s.acts, fp_in, total * sizeof(float));
+            if (s.fp_acts) memcpy(s.fp_acts, fp_in, total * sizeof(float)); /* OmniQuant's targets start there too */
             qs_free(fp_in);
             fp_in = NULL;
             st = quantize_blocks(&s, false, NULL, NULL, false, err);
         }
     } else if (a->embed) {
         st = embed_all(&s, s.acts, err);
+        if (st == QS_OK && s.fp_acts) memcpy(s.fp_acts, s.acts, total * sizeof(float));
         if (st == QS_OK) st = quantize_blocks(&s, false, NULL, NULL, a->next_rank >= 0, err);
     } else {
         /* Load the first block while nothing has arrived yet, then collect its
@@ -449,6 +619,7 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         prefill_ctx pc = {&first, &cap};
         bool loaded = st == QS_OK;
         if (st == QS_OK) st = receive_all(&s, s.acts, 1000, gptq ? prefill_stage0 : NULL, &pc, err);
+        if (st == QS_OK && s.fp_acts) st = receive_all(&s, s.fp_acts, OMNI_FP_TAG, NULL, NULL, err);
         if (st == QS_OK) st = quantize_blocks(&s, gptq, &first, &cap, a->next_rank >= 0, err);
         else {
             if (loaded) qs_block_free(&first);
@@ -459,7 +630,11 @@ done:
     qs_free(fp_in);
     qs_free(s.acts);
     qs_free(s.next);
+    qs_free(s.carry);
     free(s.send_req);
+    qs_free(s.fp_acts);
+    qs_free(s.fp_next);
+    free(s.fp_send_req);
     t->total = now() - s.t_start;
     t->idle = t->total - t->compute - t->comm - t->io;
     if (t->idle < 0) t->idle = 0;

@@ -7,11 +7,24 @@
  * time, and leave for the next rank in micro-batches.
  *
  * Per block (GPTQ, true-sequential): for each stage s of the block (q/k/v, o,
- * gate/up, down) the rank runs the block forward over every micro-batch up to
- * stage s, accumulating the Hessian of that stage's input; quantizes the
- * stage's linears and writes their dequantized weights back into the block;
- * then runs the quantized block over every micro-batch to make the next
- * block's input. So block b+1 always sees block b's quantized output.
+ * gate/up, down) the rank runs the block forward over every micro-batch from
+ * where the previous stage stopped (the residual stream and, at the o and
+ * down boundaries, the stage input are kept for all rows) up to stage s,
+ * accumulating the Hessian of that stage's input; quantizes the stage's
+ * linears and writes their dequantized weights back into the block. The span
+ * after the last stage ends at the block's output, the next block's input.
+ * So every linear runs once, with its quantized weight, and block b+1 sees
+ * block b's quantized output: one block forward per block
+ * (docs/scheduling.md). Without the memory for the kept activations (or with
+ * QS_FORWARD_RECOMPUTE=1) each stage re-runs the block from its input as
+ * before: the same numbers, about 2.4 forwards per block.
+ *
+ * OmniQuant (workers/omniquant.h) instead trains each block on two streams:
+ * the quantized path's activations (acts, as above) and the FP path's, whose
+ * block output is the training target and the next block's FP input. In the
+ * exact schedule both streams travel rank to rank; in the pipelined one the
+ * FP pass gives a rank its first block's FP input, which also starts its
+ * quantized stream.
  *
  * Schedules:
  *   exact     — the first block's input is what the previous rank's last
@@ -38,6 +51,7 @@
 #include "schedulers/cost_model.h"
 #include "workers/block.h"
 #include "workers/comm.h"
+#include "workers/omniquant.h"
 
 /* Statistics of one quantized linear. */
 typedef struct qs_linear_stats {
@@ -72,12 +86,16 @@ typedef struct qs_block_outcome {
     double seconds;                               /* the whole block */
     bool resumed;                                 /* taken from a previous run's checkpoint */
     qs_block_timing timing;
+    qs_omni_record *omni;                         /* OmniQuant: what was learned and folded; NULL otherwise */
 } qs_block_outcome;
 
 /* Resume: fills res (with q) and stats of block `layer` from a previous run
- * and sets *found; the stage then only forwards the block. */
+ * and sets *found; the stage then only forwards the block. For OmniQuant
+ * (omni not NULL) also the block's record, whose folded tensors the stage
+ * puts back into the block. */
 typedef qs_status (*qs_block_resume_fn)(void *ctx, int layer, qs_quant_result res[QS_MAX_BLOCK_LINEARS],
-                                        qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], bool *found, qs_error *err);
+                                        qs_linear_stats stats[QS_MAX_BLOCK_LINEARS], qs_omni_record *omni,
+                                        bool *found, qs_error *err);
 
 typedef qs_status (*qs_block_done_fn)(void *ctx, const qs_block_outcome *o, qs_error *err);
 
@@ -86,8 +104,13 @@ typedef qs_status (*qs_block_start_fn)(void *ctx, int layer, qs_error *err);
 
 typedef struct qs_stage_timing {
     double compute, comm, io, idle, total;
+    /* compute = forward + hessian + solve (+ the embedding) */
+    double forward;                               /* block forwards, captures excluded */
+    double hessian;                               /* Hessian accumulation (the captures) */
+    double solve;                                 /* quantizing: GPTQ/RTN, losses, write-back */
+    double forward_flops;                         /* GEMM + attention flops the forwards ran */
+    double forward_flops_one;                     /* one forward of each of this rank's blocks over all rows */
     uint64_t bytes_read;                          /* tensor bytes this rank read */
-    double hessian, solve;                        /* parts of compute: Hessian updates, quantizing */
     double wait_first;                            /* part of comm: waiting for a receive's first micro-batch */
 } qs_stage_timing;
 
@@ -97,6 +120,7 @@ typedef struct qs_stage_args {
     const qs_manifest *manifest;
     const qs_model_names *names;
     qs_quant_opts quant;
+    qs_compute_dtype compute;                     /* GEMMs and Hessians of the block forwards */
     bool true_sequential;
     bool rtn_baseline;                            /* also measure RTN's loss per linear (one GEMM each) */
     qs_schedule_kind schedule;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/half.h"
 #include "kernels/ops.h"
 #include "kernels/tensor.h"
 
@@ -55,6 +56,12 @@ void qs_cpu_scale(float *y, float s, int64_t n)
 {
 #pragma omp parallel for simd schedule(static) if (n >= QS_OMP_MIN_WORK)
     for (int64_t i = 0; i < n; i++) y[i] *= s;
+}
+
+void qs_cpu_to_bf16(const float *x, uint16_t *y, int64_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n >= QS_OMP_MIN_WORK)
+    for (int64_t i = 0; i < n; i++) y[i] = qs_f32_to_bf16(x[i]);
 }
 
 void qs_cpu_silu_mul(float *gate, const float *up, int64_t n)
@@ -119,9 +126,50 @@ void qs_cpu_rope(float *x, int64_t batch, int64_t seq, int heads, int head_dim, 
  * function (its clamps become branches and its bit casts memory), so x86-64
  * gets the same operations, in the same order, as SSE2 intrinsics: the
  * results are bit-identical to qs_op_expf. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* The SSE2 loop below, 16 lanes at a time: the same operations on every
+ * element (this file is compiled without FMA contraction), so the same bits. */
+__attribute__((target("avx512f"))) static int64_t exp_shifted_avx512(float *x, int64_t n, float m)
+{
+    const __m512 vm = _mm512_set1_ps(m), lo = _mm512_set1_ps(-87.0f), hi = _mm512_set1_ps(88.0f);
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f), magic = _mm512_set1_ps(12582912.0f);
+    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+    const __m512i magic_bits = _mm512_set1_epi32(0x4B400000), bias = _mm512_set1_epi32(127);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + j), vm);
+        v = _mm512_max_ps(v, lo);
+        v = _mm512_min_ps(v, hi);
+        __m512 t = _mm512_add_ps(_mm512_mul_ps(v, log2e), magic);
+        __m512 nf = _mm512_sub_ps(t, magic);
+        __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(t), magic_bits);
+        __m512 r = _mm512_sub_ps(v, _mm512_mul_ps(nf, ln2_hi));
+        r = _mm512_sub_ps(r, _mm512_mul_ps(nf, ln2_lo));
+        __m512 z = _mm512_mul_ps(r, r);
+        __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+        p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, z), r), _mm512_set1_ps(1.0f));
+        __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ni, bias), 23));
+        _mm512_storeu_ps(x + j, _mm512_mul_ps(p, scale));
+    }
+    return j;
+}
+#define QS_EXP_AVX512 1
+#endif
+
+static bool have_avx512f(void);
+
 static void exp_shifted(float *x, int64_t n, float m)
 {
     int64_t j = 0;
+#ifdef QS_EXP_AVX512
+    if (n >= 16 && have_avx512f()) j = exp_shifted_avx512(x, n, m);
+#endif
 #ifdef __SSE2__
     const __m128 vm = _mm_set1_ps(m), lo = _mm_set1_ps(-87.0f), hi = _mm_set1_ps(88.0f);
     const __m128 log2e = _mm_set1_ps(1.44269504088896341f), magic = _mm_set1_ps(12582912.0f);
@@ -174,6 +222,113 @@ typedef struct attn_scratch {
     qs_softmax_state *st;
 } attn_scratch;
 
+/* ---- the two inner products of a tile, plain and AVX-512 ----------------
+ *
+ * scores: s[r][j] = Σ_c (q_r[c]·scale)·kt[c][j] for rows r of a group and
+ *         keys j < nk, the sum in c order (a product, then an add: two
+ *         roundings, no FMA);
+ * values: acc[r][c] += Σ_{j < nj_r} p_r[j]·vt[j][c], j in order, the same
+ *         way.
+ * The AVX-512 versions keep every element's operations and their order and
+ * only do 16 elements per instruction for a group of rows held in registers,
+ * so they give the same bits as the plain loops (which GCC vectorizes with
+ * SSE2 the same way): the exports stay byte-identical whichever runs. */
+
+#define QS_ATTN_GROUP 4 /* query rows per register-blocked group */
+
+static void scores_plain(const float *const *q, int nr, float scale, const float *kt, int d, int64_t nk, float *s)
+{
+    for (int r = 0; r < nr; r++) {
+        float *restrict si = s + r * QS_ATTN_TILE_K;
+        for (int64_t j = 0; j < nk; j++) si[j] = 0.0f;
+        for (int c = 0; c < d; c++) {
+            const float qc = q[r][c] * scale;
+            const float *restrict kc = kt + c * QS_ATTN_TILE_K;
+#pragma omp simd
+            for (int64_t j = 0; j < nk; j++) si[j] += qc * kc[j];
+        }
+    }
+}
+
+static void values_plain(int nr, const int64_t *nj, const float *s, const float *vt, int d, float *acc)
+{
+    for (int r = 0; r < nr; r++) {
+        float *restrict ai = acc + r * d;
+        const float *si = s + r * QS_ATTN_TILE_K;
+        for (int64_t j = 0; j < nj[r]; j++) {
+            const float p = si[j];
+            const float *restrict vj = vt + j * d;
+#pragma omp simd
+            for (int c = 0; c < d; c++) ai[c] += p * vj[c];
+        }
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define QS_ATTN_AVX512 1
+
+__attribute__((target("avx512f"))) static void scores_avx512(const float *const *q, int nr, float scale,
+                                                              const float *kt, int d, int64_t nk, float *s)
+{
+    /* 16-key chunks; the tile is QS_ATTN_TILE_K = 64 keys, so at most 4 */
+    for (int64_t j0 = 0; j0 < nk; j0 += 16) {
+        __mmask16 m = nk - j0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j0)) - 1u);
+        __m512 acc[QS_ATTN_GROUP];
+        for (int r = 0; r < QS_ATTN_GROUP; r++) acc[r] = _mm512_setzero_ps();
+        for (int c = 0; c < d; c++) {
+            __m512 k = _mm512_maskz_loadu_ps(m, kt + c * QS_ATTN_TILE_K + j0);
+            for (int r = 0; r < nr; r++)
+                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_set1_ps(q[r][c] * scale), k));
+        }
+        for (int r = 0; r < nr; r++) _mm512_mask_storeu_ps(s + r * QS_ATTN_TILE_K + j0, m, acc[r]);
+    }
+}
+
+__attribute__((target("avx512f"))) static void values_avx512(int nr, const int64_t *nj, const float *s,
+                                                              const float *vt, int d, float *acc)
+{
+    int64_t jmin = nj[0], jmax = nj[0];
+    for (int r = 1; r < nr; r++) {
+        if (nj[r] < jmin) jmin = nj[r];
+        if (nj[r] > jmax) jmax = nj[r];
+    }
+    for (int c0 = 0; c0 < d; c0 += 16) {
+        __mmask16 m = d - c0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - c0)) - 1u);
+        __m512 a[QS_ATTN_GROUP];
+        for (int r = 0; r < nr; r++) a[r] = _mm512_maskz_loadu_ps(m, acc + r * d + c0);
+        int64_t j = 0;
+        for (; j < jmin; j++) {
+            __m512 v = _mm512_maskz_loadu_ps(m, vt + j * d + c0);
+            for (int r = 0; r < nr; r++)
+                a[r] = _mm512_add_ps(a[r], _mm512_mul_ps(_mm512_set1_ps(s[r * QS_ATTN_TILE_K + j]), v));
+        }
+        for (; j < jmax; j++) { /* the diagonal: rows stop at their own causal limit */
+            __m512 v = _mm512_maskz_loadu_ps(m, vt + j * d + c0);
+            for (int r = 0; r < nr; r++)
+                if (j < nj[r]) a[r] = _mm512_add_ps(a[r], _mm512_mul_ps(_mm512_set1_ps(s[r * QS_ATTN_TILE_K + j]), v));
+        }
+        for (int r = 0; r < nr; r++) _mm512_mask_storeu_ps(acc + r * d + c0, m, a[r]);
+    }
+}
+#endif
+
+static int force_plain = 0;
+
+void qs_cpu_attention_force_plain(bool plain) { force_plain = plain; }
+
+static bool have_avx512f(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    static int have = -1;
+    if (have < 0) have = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return have == 1 && !force_plain;
+#else
+    return false;
+#endif
+}
+
+static bool use_avx512(void) { return have_avx512f(); }
+
 static void attn_tile(const qs_attn_args *a, int64_t b, int h, int64_t i0, int64_t i1, const attn_scratch *w)
 {
     const int d = a->head_dim;
@@ -181,6 +336,7 @@ static void attn_tile(const qs_attn_args *a, int64_t b, int h, int64_t i0, int64
     const int64_t off = a->seq_k - a->seq_q;
     const float slope = a->alibi ? a->alibi[h] : 0.0f;
     const int64_t nq = i1 - i0;
+    const bool wide = use_avx512();
     float *restrict kt = w->kt, *restrict vt = w->vt, *restrict acc = w->acc;
     qs_softmax_state *st = w->st;
 
@@ -202,42 +358,54 @@ static void attn_tile(const qs_attn_args *a, int64_t b, int h, int64_t i0, int64
             for (int c = 0; c < d; c++) kt[c * QS_ATTN_TILE_K + j] = kj[c];
             memcpy(vt + j * d, vj, sizeof(float) * (size_t)d);
         }
-        for (int64_t i = 0; i < nq; i++) {
-            /* keys of this tile row i may see: all, or up to its causal limit */
-            int64_t nj = a->causal ? i0 + i + off - j0 + 1 : nk;
-            if (nj > nk) nj = nk;
-            if (nj <= 0) continue;
-            const float *qi = a->q + (b * a->seq_q + i0 + i) * a->q_tok + (int64_t)h * a->q_head;
-            float *restrict si = w->s + i * QS_ATTN_TILE_K;
-            for (int64_t j = 0; j < nj; j++) si[j] = 0.0f;
-            for (int c = 0; c < d; c++) {
-                const float qc = qi[c] * a->scale;
-                const float *restrict kc = kt + c * QS_ATTN_TILE_K;
-#pragma omp simd
-                for (int64_t j = 0; j < nj; j++) si[j] += qc * kc[j];
+        for (int64_t g0 = 0; g0 < nq; g0 += QS_ATTN_GROUP) {
+            /* the rows of this group that see a key of this tile */
+            const float *q[QS_ATTN_GROUP];
+            int64_t nj[QS_ATTN_GROUP], row[QS_ATTN_GROUP];
+            int nr = 0;
+            for (int64_t i = g0; i < g0 + QS_ATTN_GROUP && i < nq; i++) {
+                /* keys of this tile row i may see: all, or up to its causal limit */
+                int64_t n = a->causal ? i0 + i + off - j0 + 1 : nk;
+                if (n > nk) n = nk;
+                if (n <= 0) continue;
+                q[nr] = a->q + (b * a->seq_q + i0 + i) * a->q_tok + (int64_t)h * a->q_head;
+                nj[nr] = n;
+                row[nr++] = i;
             }
-            float row_max = -INFINITY;
-            if (a->alibi) {
-                for (int64_t j = 0; j < nj; j++) si[j] += slope * (float)(j0 + j);
-            }
+            if (!nr) continue;
+            int64_t nkmax = 0;
+            for (int r = 0; r < nr; r++) nkmax = nj[r] > nkmax ? nj[r] : nkmax;
+#ifdef QS_ATTN_AVX512
+            if (wide) scores_avx512(q, nr, a->scale, kt, d, nkmax, w->s);
+            else
+#endif
+                scores_plain(q, nr, a->scale, kt, d, nkmax, w->s);
+            for (int r = 0; r < nr; r++) {
+                const int64_t i = row[r], n = nj[r];
+                float *restrict si = w->s + r * QS_ATTN_TILE_K;
+                float row_max = -INFINITY;
+                if (a->alibi) {
+                    for (int64_t j = 0; j < n; j++) si[j] += slope * (float)(j0 + j);
+                }
 #pragma omp simd reduction(max : row_max)
-            for (int64_t j = 0; j < nj; j++) row_max = si[j] > row_max ? si[j] : row_max;
-            float alpha = qs_op_softmax_rescale(&st[i], row_max);
-            float *restrict ai = acc + i * d;
-            if (alpha != 1.0f)
-                for (int c = 0; c < d; c++) ai[c] *= alpha;
-            const float m = st[i].m;
-            exp_shifted(si, nj, m);
-            float lsum = 0.0f;
+                for (int64_t j = 0; j < n; j++) row_max = si[j] > row_max ? si[j] : row_max;
+                float alpha = qs_op_softmax_rescale(&st[i], row_max);
+                float *restrict ai = acc + i * d;
+                if (alpha != 1.0f)
+                    for (int c = 0; c < d; c++) ai[c] *= alpha;
+                const float m = st[i].m;
+                exp_shifted(si, n, m);
+                float lsum = 0.0f;
 #pragma omp simd reduction(+ : lsum)
-            for (int64_t j = 0; j < nj; j++) lsum += si[j];
-            st[i].l += lsum;
-            for (int64_t j = 0; j < nj; j++) {
-                const float p = si[j];
-                const float *restrict vj = vt + j * d;
-#pragma omp simd
-                for (int c = 0; c < d; c++) ai[c] += p * vj[c];
+                for (int64_t j = 0; j < n; j++) lsum += si[j];
+                st[i].l += lsum;
             }
+            /* the group's rows are consecutive in acc */
+#ifdef QS_ATTN_AVX512
+            if (wide) values_avx512(nr, nj, w->s, vt, d, acc + row[0] * d);
+            else
+#endif
+                values_plain(nr, nj, w->s, vt, d, acc + row[0] * d);
         }
     }
 
@@ -246,6 +414,8 @@ static void attn_tile(const qs_attn_args *a, int64_t b, int h, int64_t i0, int64
         /* a row that sees no key at all (only with seq_k < seq_q) outputs zeros */
         float inv = st[i].l > 0.0f ? 1.0f / st[i].l : 0.0f;
         for (int c = 0; c < d; c++) o[c] = acc[i * d + c] * inv;
+        if (a->lse)
+            a->lse[(b * a->n_heads + h) * a->seq_q + i0 + i] = st[i].l > 0.0f ? st[i].m + logf(st[i].l) : -INFINITY;
     }
 }
 
@@ -321,7 +491,7 @@ double qs_cpu_logsumexp(const float *x, int64_t n)
     if (m == -INFINITY || !isfinite(m)) return m;
     double s = 0.0;
     for (int64_t i = 0; i < n; i++) s += exp((double)x[i] - (double)m);
-    return (double)m + log(s);
+    return qs_op_lse(m, s);
 }
 
 int64_t qs_cpu_argmax(const float *x, int64_t n)
@@ -341,7 +511,7 @@ void qs_cpu_nll_rows(const float *logits, int64_t rows, int64_t vocab, const int
         const float *x = logits + r * vocab;
         float m = -INFINITY;
         for (int64_t i = 0; i < vocab; i++) m = x[i] > m ? x[i] : m;
-        nll[r] = isfinite(m) ? (double)m + log(sum_exp_shifted(x, vocab, m)) - (double)x[targets[r]]
+        nll[r] = isfinite(m) ? qs_op_lse(m, sum_exp_shifted(x, vocab, m)) - (double)x[targets[r]]
                              : qs_cpu_logsumexp(x, vocab) - (double)x[targets[r]];
     }
 }
@@ -353,11 +523,7 @@ void qs_cpu_kl_rows(const float *ref, const float *x, int64_t rows, int64_t voca
         const float *pr = ref + r * vocab, *px = x + r * vocab;
         double lse_r = qs_cpu_logsumexp(pr, vocab), lse_x = qs_cpu_logsumexp(px, vocab);
         double s = 0.0;
-        for (int64_t i = 0; i < vocab; i++) {
-            double lr = (double)pr[i] - lse_r;
-            double p = exp(lr);
-            if (p > 0.0) s += p * (lr - ((double)px[i] - lse_x));
-        }
+        for (int64_t i = 0; i < vocab; i++) s += qs_op_kl_term(pr[i], px[i], lse_r, lse_x);
         kl[r] = s > 0.0 ? s : 0.0; /* KL >= 0; tiny negatives are rounding */
         if (same) same[r] = qs_cpu_argmax(pr, vocab) == qs_cpu_argmax(px, vocab);
     }

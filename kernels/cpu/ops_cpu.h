@@ -14,6 +14,10 @@
 
 #include "kernels/status.h"
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend (C++) calls these C functions */
+#endif
+
 /* ---- norms over rows ---------------------------------------------------------- */
 
 /* y[r] = rmsnorm(x[r]) * w; y may alias x. */
@@ -30,6 +34,8 @@ void qs_cpu_add(float *y, const float *x, int64_t n);
 /* y *= s. */
 void qs_cpu_scale(float *y, float s, int64_t n);
 /* gate[i] = silu(gate[i]) * up[i]  (llama SwiGLU). */
+/* y[i] = bf16(x[i]) (round to nearest even, NaN stays NaN). */
+void qs_cpu_to_bf16(const float *x, uint16_t *y, int64_t n);
 void qs_cpu_silu_mul(float *gate, const float *up, int64_t n);
 void qs_cpu_relu(float *x, int64_t n);
 void qs_cpu_gelu_tanh(float *x, int64_t n);
@@ -75,6 +81,10 @@ typedef struct qs_attn_args {
     int64_t v_tok, v_head;
     float *out;
     int64_t o_tok, o_head;
+    /* NULL, or [batch, n_heads, seq_q]: each query row's log Σ_j exp(score(i, j))
+     * (-inf for a row that sees no key), what the backward recomputes
+     * probabilities from (kernels/cpu/ops_backward_cpu.h) */
+    float *lse;
 } qs_attn_args;
 
 /* Tile sizes (exposed so tests can pick sequence lengths that are not multiples). */
@@ -83,6 +93,10 @@ typedef struct qs_attn_args {
 
 /* QS_ERR_INPUT for inconsistent head counts, QS_ERR_NOMEM for scratch. */
 qs_status qs_cpu_attention(const qs_attn_args *a, qs_error *err);
+
+/* Tests: run the plain loops even where the AVX-512 ones would run (both
+ * must give the same bits). */
+void qs_cpu_attention_force_plain(bool plain);
 
 /* ---- embedding ------------------------------------------------------------------- */
 
@@ -105,5 +119,9 @@ void qs_cpu_kl_rows(const float *ref, const float *x, int64_t rows, int64_t voca
 
 /* Index of the largest element (first on ties). */
 int64_t qs_cpu_argmax(const float *x, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -3,7 +3,6 @@
  * Each (row, group) gets its own find_params on W as given; no Hessian, so
  * act_order and static_groups do not apply and g_idx[c] = c / group_size.
  */
-#include <omp.h>
 #include <time.h>
 
 #include "kernels/cpu/rtn.h"

@@ -2,8 +2,11 @@
 #include "pipeline/cli/cli.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels/cpu/threads.h"
 
 const qs_command qs_commands[] = {
     {"inspect", qs_cmd_inspect, "what is in a checkpoint: architecture, blocks, tensors, bytes"},
@@ -46,6 +49,9 @@ int qs_cli_main(int argc, char **argv)
         printf("qshard 0.1.0\n");
         return 0;
     }
+    /* OpenMP and OpenBLAS: one thread per CPU this process may run on */
+    qs_cpu_threads th;
+    qs_cpu_threads_init(&th);
     for (const qs_command *c = qs_commands; c->name; c++)
         if (strcmp(argv[1], c->name) == 0) return c->fn(argc - 1, argv + 1);
     fprintf(stderr, "qshard: error: unknown command '%s' (qshard --help lists them)\n", argv[1]);
@@ -57,6 +63,43 @@ int qs_cli_report(const char *cmd, const qs_error *err)
     fprintf(stderr, "qshard %s: error: %s\n", cmd, err->msg[0] ? err->msg : qs_status_name(err->code));
     int code = qs_status_exit_code(err->code);
     return code ? code : 1;
+}
+
+int qs_cli_device(const char *cmd, const char *value, const qs_comm_i *comm, bool gpu_ready, qs_device_choice *out)
+{
+    qs_error err;
+    qs_error_clear(&err);
+    const bool speaker = !comm || comm->rank == 0;
+    qs_device_kind kind;
+    if (qs_device_parse(value, "--device", &kind, &err) != QS_OK) {
+        int code = qs_status_exit_code(err.code);
+        return speaker ? qs_cli_report(cmd, &err) : code;
+    }
+    qs_status st = qs_device_select(kind, comm, out, &err);
+    if (st != QS_OK) {
+        /* the lowest failing rank says why; the others exit quietly with its code */
+        if (strstr(err.msg, "failed during set-up")) return qs_status_exit_code(st) ? qs_status_exit_code(st) : 1;
+        if (comm && comm->size > 1) qs_error_prefix(&err, "rank %d", comm->rank);
+        return qs_cli_report(cmd, &err);
+    }
+    if (out->kind == QS_DEVICE_CUDA && !gpu_ready) {
+        if (kind == QS_DEVICE_AUTO) {
+            if (speaker)
+                fprintf(stderr, "qshard %s: note: --device auto: computing on the CPU (the block forward does not "
+                                "run on the GPU yet, docs/gpu.md)\n", cmd);
+            memset(out, 0, sizeof *out);
+            out->kind = QS_DEVICE_CPU;
+            out->index = -1;
+            return -1;
+        }
+        qs_error_set(&err, QS_ERR_UNSUPPORTED,
+                     "--device cuda: found cuda:%d (%s), but `qshard %s` does not run its block forward on the GPU "
+                     "yet (docs/gpu.md): use --device cpu or auto",
+                     out->index, out->info.name, cmd);
+        int code = qs_status_exit_code(err.code);
+        return speaker ? qs_cli_report(cmd, &err) : (code ? code : 1);
+    }
+    return -1;
 }
 
 int qs_cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -15,6 +15,7 @@
 
 #include "kernels/status.h"
 #include "pipeline/option_parse.h"
+#include "workers/device_select.h"
 
 typedef int (*qs_cmd_fn)(int argc, char **argv);
 
@@ -37,6 +38,14 @@ int qs_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
 
 /* True when argv has -h/--help; callers then print their usage and return 0. */
 bool qs_cli_wants_help(int argc, char **argv);
+
+/* Resolves `--device VALUE` of cmd for this rank (comm NULL: one process):
+ * one GPU per rank by node-local rank (workers/device_select.h). gpu_ready
+ * says whether cmd computes on a GPU yet: when not, `cuda` is refused once a
+ * GPU is found and `auto` takes the CPU (docs/gpu.md). Without any GPU,
+ * `cuda` is bad input (exit 2: "no CUDA device was found"). Returns -1 with
+ * *out filled, or the exit code after one line on stderr (from one rank). */
+int qs_cli_device(const char *cmd, const char *value, const qs_comm_i *comm, bool gpu_ready, qs_device_choice *out);
 
 /* The subcommands. */
 int qs_cmd_inspect(int argc, char **argv);

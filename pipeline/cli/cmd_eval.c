@@ -17,7 +17,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: qshard eval --model DIR --tokens T.npy|T.h5 [--tokens T2 ...] [--ref DIR] [--json]\n"
-            "                   [--file NAME.safetensors] [--batch B] [--report WORKDIR]\n\n"
+            "                   [--file NAME.safetensors] [--batch B] [--report WORKDIR]\n"
+            "                   [--device cpu|cuda|auto] [--compute-dtype auto|f32|bf16]\n\n"
             "Scores every row of the token set [rows, L] on positions 1..L-1 (teacher forcing):\n"
             "mean NLL (nats/token), perplexity, tokens scored and forward tokens/s. With --ref,\n"
             "also the mean KL(ref || model) per token, its 99th percentile and top-1 agreement.\n\n"
@@ -28,6 +29,11 @@ static void usage(FILE *f)
             "  --ref DIR        reference model for KL and top-1 agreement (same vocabulary)\n"
             "  --file NAME      use DIR/NAME instead of DIR/model.safetensors\n"
             "  --batch B        rows per forward pass (default 4)\n"
+            "  --compute-dtype D  GEMMs of the forwards (model and --ref): f32, or bf16 operands with\n"
+            "                   f32 sums; auto (default): bf16 when the CPU has bf16 instructions and\n"
+            "                   the model stores bf16/fp16 weights, f32 otherwise\n"
+            "  --device D       cpu, cuda or auto (default cpu; the forward runs on the CPU until\n"
+            "                   the GPU forward is built: cuda is refused, auto takes the CPU)\n"
             "  --json           one JSON object per token set, one per line: nll, ppl, tokens\n"
             "                   (+ kl_mean, kl_p99, top1)\n"
             "  --report WORK    add a row per token set to the eval table of the run in WORK and\n"
@@ -113,7 +119,7 @@ int qs_cmd_eval(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    enum { OPT_DUMP = 1000, OPT_GENERATE, OPT_PROMPT, OPT_REPORT };
+    enum { OPT_DUMP = 1000, OPT_GENERATE, OPT_PROMPT, OPT_REPORT, OPT_DEVICE, OPT_COMPUTE };
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},   {"tokens", required_argument, NULL, 't'},
         {"ref", required_argument, NULL, 'r'},     {"json", no_argument, NULL, 'j'},
@@ -122,12 +128,14 @@ int qs_cmd_eval(int argc, char **argv)
         {"generate", required_argument, NULL, OPT_GENERATE},
         {"prompt", required_argument, NULL, OPT_PROMPT},
         {"report", required_argument, NULL, OPT_REPORT},
+        {"device", required_argument, NULL, OPT_DEVICE},
+        {"compute-dtype", required_argument, NULL, OPT_COMPUTE},
         {NULL, 0, NULL, 0},
     };
     qs_eval_opts o = {.batch = 4};
     bool json = false;
     long generate = -1, batch = 4;
-    const char *prompt = NULL, *report = NULL;
+    const char *prompt = NULL, *report = NULL, *device = "cpu";
     enum { MAX_TOKEN_SETS = 64 };
     char *token_sets[MAX_TOKEN_SETS];
     int n_sets = 0;
@@ -161,12 +169,21 @@ int qs_cmd_eval(int argc, char **argv)
             break;
         case OPT_PROMPT: prompt = optarg; break;
         case OPT_REPORT: report = optarg; break;
+        case OPT_DEVICE: device = optarg; break;
+        case OPT_COMPUTE:
+            if (strcmp(optarg, "auto") && strcmp(optarg, "f32") && strcmp(optarg, "bf16"))
+                return qs_cli_usage_error("eval", "--compute-dtype: expected auto, f32 or bf16, got '%s'", optarg);
+            o.compute_dtype = optarg;
+            break;
         case ':': return qs_cli_usage_error("eval", "%s needs a value", argv[optind - 1]);
         default: return qs_cli_usage_error("eval", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return qs_cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
     if (!o.model_dir) return qs_cli_usage_error("eval", "--model DIR is required");
+    qs_device_choice dev;
+    int dcode = qs_cli_device("eval", device, NULL, false, &dev);
+    if (dcode >= 0) return dcode;
     if (generate >= 0) return run_generate(o.model_dir, o.file, prompt, generate, json);
     if (n_sets == 0) return qs_cli_usage_error("eval", "--tokens T.npy|T.h5 is required");
     if (report) {
@@ -198,7 +215,8 @@ int qs_cmd_eval(int argc, char **argv)
                 }
                 printf("\"");
             }
-            printf(", \"seconds\": %.6g, \"tokens_per_s\": %.6g}\n", r.seconds, r.tokens_per_s);
+            printf(", \"seconds\": %.6g, \"tokens_per_s\": %.6g, \"compute_dtype\": \"%s\"}\n", r.seconds,
+                   r.tokens_per_s, qs_compute_dtype_name(r.compute));
         } else {
             if (k) printf("\n");
             printf("model       %s%s%s\n", o.model_dir, o.file ? "/" : "", o.file ? o.file : "");
@@ -212,8 +230,8 @@ int qs_cmd_eval(int argc, char **argv)
                 printf("kl_p99      %.6g nats/token\n", r.kl_p99);
                 printf("top1        %.4f\n", r.top1);
             }
-            printf("throughput  %.0f tokens/s (%d threads)\n", r.tokens_per_s,
-                   qs_backend_cpu()->threads(qs_backend_cpu()->ctx));
+            printf("throughput  %.0f tokens/s (%d threads, %s compute)\n", r.tokens_per_s,
+                   qs_backend_cpu()->threads(qs_backend_cpu()->ctx), qs_compute_dtype_name(r.compute));
         }
         fflush(stdout);
         if (report) {

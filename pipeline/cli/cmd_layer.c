@@ -6,6 +6,8 @@
  * accumulated here), RTN or GPTQ with every option, the dequantized Q and
  * optionally the export-layout codes/scales/zeros/g_idx. It prints the
  * H-weighted error tr((W - Q) H (W - Q)ᵀ), RTN's for comparison, and the time.
+ * With --device cuda the Hessian and GPTQ (or RTN) run on the GPU (the
+ * reported losses are computed on the CPU, the same way for both devices).
  */
 #include <getopt.h>
 #include <cjson/cJSON.h>
@@ -16,6 +18,7 @@
 #include <time.h>
 
 #include "kernels/backend.h"
+#include "kernels/device.h"
 #include "kernels/hessian.h"
 #include "kernels/quant.h"
 #include "kernels/tensor.h"
@@ -29,7 +32,7 @@ static void usage(FILE *f)
             "usage: qshard layer --weight W.npy (--hessian H.npy | --inputs X.npy) --out Q.npy\n"
             "                    [--method rtn|gptq] [--bits B] [--group-size G] [--sym|--asym]\n"
             "                    [--act-order] [--static-groups] [--damp D] [--block-size N] [--mse]\n"
-            "                    [--no-fp16-scales] [--factor-f64] [--hessian-f64]\n"
+            "                    [--no-fp16-scales] [--factor-f64] [--hessian-f64] [--device cpu|cuda|auto] [--tf32]\n"
             "                    [--codes C.npy] [--scales S.npy] [--zeros Z.npy] [--g-idx I.npy] [--json]\n\n"
             "  --weight PATH       W [out, in], float32 or float16\n"
             "  --hessian PATH      H [in, in], float32 or float64, symmetric (2/n sum x x^T)\n"
@@ -46,6 +49,10 @@ static void usage(FILE *f)
             "  --no-fp16-scales    keep f32 scales (default: rounded to fp16, as exported)\n"
             "  --factor-f64        factor H^-1 in double precision\n"
             "  --hessian-f64       accumulate H from --inputs in double precision\n"
+            "  --device D          cpu (default), cuda (the Hessian and the quantizer on the GPU; exit 2\n"
+            "                      when there is none) or auto (cuda when a GPU is found, else cpu)\n"
+            "  --tf32              with cuda: let cuBLAS use TF32 tensor cores in f32 GEMMs (faster,\n"
+            "                      ~1e-3 relative products; default off)\n"
             "  --out PATH          Q, the dequantized weight [out, in] float32\n"
             "  --codes PATH        codes [out, in] int32 in [0, 2^B - 1], original column order\n"
             "  --scales PATH       scales [groups, out] float32\n"
@@ -105,13 +112,54 @@ static qs_status write_i32(const char *path, const int32_t *v, int ndim, const i
 }
 
 typedef struct layer_args {
-    const char *weight, *hessian, *inputs, *out, *codes, *scales, *zeros, *g_idx;
-    bool json, hessian_f64;
+    const char *weight, *hessian, *inputs, *out, *codes, *scales, *zeros, *g_idx, *device;
+    bool json, hessian_f64, tf32;
     qs_quant_opts o;
 } layer_args;
 
-/* The H [in, in] from --hessian or --inputs, full and symmetric, in *h. */
-static qs_status load_hessian(const layer_args *a, int64_t in, float **h, int64_t *samples, qs_error *err)
+/* Accumulates H from x [m, in] on be (a device backend: the rows go up in
+ * chunks, H comes back down) into the host [in, in] out. */
+static qs_status accumulate(const layer_args *a, const qs_backend_i *be, const float *x, int64_t m, int64_t in,
+                            float *out, qs_error *err)
+{
+    const int64_t chunk = 4096; /* streamed, as a run would */
+    qs_hessian hs;
+    QS_TRY(qs_hessian_init_on(&hs, be, in, a->hessian_f64, err));
+    float *dx = NULL, *dh = NULL;
+    qs_status st = QS_OK;
+    if (be->device) {
+        dx = be->alloc(be->ctx, (size_t)chunk * (size_t)in * sizeof(float));
+        dh = be->alloc(be->ctx, (size_t)in * (size_t)in * sizeof(float));
+        if (!dx || !dh)
+            st = qs_error_set(err, QS_ERR_NOMEM, "%s: cannot allocate the inputs and H [%lld,%lld] on %s", a->inputs,
+                              (long long)in, (long long)in, be->name);
+    }
+    for (int64_t r0 = 0; r0 < m && st == QS_OK; r0 += chunk) {
+        int64_t k = m - r0 < chunk ? m - r0 : chunk;
+        const float *src = x + r0 * in;
+        if (be->device) {
+            st = be->copy(be->ctx, dx, src, (size_t)(k * in) * sizeof(float), err);
+            src = dx;
+        }
+        if (st == QS_OK) st = qs_hessian_add(&hs, be, src, k, in, err);
+    }
+    if (st == QS_OK && be->device) {
+        qs_hessian_get_f32(&hs, dh);
+        st = be->sync(be->ctx, err);
+        if (st == QS_OK) st = be->copy(be->ctx, out, dh, (size_t)(in * in) * sizeof(float), err);
+    } else if (st == QS_OK) {
+        qs_hessian_get_f32(&hs, out);
+    }
+    if (dx) be->free(be->ctx, dx);
+    if (dh) be->free(be->ctx, dh);
+    qs_hessian_free(&hs);
+    return st;
+}
+
+/* The H [in, in] from --hessian or --inputs (accumulated on be), full and
+ * symmetric, in *h. */
+static qs_status load_hessian(const layer_args *a, const qs_backend_i *be, int64_t in, float **h, int64_t *samples,
+                              qs_error *err)
 {
     qs_tensor t;
     const char *path = a->hessian ? a->hessian : a->inputs;
@@ -148,25 +196,13 @@ static qs_status load_hessian(const layer_args *a, int64_t in, float **h, int64_
     }
     int64_t m = qs_tensor_numel(&t) / in;
     st = check_finite(path, "inputs", t.data, m * in, in, err);
-    qs_hessian hs;
-    if (st == QS_OK) st = qs_hessian_init(&hs, in, a->hessian_f64, err);
-    if (st != QS_OK) {
-        qs_tensor_free(&t);
-        return st;
-    }
-    const qs_backend_i *be = qs_backend_cpu();
-    for (int64_t r0 = 0; r0 < m && st == QS_OK; r0 += 4096) { /* streamed, as a run would */
-        int64_t k = m - r0 < 4096 ? m - r0 : 4096;
-        st = qs_hessian_add(&hs, be, (const float *)t.data + r0 * in, k, in, err);
-    }
-    qs_tensor_free(&t);
     if (st == QS_OK) {
         *h = qs_malloc((size_t)in * (size_t)in * sizeof(float));
         if (!*h) st = qs_error_set(err, QS_ERR_NOMEM, "%s: cannot allocate H [%lld,%lld]", path, (long long)in, (long long)in);
-        else qs_hessian_get_f32(&hs, *h);
     }
+    if (st == QS_OK) st = accumulate(a, be, t.data, m, in, *h, err);
+    qs_tensor_free(&t);
     *samples = m;
-    qs_hessian_free(&hs);
     return st;
 }
 
@@ -189,14 +225,17 @@ static qs_status write_outputs(const layer_args *a, const qs_quant_result *res, 
     return QS_OK;
 }
 
-static void report(const layer_args *a, const qs_quant_result *res, bool have_h, double loss, double rtn_loss,
-                   double seconds, int64_t samples)
+static void report(const layer_args *a, const qs_backend_i *be, const qs_device_choice *dev,
+                   const qs_quant_result *res, bool have_h, double loss, double rtn_loss, double seconds,
+                   int64_t samples)
 {
     const qs_quant_opts *o = &a->o;
     const char *method = o->method == QS_QUANT_METHOD_GPTQ ? "gptq" : "rtn";
     if (a->json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "method", method);
+        cJSON_AddStringToObject(j, "device", be->name);
+        if (be->device) cJSON_AddStringToObject(j, "device_name", dev->info.name);
         cJSON_AddNumberToObject(j, "rows", (double)res->rows);
         cJSON_AddNumberToObject(j, "cols", (double)res->cols);
         cJSON_AddNumberToObject(j, "bits", o->bits);
@@ -242,6 +281,7 @@ static void report(const layer_args *a, const qs_quant_result *res, bool have_h,
     }
     if (o->method == QS_QUANT_METHOD_GPTQ && res->dead_columns)
         printf("dead columns %lld (H_ii = 0)\n", (long long)res->dead_columns);
+    if (be->device) printf("device %s (%s)%s\n", be->name, dev->info.name, a->tf32 ? ", TF32 GEMMs" : "");
     printf("seconds %.3f\n", seconds);
 }
 
@@ -259,6 +299,7 @@ int qs_cmd_layer(int argc, char **argv)
         {"out", required_argument, 0, 'o'},     {"codes", required_argument, 0, 'c'},
         {"scales", required_argument, 0, 'k'},  {"zeros", required_argument, 0, 'z'},
         {"g-idx", required_argument, 0, 'i'},   {"json", no_argument, 0, 'j'},
+        {"device", required_argument, 0, 'D'},  {"tf32", no_argument, 0, 'T'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
     if (qs_cli_wants_help(argc, argv)) {
@@ -269,6 +310,7 @@ int qs_cmd_layer(int argc, char **argv)
     memset(&a, 0, sizeof a);
     qs_quant_opts_default(&a.o);
     a.o.name = "weight";
+    a.device = "cpu";
     qs_error err = {0};
     long v;
     double dv;
@@ -317,6 +359,8 @@ int qs_cmd_layer(int argc, char **argv)
         case 'z': a.zeros = optarg; break;
         case 'i': a.g_idx = optarg; break;
         case 'j': a.json = true; break;
+        case 'D': a.device = optarg; break;
+        case 'T': a.tf32 = true; break;
         default: return qs_cli_usage_error("layer", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -327,6 +371,19 @@ int qs_cmd_layer(int argc, char **argv)
     bool have_h = a.hessian || a.inputs;
     if (a.o.method == QS_QUANT_METHOD_GPTQ && !have_h)
         return qs_cli_usage_error("layer", "gptq needs --hessian H.npy or --inputs X.npy");
+
+    /* The device: the CPU backend, or one GPU (exit 2 when there is none). */
+    qs_device_choice dev;
+    int dcode = qs_cli_device("layer", a.device, NULL, true, &dev);
+    if (dcode >= 0) return dcode;
+    const qs_backend_i *cpu = qs_backend_cpu();
+    qs_backend_i cuda_be;
+    memset(&cuda_be, 0, sizeof cuda_be);
+    if (dev.kind == QS_DEVICE_CUDA) {
+        qs_cuda_opts co = {.tf32 = a.tf32};
+        if (qs_backend_cuda_init(&cuda_be, dev.index, &co, &err) != QS_OK) return qs_cli_report("layer", &err);
+    }
+    const qs_backend_i *be = dev.kind == QS_DEVICE_CUDA ? &cuda_be : cpu;
 
     /* W */
     qs_tensor wt;
@@ -350,13 +407,12 @@ int qs_cmd_layer(int argc, char **argv)
         rc = qs_cli_report("layer", &err);
         goto out;
     }
-    if (have_h && load_hessian(&a, cols, &h, &samples, &err) != QS_OK) {
+    if (have_h && load_hessian(&a, be, cols, &h, &samples, &err) != QS_OK) {
         rc = qs_cli_report("layer", &err);
         goto out;
     }
 
-    /* Quantize. GPTQ consumes its H: give it a copy, the loss needs the original. */
-    const qs_backend_i *be = qs_backend_cpu();
+    /* Quantize (on be). GPTQ consumes its H: give it a copy, the loss needs the original. */
     if (qs_quant_result_init(&res, rows, cols, &a.o, &err) != QS_OK) {
         rc = qs_cli_report("layer", &err);
         goto out;
@@ -389,10 +445,11 @@ int qs_cmd_layer(int argc, char **argv)
     if (have_h) {
         qs_quant_opts ro = a.o;
         ro.method = QS_QUANT_METHOD_RTN;
-        if (qs_quant_hloss(be, w, res.q, rows, cols, h, &loss, &err) != QS_OK ||
+        /* both losses on the CPU, whatever quantized: comparable across devices */
+        if (qs_quant_hloss(cpu, w, res.q, rows, cols, h, &loss, &err) != QS_OK ||
             qs_quant_result_init(&rtn, rows, cols, &ro, &err) != QS_OK ||
             qs_quant_rtn(w, rows, cols, &ro, &rtn, &err) != QS_OK ||
-            qs_quant_hloss(be, w, rtn.q, rows, cols, h, &rtn_loss, &err) != QS_OK) {
+            qs_quant_hloss(cpu, w, rtn.q, rows, cols, h, &rtn_loss, &err) != QS_OK) {
             rc = qs_cli_report("layer", &err);
             goto out;
         }
@@ -410,7 +467,7 @@ int qs_cmd_layer(int argc, char **argv)
         rc = qs_cli_report("layer", &err);
         goto out;
     }
-    report(&a, &res, have_h, loss, rtn_loss, seconds, samples);
+    report(&a, be, &dev, &res, have_h, loss, rtn_loss, seconds, samples);
 
 out:
     qs_quant_result_free(&res);
@@ -418,5 +475,6 @@ out:
     qs_free(h);
     qs_free(hq);
     qs_tensor_free(&wt);
+    qs_backend_cuda_free(&cuda_be);
     return rc;
 }

@@ -89,6 +89,12 @@ static void print_json(const qs_model_config *cfg, const qs_plan *pl)
     cJSON_AddNumberToObject(o, "block_params", (double)bc->params);
     cJSON_AddNumberToObject(o, "block_flops", bc->flops_total);
     cJSON_AddNumberToObject(o, "block_flops_replica", bc->flops_replica);
+    cJSON_AddNumberToObject(o, "block_flops_forward", bc->flops_forward);
+    cJSON_AddNumberToObject(o, "block_flops_hessian", bc->flops_hessian);
+    cJSON_AddNumberToObject(o, "block_flops_gptq", bc->flops_gptq);
+    /* block-forward equivalents per block, and what re-running each stage from the input would cost */
+    cJSON_AddNumberToObject(o, "forward_passes", bc->passes);
+    cJSON_AddNumberToObject(o, "forward_passes_recompute", bc->passes_recompute);
     /* one block on one replica: compute + read (communication is per stage) */
     cJSON_AddNumberToObject(o, "block_seconds", bc->seconds_compute + bc->seconds_io);
     cJSON_AddNumberToObject(o, "seconds_total", pl->seconds_total);
@@ -182,10 +188,11 @@ static void print_text(const qs_model_config *cfg, const qs_plan *pl)
            qs_fmt_bytes(bc->bytes_gather, a, 32), qs_fmt_bytes(bc->bytes_handoff, b, 32),
            qs_fmt_bytes(bc->bytes_handoff * (double)bc->rows_per_replica / (double)p->calib_rows, c, 32));
     printf("per block memory (one rank): weights f32 %s, largest Hessian %s (%s), GPTQ workspace %s, micro-batch %s, "
-           "boundary activations %s\n",
+           "boundary activations %s, kept stage inputs %s\n",
            qs_fmt_bytes(bc->bytes_weights_f32, a, 32), qs_fmt_bytes(bc->bytes_hessian, b, 32),
            bc->largest_hessian ? bc->largest_hessian : "?", qs_fmt_bytes(bc->bytes_gptq, c, 32),
-           qs_fmt_bytes(bc->bytes_act_micro, d, 32), qs_fmt_bytes(bc->bytes_act_boundary, e, 32));
+           qs_fmt_bytes(bc->bytes_act_micro, d, 32), qs_fmt_bytes(bc->bytes_act_boundary, e, 32),
+           qs_fmt_bytes(bc->bytes_act_carry, (char[32]){0}, 32));
 
     printf("\n%5s  %-13s %-13s %6s  %-10s %11s %11s %10s %10s %10s\n", D == 1 ? "rank" : "stage",
            D == 1 ? "" : "ranks", "blocks", "count", "embed/head", "device peak", "host peak", "all-reduce", "block",

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <string.h>
 
@@ -70,7 +71,16 @@ static void on_peer_lost(int lost_rank, const char *what, void *ctx)
                      "command again to resume\n",
                      g_rank, what, g_work);
     if (n > (int)sizeof line - 1) n = (int)sizeof line - 1;
-    if (write(STDERR_FILENO, line, (size_t)n) < 0) { /* nothing left to tell */
+    /* The main thread may be inside MPI, whose transport is failing too and
+     * prints its own complaints: silence stdout/stderr first, so that this
+     * line is the last one the operator sees from this rank. */
+    int keep = dup(STDERR_FILENO);
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) {
+        dup2(devnull, STDOUT_FILENO);
+        dup2(devnull, STDERR_FILENO);
+    }
+    if (write(keep >= 0 ? keep : STDERR_FILENO, line, (size_t)n) < 0) { /* nothing left to tell */
     }
     _exit(3);
 }
@@ -105,6 +115,14 @@ int qs_cmd_run(int argc, char **argv)
         qs_comm_mpi_finalize(&comm);
         return code;
     }
+    /* Each rank's device; agreed by all ranks before anything is read. */
+    qs_device_choice dev;
+    code = qs_cli_device("run", o.device, &comm, false, &dev);
+    if (code >= 0) {
+        qs_comm_mpi_finalize(&comm);
+        return code;
+    }
+    code = 0;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

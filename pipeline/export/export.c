@@ -73,7 +73,13 @@ static qs_status run_record(const char *work, cJSON **rec, char **text, char mod
 #undef INT
 #undef BOOL
     v = cJSON_GetObjectItemCaseSensitive(op, "method");
-    q->method = cJSON_IsString(v) && !strcmp(v->valuestring, "rtn") ? QS_QUANT_METHOD_RTN : QS_QUANT_METHOD_GPTQ;
+    q->method = QS_QUANT_METHOD_GPTQ;
+    if (v && !(cJSON_IsString(v) && (!strcmp(v->valuestring, "gptq") || !strcmp(v->valuestring, "rtn") ||
+                                     !strcmp(v->valuestring, "omniquant"))))
+        return qs_error_set(err, QS_ERR_INPUT, "%s: field 'options.method': expected \"gptq\", \"rtn\" or \"omniquant\"",
+                            path);
+    if (v && !strcmp(v->valuestring, "rtn")) q->method = QS_QUANT_METHOD_RTN;
+    if (v && !strcmp(v->valuestring, "omniquant")) q->method = QS_QUANT_METHOD_OMNIQUANT;
     if (q->bits != 2 && q->bits != 3 && q->bits != 4 && q->bits != 8)
         return qs_error_set(err, QS_ERR_INPUT, "%s: field 'options.bits' = %d, expected 2, 3, 4 or 8", path, q->bits);
     if (q->group_size == 0)
@@ -201,6 +207,7 @@ qs_status qs_export_from_work(const char *work, const char *out, const qs_export
             oc.seconds = r.seconds;
             memcpy(oc.res, r.res, sizeof oc.res);
             memcpy(oc.stats, r.stats, sizeof oc.stats);
+            oc.omni = r.has_omni ? &r.omni : NULL; /* folded FP tensors replace the model's */
             if (st == QS_OK)
                 st = o->format == QS_EXPORT_GPTQ ? qs_gptq_export_block(gx, &oc, err) : qs_gguf_export_block(ux, &oc, err);
         }

@@ -4,7 +4,9 @@
  * decides or writes the file's tensor data, and the public entry points.
  *
  * The vocabulary (tokenizer.json → tokenizer.ggml.*) is in gguf_vocab.c: init
- * loads it and adds its keys, and nothing else here touches it. */
+ * loads it and adds its keys; the only thing it decides here is how many byte
+ * tokens it appended for llama.cpp, which token_embd (and an untied output)
+ * get as extra rows, copies of the unknown token's row. */
 #define _GNU_SOURCE
 #include "pipeline/export/export_gguf.h"
 
@@ -37,6 +39,8 @@ typedef struct plan_tensor {
     qs_gguf_type type;
     int perm_heads;           /* 0: rows as stored; else the Q/K row permutation with this many heads */
     int64_t rows, cols;       /* [out, in]; a vector is [n, 1] (one value per row) */
+    int64_t src_rows;         /* rows in the source; rows past them are padding: */
+    int64_t copy_row;         /* the source row each padded row copies, -1 zeros */
     size_t li;                /* index in the layout */
 } plan_tensor;
 
@@ -53,6 +57,8 @@ struct qs_gguf_export {
     int fallbacks;
     char fallback_reason[QS_NAME_MAX + 384];
     char vocab_warning[1024]; /* qs_gguf_vocab_warning, or "" */
+    int64_t vocab_pad;        /* byte tokens after the embedding's rows (qs_gguf_vocab_padding) */
+    int64_t vocab_pad_row;    /* the row they copy (HF's unknown token), -1 zeros */
     int fd;                   /* the partial file, opened on first write */
 };
 
@@ -145,7 +151,18 @@ static qs_status plan_tensor_from(qs_gguf_export *x, const char *gguf, const cha
     else
         return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s' has %d dims (1 or 2 expected)", qs_manifest_dir(x->m), src,
                             info->ndim);
+    p.src_rows = p.rows;
+    p.copy_row = -1;
     return add_plan(x, &p, err);
+}
+
+/* The last planned tensor (the embedding or the output, [vocab, hidden]) gets
+ * the vocabulary's byte tokens as extra rows, copies of the unknown token's. */
+static void plan_vocab_rows(qs_gguf_export *x)
+{
+    plan_tensor *p = &x->t[x->n - 1];
+    p->rows += x->vocab_pad;
+    p->copy_row = x->vocab_pad_row;
 }
 
 /* ==== init ======================================================================= */
@@ -178,6 +195,7 @@ static qs_status plan_tensors(qs_gguf_export *x, qs_error *err)
     const qs_model_names *nm = x->names;
     qs_gguf_type big = x->o.embed_f16 ? QS_GGUF_TYPE_F16 : QS_GGUF_TYPE_F32;
     QS_TRY(plan_tensor_from(x, "token_embd.weight", nm->embed, 0, big, 0, err));
+    plan_vocab_rows(x);
     for (int l = 0; l < c->n_layers; l++) {
         char an[QS_NAME_MAX], ab[QS_NAME_MAX], mn[QS_NAME_MAX], mb[QS_NAME_MAX], g[64];
         qs_block_norm_names(c, nm, l, an, ab, mn, mb);
@@ -227,7 +245,10 @@ static qs_status plan_tensors(qs_gguf_export *x, qs_error *err)
     int head = c->n_layers + 1;
     QS_TRY(plan_tensor_from(x, "output_norm.weight", nm->final_norm_w, head, QS_GGUF_TYPE_F32, 0, err));
     bool tied = c->tie_embeddings || !strcmp(nm->lm_head, nm->embed);
-    if (!tied) QS_TRY(plan_tensor_from(x, "output.weight", nm->lm_head, head, big, 0, err));
+    if (!tied) {
+        QS_TRY(plan_tensor_from(x, "output.weight", nm->lm_head, head, big, 0, err));
+        plan_vocab_rows(x);
+    }
     if (c->rope_scaling == QS_ROPE_SCALING_LLAMA3) {
         plan_tensor p;
         memset(&p, 0, sizeof p);
@@ -276,12 +297,15 @@ qs_status qs_gguf_export_init(qs_gguf_export **out, const char *out_path, const 
     qs_gguf_layout_init(&x->lay, QS_GGUF_ALIGNMENT);
     qs_gguf_vocab *v = NULL;
     qs_status st = check_model(x, err);
-    if (st == QS_OK) st = plan_tensors(x, err);
     if (st == QS_OK) {
         char tok[4200];
         if (o->tokenizer) snprintf(tok, sizeof tok, "%s", o->tokenizer);
         else snprintf(tok, sizeof tok, "%s/tokenizer.json", qs_manifest_dir(m));
         st = qs_gguf_vocab_load(&v, tok, qs_manifest_dir(m), x->cfg.vocab, err);
+    }
+    if (st == QS_OK) {
+        x->vocab_pad = qs_gguf_vocab_padding(v, &x->vocab_pad_row);
+        st = plan_tensors(x, err);
     }
     if (st != QS_OK) goto fail;
 
@@ -296,7 +320,7 @@ qs_status qs_gguf_export_init(qs_gguf_export **out, const char *out_path, const 
     qs_gguf_add_u32(l, "general.alignment", QS_GGUF_ALIGNMENT);
     qs_gguf_add_u32(l, "general.file_type", (uint32_t)file_type(&o->quant));
     qs_gguf_add_u32(l, "general.quantization_version", 2);
-    qs_gguf_add_u32(l, "llama.vocab_size", (uint32_t)c->vocab);
+    qs_gguf_add_u32(l, "llama.vocab_size", (uint32_t)(c->vocab + x->vocab_pad)); /* = the tokens */
     qs_gguf_add_u32(l, "llama.context_length", (uint32_t)c->max_positions);
     qs_gguf_add_u32(l, "llama.embedding_length", (uint32_t)c->hidden);
     qs_gguf_add_u32(l, "llama.block_count", (uint32_t)c->n_layers);
@@ -502,14 +526,25 @@ static qs_status write_linear(qs_gguf_export *x, const plan_tensor *p, const qs_
     return st;
 }
 
-/* A manifest tensor as F32/F16, converted in row chunks straight from the mapping. */
-static qs_status write_tensor(qs_gguf_export *x, const plan_tensor *p, qs_error *err)
+/* A manifest tensor as F32/F16, converted in row chunks straight from the
+ * mapping; padded rows (past src_rows) are copies of copy_row, or zeros —
+ * or, when OmniQuant's LET folded it (folded not NULL), from its folded f32
+ * value. */
+static qs_status write_tensor(qs_gguf_export *x, const plan_tensor *p, const qs_omni_tensor *folded, qs_error *err)
 {
     const qs_st_file *f = NULL;
     const qs_st_info *info = qs_manifest_find(x->m, p->src, &f);
     if (!info) return qs_error_set(err, QS_ERR_INPUT, "%s: tensor '%s' is missing", qs_manifest_dir(x->m), p->src);
     const uint8_t *data = qs_st_data(f, info);
-    size_t es = qs_dtype_size(info->dtype);
+    qs_dtype src_dt = info->dtype;
+    if (folded) {
+        if (folded->shape[0] != p->rows * p->cols)
+            return qs_error_set(err, QS_ERR_INTERNAL, "gguf: folded '%s' has %lld elements, planned %lld", p->src,
+                                (long long)folded->shape[0], (long long)(p->rows * p->cols));
+        data = (const uint8_t *)folded->data;
+        src_dt = QS_DTYPE_F32;
+    }
+    size_t es = qs_dtype_size(src_dt);
     const qs_gguf_tensor_info *ti = &x->lay.tensors[p->li];
     size_t out_es = p->type == QS_GGUF_TYPE_F16 ? 2 : 4;
     int64_t rows_per = (int64_t)(CHUNK_BYTES / ((size_t)p->cols * 4));
@@ -523,8 +558,11 @@ static qs_status write_tensor(qs_gguf_export *x, const plan_tensor *p, qs_error 
         int64_t r1 = r0 + rows_per < p->rows ? r0 + rows_per : p->rows;
         for (int64_t row = r0; row < r1 && st == QS_OK; row++) {
             int64_t src = p->perm_heads ? qs_gguf_permuted_row(row, p->rows, p->perm_heads) : row;
-            st = qs_convert_to_f32(data + (size_t)(src * p->cols) * es, info->dtype, (size_t)p->cols,
-                                   tmp + (row - r0) * p->cols, err);
+            if (row >= p->src_rows) src = p->copy_row;
+            if (src < 0) memset(tmp + (row - r0) * p->cols, 0, sizeof(float) * (size_t)p->cols);
+            else
+                st = qs_convert_to_f32(data + (size_t)(src * p->cols) * es, src_dt, (size_t)p->cols,
+                                       tmp + (row - r0) * p->cols, err);
         }
         size_t n = (size_t)((r1 - r0) * p->cols);
         if (st == QS_OK)
@@ -570,7 +608,7 @@ static qs_status write_group(qs_gguf_export *x, int group, const qs_block_outcom
     for (size_t i = 0; i < x->n && st == QS_OK; i++) {
         const plan_tensor *p = &x->t[i];
         if (p->group != group) continue;
-        if (p->kind == SRC_TENSOR) st = write_tensor(x, p, err);
+        if (p->kind == SRC_TENSOR) st = write_tensor(x, p, o && o->omni ? qs_omni_record_fp(o->omni, p->src) : NULL, err);
         else if (p->kind == SRC_ROPE_FREQS) st = write_rope_freqs(x, p, err);
         else {
             int li = -1;

@@ -25,7 +25,10 @@
  * ne = {in, out}): token_embd, blk.N.{attn_norm, attn_q, attn_k, attn_v,
  * attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down}.weight (+ .bias of each
  * linear that has one), output_norm, output (omitted when tied), rope_freqs
- * (llama3 RoPE scaling).
+ * (llama3 RoPE scaling). When the vocabulary gets byte tokens appended for
+ * llama.cpp (a sentencepiece-style tokenizer without a token for every byte;
+ * see docs/gguf.md, "Vocabulary"), token_embd and an untied output get as
+ * many extra rows, copies of the unknown token's row.
  * Q and K rows (and biases) are permuted from HF's rotate-half order to
  * llama.cpp's interleaved order: row h·hd + 2i + j takes HF row h·hd + j·hd/2 + i.
  *

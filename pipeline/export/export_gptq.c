@@ -193,6 +193,8 @@ static void shard_name(const qs_gptq_export *x, int shard, char *buf, size_t cap
     snprintf(buf, cap, "model-%05d-of-%05d.safetensors", shard + 1, x->n_shards);
 }
 
+static int64_t numel_of(const entry *e) { return qs_shape_numel(e->ndim, e->shape); }
+
 /* Packed forms of one quantized linear. */
 typedef struct packed {
     int32_t *qweight, *qzeros, *g_idx;
@@ -261,7 +263,18 @@ static qs_status write_group(qs_gptq_export *x, int group, const qs_block_outcom
             for (size_t k = i; k < j; k++)
                 if (!strcmp(x->e[k].name, tn)) e = &x->e[k];
             const void *data = NULL;
-            if (e->kind == E_COPY) {
+            const qs_omni_tensor *folded = o && o->omni ? qs_omni_record_fp(o->omni, e->src) : NULL;
+            void *conv = NULL;
+            if (folded) {
+                /* OmniQuant's LET changed this tensor: its folded value, in the model's dtype */
+                if (numel_of(e) != folded->shape[0] || !(conv = malloc(e->bytes))) {
+                    st = qs_error_set(err, QS_ERR_INTERNAL, "%s: folded tensor of %lld elements", e->name,
+                                      (long long)folded->shape[0]);
+                    break;
+                }
+                st = qs_convert_from_f32(folded->data, (size_t)folded->shape[0], e->dtype, conv, err);
+                data = conv;
+            } else if (e->kind == E_COPY) {
                 const qs_st_file *f = NULL;
                 const qs_st_info *t = qs_manifest_find(x->m, e->src, &f);
                 data = qs_st_data(f, t);
@@ -275,7 +288,8 @@ static qs_status write_group(qs_gptq_export *x, int group, const qs_block_outcom
                        : e->kind == E_SCALES ? (const void *)p->scales
                                              : (const void *)p->g_idx;
             }
-            st = qs_st_writer_tensor(w, e->name, data, e->bytes, err);
+            if (st == QS_OK) st = qs_st_writer_tensor(w, e->name, data, e->bytes, err);
+            free(conv);
         }
         if (st == QS_OK) st = qs_st_writer_finish(w, err);
         else qs_st_writer_abort(w);

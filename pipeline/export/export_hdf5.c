@@ -42,6 +42,34 @@ qs_status qs_hdf5_export_open(qs_hdf5_export **out, const char *path, const char
     return QS_OK;
 }
 
+static bool write_tensors(hid_t g, const char *name, const qs_omni_tensor *t, int n)
+{
+    hid_t sub = H5Gcreate2(g, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    bool ok = sub >= 0;
+    for (int i = 0; i < n && ok; i++) {
+        hsize_t d[2] = {(hsize_t)t[i].shape[0], (hsize_t)(t[i].ndim == 2 ? t[i].shape[1] : 0)};
+        ok = qs_h5_dataset(sub, t[i].name, H5T_NATIVE_FLOAT, t[i].ndim, d, t[i].data, 0);
+    }
+    if (sub >= 0) H5Gclose(sub);
+    return ok;
+}
+
+/* blocks/block_NNNNN/omniquant: the per-epoch loss, what was learned
+ * (params/: LWC's γ, β per linear, LET's scales and shifts) and the folded
+ * FP tensors the exports hold (fp/, under the model's names). */
+static bool write_omni(hid_t g, const qs_omni_record *m)
+{
+    hid_t o = H5Gcreate2(g, "omniquant", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (o < 0) return false;
+    hsize_t ne[1] = {(hsize_t)m->epochs};
+    /* no training times: identical runs give identical archives (the times are in the report) */
+    bool ok = qs_h5_attr(o, "epochs", H5T_NATIVE_INT, &m->epochs) && qs_h5_attr(o, "steps", H5T_NATIVE_INT64, &m->steps) &&
+              qs_h5_dataset(o, "loss", H5T_NATIVE_DOUBLE, 1, ne, m->loss, 0) &&
+              write_tensors(o, "params", m->params, m->n_params) && write_tensors(o, "fp", m->fp, m->n_fp);
+    H5Gclose(o);
+    return ok;
+}
+
 qs_status qs_hdf5_export_block(qs_hdf5_export *x, const qs_block_record *r, qs_error *err)
 {
     char name[64];
@@ -65,6 +93,7 @@ qs_status qs_hdf5_export_block(qs_hdf5_export *x, const qs_block_record *r, qs_e
              qs_h5_dataset(l, "g_idx", H5T_NATIVE_INT32, 1, d1, q->g_idx, 1);
         if (l >= 0) H5Gclose(l);
     }
+    if (ok && r->has_omni) ok = write_omni(g, &r->omni);
     if (g >= 0) H5Gclose(g);
     return ok ? QS_OK : qs_error_set(err, QS_ERR_IO, "%s: cannot write block %d", x->tmp, r->layer);
 }

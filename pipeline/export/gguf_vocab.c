@@ -3,7 +3,9 @@
  * tokenizer.ggml.* metadata keys, following llama.cpp's convert_hf_to_gguf.py
  * (docs/gguf.md, "Vocabulary"): tokens in id order, token types, merge-rank
  * scores (llama) or merges (gpt2), the pre-tokenizer name, special ids and
- * add_*_token flags, the chat template.
+ * add_*_token flags, the chat template; for a sentencepiece-style vocabulary
+ * without a token for every byte, the "<0xXX>" byte tokens llama.cpp needs,
+ * appended after the model's rows (the exporter pads the embedding to match).
  *
  * It is separate from export_gguf.c because it shares nothing with the tensor
  * plan and the parallel writes but the layout it adds its keys to: it is the
@@ -33,7 +35,9 @@ static const char *const sp_typ[SP_COUNT] = {"bos", "eos", "unk", "sep", "pad", 
 typedef struct qs_gguf_vocab {
     const char *model;        /* "llama", "gpt2", "no_vocab" */
     const char *pre;          /* tokenizer.ggml.pre */
-    int64_t n;
+    int64_t n;                /* tokens written: the model's rows + n_pad */
+    int64_t n_pad;            /* byte tokens appended after the model's rows */
+    int64_t unk_id;           /* HF's unknown token (model.unk_token), -1 if none */
     char **tok;               /* n tokens (owned copies) */
     float *score;             /* llama only */
     int32_t *type;
@@ -102,25 +106,33 @@ static bool has_type(const cJSON *node, const char *type)
  * one-byte string — with unordered_map::at, which throws and aborts the
  * process when neither exists (llama-vocab.cpp, byte_to_token). HF maps such a
  * character to <unk> when any of its byte tokens is missing. GGUF has no key
- * for "unknown → <unk>", and the token list is the embedding's rows, so the
- * byte tokens cannot be added. Such a vocabulary goes out as llama.cpp's BPE
- * with the "sarvam-moe" pre-tokenizer instead (raw UTF-8, spaces written as
- * "▁", merges by rank, unknown bytes skipped): it never aborts, at the price of
- * no leading "▁" and no tokens across a newline (the warning says so). */
+ * for "unknown → <unk>", so the missing byte tokens are appended to the
+ * vocabulary (type BYTE), and the exporter gives them embedding rows copied
+ * from <unk>'s: llama.cpp then writes the character as its UTF-8 bytes, each
+ * of which feeds the model what HF's <unk> feeds it, and gives HF's ids
+ * wherever the vocabulary has the pieces.
+ *
+ * Their score: llama.cpp's SPM makes a bigram of two adjacent symbols only when
+ * their joined text is a token, and merges the highest score first; the byte
+ * fallback looks tokens up by text and ignores scores. So a byte token's score
+ * matters only when the text itself spells "<0xXX>" from pieces the vocabulary
+ * has; it is set below every other score, and the warning names a vocabulary
+ * where that spelling is possible. */
 
-/* True when every byte has a token llama.cpp's SPM byte fallback finds:
- * "<0xXX>" (upper-case hex, as both HF and llama.cpp spell it), or, for ASCII,
- * the character itself. */
-static bool bytes_covered(const cJSON *vmap)
+/* The bytes llama.cpp's SPM byte fallback finds no token for: neither
+ * "<0xXX>" (upper-case hex, as both HF and llama.cpp spell it) nor, for ASCII,
+ * the character itself. Fills missing[] and returns how many. */
+static int missing_bytes(const cJSON *vmap, uint8_t missing[256])
 {
+    int n = 0;
     for (int b = 0; b < 256; b++) {
         char name[8], one[2] = {(char)b, 0};
         snprintf(name, sizeof name, "<0x%02X>", b);
         if (cJSON_GetObjectItemCaseSensitive(vmap, name)) continue;
         if (b > 0 && b < 0x80 && cJSON_GetObjectItemCaseSensitive(vmap, one)) continue;
-        return false;
+        missing[n++] = (uint8_t)b;
     }
-    return true;
+    return n;
 }
 
 static bool str_is(const cJSON *node, const char *key, const char *want)
@@ -367,8 +379,75 @@ static void special_tokens(vocab *v, const cJSON *tj, const cJSON *tc, const cJS
     }
 }
 
+/* True when the text "<0xXX>" could be merged into that byte token by
+ * llama.cpp's SPM: some split of it into two parts that are each a single
+ * character or a vocabulary piece (a necessary condition for the bigram). */
+static bool spelled_by_pieces(const char *name, const vocab_entry *sorted, size_t n_sorted)
+{
+    size_t len = strlen(name);
+    for (size_t i = 1; i < len; i++) {
+        char left[8];
+        memcpy(left, name, i);
+        left[i] = '\0';
+        vocab_entry kl = {left, 0}, kr = {name + i, 0};
+        bool l_ok = i == 1 || bsearch(&kl, sorted, n_sorted, sizeof *sorted, cmp_entry);
+        bool r_ok = len - i == 1 || bsearch(&kr, sorted, n_sorted, sizeof *sorted, cmp_entry);
+        if (l_ok && r_ok) return true;
+    }
+    return false;
+}
+
+/* Appends the byte tokens llama.cpp's SPM byte fallback needs (see "what
+ * llama.cpp can and cannot do like HF") after the model's v->n rows, scored
+ * below every merge, and says so in the warning. HF's <unk> (model.unk_token)
+ * is the row the exporter copies for them. */
+static qs_status append_byte_tokens(vocab *v, const cJSON *model, const cJSON *added, const uint8_t *missing,
+                                    int n_missing, int n_merges, const vocab_entry *sorted, size_t n_sorted,
+                                    qs_strbuf *why, const char *tok_path, qs_error *err)
+{
+    int64_t first = v->n;
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    if (cJSON_IsString(unk)) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(model, "vocab"),
+                                                           unk->valuestring);
+        v->unk_id = cJSON_IsNumber(id) ? (int64_t)id->valuedouble : added_token_id(added, unk->valuestring);
+        if (v->unk_id >= first) v->unk_id = -1;
+    }
+    v->n = first + n_missing;
+    v->n_pad = n_missing;
+    int spelled = 0;
+    char spelled_name[8] = "";
+    for (int k = 0; k < n_missing; k++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", missing[k]);
+        if (!(v->tok[first + k] = strdup(name))) return qs_error_set(err, QS_ERR_NOMEM, "%s: byte tokens", tok_path);
+        v->type[first + k] = TT_BYTE;
+        v->score[first + k] = -(float)n_merges - 1.0f; /* below every piece */
+        if (spelled_by_pieces(name, sorted, n_sorted) && !spelled++)
+            snprintf(spelled_name, sizeof spelled_name, "%s", name);
+    }
+    char what[512], rows[96];
+    if (v->unk_id >= 0)
+        snprintf(rows, sizeof rows, "copies of <unk>'s (id %lld)", (long long)v->unk_id);
+    else
+        snprintf(rows, sizeof rows, "zeros (no model.unk_token: HF drops such characters)");
+    snprintf(what, sizeof what,
+             "byte_fallback without a <0xXX> token for every byte: %d byte tokens appended as ids %lld-%lld "
+             "(llama.vocab_size %lld), their embedding and output rows %s, so llama.cpp writes a character "
+             "outside the vocabulary as its UTF-8 bytes where HF gives <unk>",
+             n_missing, (long long)first, (long long)(v->n - 1), (long long)v->n, rows);
+    why_add(why, what);
+    if (spelled) {
+        snprintf(what, sizeof what, "text spelling %s (and %d more) can merge into that byte token", spelled_name,
+                 spelled - 1);
+        why_add(why, what);
+    }
+    return QS_OK;
+}
+
 /* Reads tokenizer.json (+ tokenizer_config.json, config.json beside the model)
- * into the GGUF vocabulary of n_vocab tokens (the embedding's rows). */
+ * into the GGUF vocabulary of n_vocab tokens (the embedding's rows), plus the
+ * byte tokens appended for llama.cpp (qs_gguf_vocab_padding). */
 static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_dir, int64_t n_vocab, qs_error *err)
 {
     memset(v, 0, sizeof *v);
@@ -406,25 +485,17 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(tj, "pre_tokenizer");
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(tj, "decoder");
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(tj, "normalizer");
-    bool spm_bpe = false; /* sentencepiece style written as llama.cpp BPE (see above) */
     bool prefix = false;  /* sentencepiece style: HF puts a "▁" before the text */
+    uint8_t missing[256]; /* bytes without a token llama.cpp's byte fallback finds */
+    int n_missing = 0;
     if (byte_fallback) {
         style_scan sc = {false, digit_joined(vmap), &why};
         each_node(norm, "normalizers", spm_normalizer, &sc);
         each_node(pre, "pretokenizers", spm_pre, &sc);
         prefix = sc.prefix;
-        if (bytes_covered(vmap)) {
-            v->model = "llama";
-            v->pre = "default";
-        } else {
-            v->model = "gpt2";
-            v->pre = "sarvam-moe";
-            spm_bpe = true;
-            why_add(&why, "byte_fallback without a <0xXX> token for every byte: written as llama.cpp BPE "
-                          "(pre \"sarvam-moe\") so llama.cpp skips characters outside the vocabulary where HF "
-                          "gives <unk> instead of aborting; it adds no leading \"\xE2\x96\x81\" and makes no token across "
-                          "a newline");
-        }
+        v->model = "llama";
+        v->pre = "default";
+        n_missing = missing_bytes(vmap, missing);
     } else if (has_type(pre, "ByteLevel") || has_type(dec, "ByteLevel")) {
         v->model = "gpt2";
         v->pre = gpt2_pre(pre);
@@ -442,10 +513,11 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
         goto done;
     }
 
-    v->n = n_vocab;
-    v->tok = calloc((size_t)n_vocab, sizeof *v->tok);
-    v->score = calloc((size_t)n_vocab, sizeof *v->score);
-    v->type = calloc((size_t)n_vocab, sizeof *v->type);
+    v->n = n_vocab; /* + n_missing once the byte tokens are appended */
+    v->unk_id = -1;
+    v->tok = calloc((size_t)(n_vocab + n_missing), sizeof *v->tok);
+    v->score = calloc((size_t)(n_vocab + n_missing), sizeof *v->score);
+    v->type = calloc((size_t)(n_vocab + n_missing), sizeof *v->type);
     bool *is_added = calloc((size_t)n_vocab, 1), *in_base = calloc((size_t)n_vocab, 1), *special = calloc((size_t)n_vocab, 1);
     if (!v->tok || !v->score || !v->type || !is_added || !in_base || !special) {
         free(is_added), free(in_base), free(special);
@@ -519,7 +591,7 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
     float *rank_score = NULL;
     vocab_entry *sorted = NULL;
     size_t n_sorted = 0;
-    if (st == QS_OK && !strcmp(v->model, "gpt2") && n_merges > 0) { /* byte-level or spm_bpe */
+    if (st == QS_OK && !strcmp(v->model, "gpt2") && n_merges > 0) {
         v->merges = calloc((size_t)n_merges, sizeof *v->merges);
         if (!v->merges) st = qs_error_set(err, QS_ERR_NOMEM, "%s: merges", tok_path);
         int k = 0;
@@ -586,7 +658,6 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
         for (int64_t i = 0; st == QS_OK && i < n_vocab; i++)
             if (rank_score[i] > 0) rank_score[i] = -(float)n_merges;
     }
-    free(sorted);
     for (int64_t i = 0; st == QS_OK && i < n_vocab; i++) {
         if (!v->tok[i]) {
             char pad[32];
@@ -594,17 +665,20 @@ static qs_status vocab_load(vocab *v, const char *tok_path, const char *model_di
             v->tok[i] = strdup(pad);
             v->type[i] = TT_UNUSED;
             v->score[i] = -1000.0f;
-        } else if (!strcmp(v->model, "llama") || spm_bpe) {
+        } else if (!strcmp(v->model, "llama")) {
             v->type[i] = is_byte_token(v->tok[i]) ? TT_BYTE
                          : special[i]             ? TT_CONTROL
                          : (is_added[i] && !in_base[i]) ? TT_USER_DEFINED
                                                         : TT_NORMAL;
-            v->score[i] = rank_score ? rank_score[i] : 0.0f; /* not written for spm_bpe */
+            v->score[i] = rank_score[i];
         } else {
             v->type[i] = special[i] ? TT_CONTROL : is_added[i] ? TT_USER_DEFINED : TT_NORMAL;
         }
         if (!v->tok[i]) st = qs_error_set(err, QS_ERR_NOMEM, "%s: tokens", tok_path);
     }
+    if (st == QS_OK && n_missing > 0)
+        st = append_byte_tokens(v, model, added, missing, n_missing, n_merges, sorted, n_sorted, &why, tok_path, err);
+    free(sorted);
     free(rank_score);
     free(is_added), free(in_base), free(special);
 done:
@@ -659,6 +733,12 @@ qs_status qs_gguf_vocab_load(qs_gguf_vocab **out, const char *tok_path, const ch
 }
 
 const char *qs_gguf_vocab_warning(const qs_gguf_vocab *v) { return v->warning[0] ? v->warning : NULL; }
+
+int64_t qs_gguf_vocab_padding(const qs_gguf_vocab *v, int64_t *unk_id)
+{
+    *unk_id = v->n_pad ? v->unk_id : -1;
+    return v->n_pad;
+}
 
 void qs_gguf_vocab_free(qs_gguf_vocab *v)
 {

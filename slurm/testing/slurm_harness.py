@@ -177,6 +177,10 @@ AuthInfo=socket={b}/munge/munge.sock
 CredType=cred/munge
 StateSaveLocation={b}/state
 SlurmdSpoolDir={b}/spool
+# job-private temp dirs (PMIx makes /tmp/spmix_appdir_<uid>_<job>.<step> by default:
+# every test cluster numbers its jobs from 1, so a dir left by one cluster
+# would make the next cluster's step launch fail)
+TmpFS={b}/tmp
 SlurmctldPidFile={b}/run/slurmctld.pid
 SlurmdPidFile={b}/run/slurmd.pid
 SlurmctldLogFile={b}/log/slurmctld.log
@@ -231,7 +235,7 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
             self.base = tempfile.mkdtemp(prefix="qs-slurm-")
         os.makedirs(self.base, exist_ok=True)
         self.base = os.path.realpath(self.base)
-        for d in ("etc", "state", "spool", "log", "run", "munge"):
+        for d in ("etc", "state", "spool", "log", "run", "munge", "tmp"):
             os.makedirs(self.path(d), exist_ok=True)
         # munged checks that the dirs on its paths are not writable by others
         os.chmod(self.base, 0o755)

@@ -8,7 +8,10 @@
  * then be safe for every consumer, which runs on it under ASan + UBSan:
  * dequantization, the GPTQ qweight and qzeros packers (pack → unpack must
  * give the same integers back), fp16 scales (exact), finite dequantized
- * weights. A property that fails aborts.
+ * weights. A property that fails aborts. With mode bit 0x04 an OmniQuant
+ * record comes too (loss curve, learned parameters, folded FP tensors with
+ * fuzzed names, lengths and values): what is accepted must name the
+ * block's own norms or biases at the model's length, with finite values.
  *
  * Why fuzzed field values rather than HDF5 files built from fuzz bytes: a
  * file's bytes mostly exercise libhdf5's own parser (not ours, and slow per
@@ -142,10 +145,52 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bytes(&s, &st.loss_rtn, sizeof st.loss_rtn);
     st.samples = i64(&s);
     char names[1][QS_NAME_MAX] = {"w"};
-    if (qs_block_results_check("fuzz.h5", 1, names, &r, &st, xp, &err) != QS_OK) {
+    /* OmniQuant's record (mode bit 0x04): the block's norms "n.attn" and
+     * "n.mlp" of length hidden and the linear's bias "b" of length out may
+     * be replaced by folded tensors; names, lengths and values fuzzed */
+    qs_omni_record om, *omp = NULL;
+    memset(&om, 0, sizeof om);
+    if (mode & 0x04) {
+        static const char *fp_names[] = {"n.attn", "n.mlp", "b", "n.other"};
+        x.quant.method = QS_QUANT_METHOD_OMNIQUANT;
+        snprintf(x.norm[0], sizeof x.norm[0], "n.attn");
+        snprintf(x.norm[2], sizeof x.norm[2], "n.mlp");
+        snprintf(x.lin[0].bias, sizeof x.lin[0].bias, "b");
+        x.hidden = 1 + u8(&s) % 32;
+        om.epochs = 1 + u8(&s) % 4;
+        om.steps = i64(&s);
+        om.loss = calloc((size_t)om.epochs, sizeof(double));
+        if (!om.loss) abort();
+        for (int e = 0; e < om.epochs; e++) om.loss[e] = u8(&s) & 1 ? (double)i32(&s) : (bytes(&s, &om.loss[e], 8), om.loss[e]);
+        int nfp = u8(&s) % 4, np = u8(&s) % 3;
+        for (int k = 0; k < nfp + np; k++) {
+            uint8_t pick = u8(&s);
+            int64_t shape[2] = {1 + u8(&s) % 40, 1 + u8(&s) % 4};
+            int ndim = k < nfp ? (pick & 0x10 ? 2 : 1) : 1 + (pick & 1);
+            float vals[160];
+            for (int v = 0; v < 160; v++) vals[v] = pick & 0x20 ? (bytes(&s, &vals[v], 4), vals[v]) : (float)(int8_t)u8(&s);
+            if (qs_omni_record_add(&om, k < nfp, k < nfp ? fp_names[pick % 4] : "p", ndim, shape, vals, &err) != QS_OK)
+                abort();
+        }
+        omp = &om;
+    }
+    if (qs_block_results_check("fuzz.h5", 1, names, &r, &st, omp, xp, &err) != QS_OK) {
+        qs_omni_record_free(&om);
         qs_quant_result_free(&r);
         return 0;
     }
+    /* an accepted record: every folded tensor is one the block has, of its
+     * length, and finite (what the exports and a resumed block rely on) */
+    for (int k = 0; omp && xp && k < om.n_fp; k++) {
+        const qs_omni_tensor *t = &om.fp[k];
+        int64_t want = !strcmp(t->name, "b") ? x.lin[0].out : x.hidden;
+        if (t->ndim != 1 || t->shape[0] != want || !strcmp(t->name, "n.other")) abort();
+        for (int64_t v = 0; v < t->shape[0]; v++)
+            if (!isfinite(t->data[v])) abort();
+    }
+    for (int e = 0; omp && e < om.epochs; e++)
+        if (!isfinite(om.loss[e])) abort();
+    qs_omni_record_free(&om);
 
     /* accepted: every consumer must be safe on it */
     qs_quant_dequantize(&r, r.q);

@@ -40,9 +40,10 @@ def main():
     np.save(tpath, toks)
 
     ml, rl = os.path.join(tmp, "m.npy"), os.path.join(tmp, "r.npy")
+    # one compute dtype for both evals (the base model is bf16: its default would be bf16 compute)
     got = json.loads(qstest.run(["eval", "--model", pert, "--ref", base, "--tokens", tpath, "--json",
-                                 "--dump-logits", ml]).stdout)
-    qstest.run(["eval", "--model", base, "--tokens", tpath, "--dump-logits", rl])
+                                 "--dump-logits", ml, "--compute-dtype", "f32"]).stdout)
+    qstest.run(["eval", "--model", base, "--tokens", tpath, "--dump-logits", rl, "--compute-dtype", "f32"])
     lm, lr = log_softmax(np.load(ml)[:, :-1]), log_softmax(np.load(rl)[:, :-1])
     kl = (np.exp(lr) * (lr - lm)).sum(-1).ravel()
     top1 = (lr.argmax(-1) == lm.argmax(-1)).ravel().mean()

@@ -146,7 +146,9 @@ def main():
         w = load_weights(os.path.join(model, fname))
         ref = np.concatenate([nll_of(llama_forward(w, cfg, row), row) for row in toks.tolist()])
         ref_nll = ref.mean()
-        p = qstest.run(["eval", "--model", model, "--file", fname, "--tokens", tpath, "--json", "--batch", "4"])
+        # the f32 forward against float64 NumPy (bf16 compute is tested in test_run_bf16)
+        p = qstest.run(["eval", "--model", model, "--file", fname, "--tokens", tpath, "--json", "--batch", "4",
+                        "--compute-dtype", "f32"])
         got = json.loads(p.stdout)
         print(f"{fname}: qshard nll {got['nll']:.8f}  numpy {ref_nll:.8f}  tokens {got['tokens']}  "
               f"{got['tokens_per_s']:.0f} tok/s")

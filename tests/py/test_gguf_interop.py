@@ -12,11 +12,13 @@ forked "ranks", and dumps qshard's dequantized weights as .npy. Here:
   Q4_1 stays within the documented bound; F16 fallback = fp16(dequantized);
 - norms and the embedding equal the checkpoint (PyPI safetensors);
 - tokens equal tokenizer.json's vocabulary in id order (PyPI tokenizers),
-  token types, special ids; sentencepiece style with a token for every byte
-  (metaspace.json) → llama.cpp SPM with merge-rank scores, without
-  (tinystories-656K, metaspace.json less <0x80>) → llama.cpp BPE "sarvam-moe"
-  with merges, which never aborts; one warning line naming what llama.cpp
-  does differently;
+  token types, special ids; sentencepiece style → llama.cpp SPM with
+  merge-rank scores; without a token for every byte (tinystories-656K,
+  metaspace.json less <0x80>) the missing <0x..> byte tokens follow the
+  model's rows (type BYTE, scored below every piece), llama.vocab_size counts
+  them, and token_embd (and an untied output) get as many rows, copies of
+  the rows of tokenizer.json's unk_token (zeros without one); one warning
+  line naming what llama.cpp does differently;
 - byte-identical files for 1 or 2 ranks, any write order, bf16 or f32 input;
 - refusals: act-order without static groups, rows not a multiple of 32, opt.
 """
@@ -110,45 +112,61 @@ def check_linears(r, npy_dir, cfg, qtype, exact=True, roles=ROLES):
     return worst
 
 
-def check_spm_vocab(r, path, n, special, with_bytes):
-    """A sentencepiece-style (byte_fallback) vocabulary: with a token for every
-    byte, llama.cpp SPM with merge-rank scores; without, llama.cpp BPE with the
-    "sarvam-moe" pre-tokenizer and the merges, which never aborts on a
-    character outside the vocabulary (docs/gguf.md, "Vocabulary")."""
+def missing_bytes(vocab):
+    """The bytes llama.cpp's SPM byte fallback finds no token for: neither
+    <0xXX> nor, for ASCII, the character itself (llama-vocab.cpp, byte_to_token)."""
+    return [b for b in range(256) if f"<0x{b:02X}>" not in vocab and not (0 < b < 128 and chr(b) in vocab)]
+
+
+def check_spm_vocab(r, path, n, special):
+    """A sentencepiece-style (byte_fallback) vocabulary → llama.cpp SPM with
+    merge-rank scores; the byte tokens it lacks follow the model's n rows
+    (docs/gguf.md, "Vocabulary"). Returns those bytes."""
     tok = tokenizers.Tokenizer.from_file(path)
     tj = json.load(open(path))
+    vocab = tj["model"]["vocab"]
+    pad = missing_bytes(vocab)
     tokens = kv(r, "tokenizer.ggml.tokens")
-    check(len(tokens) == n, f"{len(tokens)} tokens")
+    check(len(tokens) == n + len(pad), f"{len(tokens)} tokens for {n} rows and {len(pad)} missing bytes")
+    check(kv(r, "llama.vocab_size") == len(tokens), f"llama.vocab_size {kv(r, 'llama.vocab_size')}")
     # get_vocab, as llama.cpp's converter reads it (id_to_token gives normalized
     # added tokens with their normalizer applied: "▁<unk>")
     by_id = {i: s for s, i in tok.get_vocab(with_added_tokens=True).items()}
-    check(tokens == [by_id.get(i, f"[PAD{i}]") for i in range(n)], "tokens differ from tokenizer.json's vocabulary")
-    vocab = tj["model"]["vocab"]
-    covered = all(f"<0x{b:02X}>" in vocab or (0 < b < 128 and chr(b) in vocab) for b in range(256))
-    check(covered == with_bytes, f"{path}: fixture has byte tokens: {covered}")
+    check(tokens[:n] == [by_id.get(i, f"[PAD{i}]") for i in range(n)], "tokens differ from tokenizer.json's vocabulary")
+    check(tokens[n:] == [f"<0x{b:02X}>" for b in pad], f"padded byte tokens {tokens[n:n + 4]}...")
     types = list(kv(r, "tokenizer.ggml.token_type"))
     want_types = [5 if i not in by_id else 3 if i in special else
-                  6 if tokens[i].startswith("<0x") and len(tokens[i]) == 6 else 1 for i in range(n)]
+                  6 if tokens[i].startswith("<0x") and len(tokens[i]) == 6 else 1 for i in range(n)] + [6] * len(pad)
     check(types == want_types, "token types")
     check(kv(r, "tokenizer.ggml.add_space_prefix") is True, "HF puts a \u2581 before the text")
     merges = tj["model"]["merges"]
-    if with_bytes:
-        check(kv(r, "tokenizer.ggml.model") == "llama" and kv(r, "tokenizer.ggml.pre") == "default", "SPM")
-        check("tokenizer.ggml.merges" not in r.fields, "SPM has no merges")
-        scores = [float(-len(merges))] * n
-        for rank in reversed(range(len(merges))):
-            a_, b_ = merges[rank].split(" ") if isinstance(merges[rank], str) else merges[rank]
-            if a_ + b_ in vocab:
-                scores[vocab[a_ + b_]] = float(-rank)
-        for i in range(n):
-            if i not in by_id:
-                scores[i] = -1000.0
-        check(list(kv(r, "tokenizer.ggml.scores")) == scores, "scores are not minus the merge ranks")
-    else:
-        check(kv(r, "tokenizer.ggml.model") == "gpt2" and kv(r, "tokenizer.ggml.pre") == "sarvam-moe",
-              f"BPE sarvam-moe: {kv(r, 'tokenizer.ggml.model')} {kv(r, 'tokenizer.ggml.pre')}")
-        check("tokenizer.ggml.scores" not in r.fields, "BPE has no scores")
-        check(kv(r, "tokenizer.ggml.merges") == [m if isinstance(m, str) else " ".join(m) for m in merges], "merges")
+    check(kv(r, "tokenizer.ggml.model") == "llama" and kv(r, "tokenizer.ggml.pre") == "default", "SPM")
+    check("tokenizer.ggml.merges" not in r.fields, "SPM has no merges")
+    scores = [float(-len(merges))] * n
+    for rank in reversed(range(len(merges))):
+        a_, b_ = merges[rank].split(" ") if isinstance(merges[rank], str) else merges[rank]
+        if a_ + b_ in vocab:
+            scores[vocab[a_ + b_]] = float(-rank)
+    for i in range(n):
+        if i not in by_id:
+            scores[i] = -1000.0
+    got = list(kv(r, "tokenizer.ggml.scores"))
+    check(got[:n] == scores, "scores are not minus the merge ranks")
+    check(all(g < min(scores) for g in got[n:]), "padded byte tokens must score below every piece")
+    return pad
+
+
+def check_padded_rows(r, name, ref, n_pad, unk):
+    """GGUF tensor `name` is the checkpoint's [vocab, hidden] `ref` followed by
+    n_pad copies of row `unk` (zeros when unk is None)."""
+    t = {t.name: t for t in r.tensors}[name]
+    rows, hidden = ref.shape
+    check(list(t.shape) == [hidden, rows + n_pad], f"{name}: shape {list(t.shape)}, expected [{hidden}, {rows + n_pad}]")
+    data = np.asarray(t.data).reshape(rows + n_pad, hidden)
+    check(np.array_equal(data[:rows], ref), f"{name}: the model's rows")
+    want = np.zeros(hidden, ref.dtype) if unk is None else ref[unk]
+    check(n_pad > 0 and (data[rows:] == want).all(), f"{name}: padded rows are not copies of row {unk}")
+    check(unk is None or np.abs(want).max() > 0, f"{name}: the copied row is zero, the test proves nothing")
 
 
 def test_tinystories():
@@ -170,10 +188,10 @@ def test_tinystories():
         "llama.attention.head_count": cfg["num_attention_heads"],
         "llama.attention.head_count_kv": cfg["num_key_value_heads"],
         "llama.rope.dimension_count": cfg["hidden_size"] // cfg["num_attention_heads"],
-        "llama.vocab_size": cfg["vocab_size"],
+        "llama.vocab_size": cfg["vocab_size"] + 179,  # + the byte tokens llama.cpp needs (below)
         "llama.rope.freq_base": float(np.float32(cfg["rope_theta"])),
         "llama.attention.layer_norm_rms_epsilon": float(np.float32(cfg["rms_norm_eps"])),
-        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "sarvam-moe",
+        "tokenizer.ggml.model": "llama", "tokenizer.ggml.pre": "default",
         "tokenizer.ggml.add_space_prefix": True,
         "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
         "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.padding_token_id": 0,
@@ -189,10 +207,13 @@ def test_tinystories():
         check(vtype(r, k) == F32, f"{k}: type {vtype(r, k)}")
     check(r.alignment == 32, "reader alignment")
 
-    # ---- tokenizer: byte_fallback without <0xXX> tokens → llama.cpp BPE (no abort)
-    check_spm_vocab(r, os.path.join(MODEL, "tokenizer.json"), cfg["vocab_size"], {0, 1, 2}, with_bytes=False)
+    # ---- tokenizer: byte_fallback without <0xXX> tokens → SPM + the missing byte tokens
+    pad = check_spm_vocab(r, os.path.join(MODEL, "tokenizer.json"), cfg["vocab_size"], {0, 1, 2})
+    check(len(pad) == 179 and 0x09 in pad and 0x28 in pad and all(b in pad for b in range(0x80, 0x100)),
+          f"tinystories-656K lacks tab, '(' and every non-ASCII byte: {len(pad)} bytes")
     warn = [line for line in p.stderr.splitlines() if "warning" in line]
-    check(len(warn) == 1 and "sarvam-moe" in warn[0] and "<unk>" in warn[0], f"vocabulary warning: {p.stderr}")
+    check(len(warn) == 1 and all(w in warn[0] for w in ("179 byte tokens", "2048-2226", "<unk>'s (id 0)")),
+          f"vocabulary warning: {p.stderr}")
 
     # ---- tensors
     tensors = {t.name: t for t in r.tensors}
@@ -203,9 +224,8 @@ def test_tinystories():
     worst = check_linears(r, npy, cfg, QT.Q4_0)
     ref = load_file(os.path.join(MODEL, "model.f32.safetensors"))
     emb = ref["lm_head.weight"]  # stored once; model.embed_tokens.weight is its alias
-    t = tensors["token_embd.weight"]
-    check(t.tensor_type == QT.F32 and list(t.shape) == [128, 2048], "token_embd type/shape")
-    check(np.array_equal(np.asarray(t.data).reshape(2048, 128), emb), "token_embd values")
+    check(tensors["token_embd.weight"].tensor_type == QT.F32, "token_embd type")
+    check_padded_rows(r, "token_embd.weight", emb, len(pad), 0)  # tied: llama.cpp's output is this matrix
     check(np.array_equal(np.asarray(tensors["output_norm.weight"].data), ref["model.norm.weight"]), "output_norm")
     for layer in range(cfg["num_hidden_layers"]):
         for g, hf in (("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm")):
@@ -312,24 +332,44 @@ def synth_model():
 
 def test_spm_vocab():
     """Sentencepiece-style fixture (metaspace.json: byte_fallback, all 256 byte
-    tokens) → llama.cpp SPM; the same with one byte token removed → BPE
-    "sarvam-moe"; the warning names what llama.cpp does not apply."""
+    tokens) → llama.cpp SPM, nothing padded; the same less <0x80> → <0x80>
+    appended, its token_embd and output rows (the synthetic llama is untied)
+    copies of unk_token's (here "</s>", to tell it from row 0), or zeros
+    without an unk_token; the warning names what llama.cpp does differently."""
     model = synth_model()
+    ref = load_file(os.path.join(model, "model.safetensors"))
     path = qstest.source("tests", "fixtures", "tokenizers", "metaspace.json")
     tj = json.load(open(path))
     special = {a["id"] for a in tj["added_tokens"] if a["special"]}
     out = os.path.join(TMP, "spm.gguf")
     p = tool("--model", model, "--out", out, "--tokenizer", path)
-    check_spm_vocab(GGUFReader(out), path, 2048, special, with_bytes=True)
+    r = GGUFReader(out)
+    check(check_spm_vocab(r, path, 2048, special) == [], "metaspace.json has every byte token")
+    check(list({t.name: t for t in r.tensors}["token_embd.weight"].shape) == [64, 2048], "nothing padded")
     warn = [line for line in p.stderr.splitlines() if "warning" in line]
     check(len(warn) == 1 and all(w in warn[0] for w in ("normalizer Replace", "normalizer Strip", "pre-tokenizer Digits"))
-          and "sarvam" not in warn[0], f"metaspace warning: {p.stderr}")
+          and "byte tokens" not in warn[0], f"metaspace warning: {p.stderr}")
     del tj["model"]["vocab"]["<0x80>"]
-    cut = os.path.join(TMP, "metaspace-no-0x80.json")
+    tj["model"]["unk_token"] = "</s>"
+    for unk in (2, None):
+        cut = os.path.join(TMP, f"metaspace-no-0x80-{unk}.json")
+        json.dump(tj, open(cut, "w"))
+        p = tool("--model", model, "--out", out, "--tokenizer", cut)
+        r = GGUFReader(out)
+        check(check_spm_vocab(r, cut, 2048, special) == [0x80], "<0x80> appended")
+        check_padded_rows(r, "token_embd.weight", ref["model.embed_tokens.weight"], 1, unk)
+        check_padded_rows(r, "output.weight", ref["lm_head.weight"], 1, unk)
+        warn = [line for line in p.stderr.splitlines() if "warning" in line]
+        rows = "copies of <unk>'s (id 2)" if unk is not None else "zeros (no model.unk_token"
+        check(len(warn) == 1 and "1 byte tokens appended as ids 2048-2048" in warn[0] and rows in warn[0]
+              and "can merge" not in warn[0], f"no-<0x80> warning: {p.stderr}")
+        tj["model"]["unk_token"] = None
+    # a vocabulary with pieces that spell "<0x80>" ("<0x8" + "0>"): llama.cpp's
+    # SPM could merge such text into the byte token, and the warning says so
+    tj["model"]["vocab"].update({"<0x8": 1456, "0>": 1457})
     json.dump(tj, open(cut, "w"))
     p = tool("--model", model, "--out", out, "--tokenizer", cut)
-    check_spm_vocab(GGUFReader(out), cut, 2048, special, with_bytes=False)
-    check("sarvam-moe" in p.stderr, f"no-<0x80> warning: {p.stderr}")
+    check("text spelling <0x80> (and 0 more) can merge into that byte token" in p.stderr, f"spelling: {p.stderr}")
 
 
 def test_gpt2_vocab():

@@ -49,8 +49,9 @@ auto = json.loads(plan(bloom, "--ranks", 64, "--gpu-mem", "80GiB", "--json").std
 old = json.loads(plan(bloom, "--ranks", 64, "--gpu-mem", "80GiB", "--replicas", 1, "--json").stdout)
 qstest.check(auto["n_stages"] == 1 and auto["replicas"] == 64 and auto["replicas_chosen"], auto)
 qstest.check(old["n_stages"] == 64 and old["replicas"] == 1, old)
-# what `plan` said before replicas: 3 h 12 m (the same device rate)
-qstest.check(3 * 3600 < old["seconds_total"] < 3 * 3600 + 13 * 60, old["seconds_total"])
+# 64 stages in turn: about one GPU's time (1 h 55 m with one block forward per block; 3 h 11 m when
+# true-sequential re-ran the block for every stage)
+qstest.check(6600 < old["seconds_total"] < 7200, old["seconds_total"])
 ratio = old["seconds_total"] / auto["seconds_total"]
 print(f"BLOOM-176B, 64 ranks: 64x1 {old['seconds_total'] / 3600:.2f} h, "
       f"{auto['n_stages']}x{auto['replicas']} {auto['seconds_total'] / 60:.1f} min: {ratio:.1f}x shorter")

@@ -214,8 +214,9 @@ def test_batch_script(tmp, job):
     r = run_batch(tmp, script, "exit0")
     args = readf(os.path.join(tmp, "launch_args")).splitlines()
     check(r.returncode == 0, f"exit0: batch rc {r.returncode}: {r.stdout}{r.stderr}")
-    check(args[:2] == ["--mpi=pmix", "--kill-on-bad-exit=0"] and args[2] == QS and args[3:5] == ["run", job],
-          f"exit0: launch args {args}")
+    # --cpus-per-task again on srun (a step does not inherit it since Slurm 22.05)
+    check(args[:3] == ["--mpi=pmix", "--kill-on-bad-exit=0", "--cpus-per-task=3"] and args[3] == QS
+          and args[4:6] == ["run", job], f"exit0: launch args {args}")
     check(readf(os.path.join(tmp, "launch_env")).strip() == "OMP_NUM_THREADS=3", "OMP_NUM_THREADS != cpus-per-task")
     check(exists(work, "slurm_done") and not exists(tmp, "scontrol_calls"), "exit0: requeued or not marked done")
     check(readf(os.path.join(work, "slurm_job_id")).strip() == "77", "exit0: slurm_job_id")

@@ -1,7 +1,9 @@
 /* test_block.c — block forward (workers/block.c) for llama / opt / bloom
  * against a plain double-precision reference written here from the HF
  * definitions (explicit loops, full softmax), and the capture / stop / replace
- * hooks that true-sequential GPTQ relies on. */
+ * hooks that true-sequential GPTQ relies on; the boundary spans
+ * (qs_block_forward_span) against re-running the block from its input, bit
+ * for bit, in f32 and bf16 compute. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "kernels/half.h"
 #include "kernels/ops.h"
 #include "workers/block.h"
 
@@ -229,14 +232,15 @@ static double max_rel(const float *a, const double *b, int64_t n)
 
 typedef struct recorder {
     float *in[QS_BLOCK_STAGES];
+    uint16_t *inb[QS_BLOCK_STAGES]; /* the bf16 view, when the forward passed one */
     int64_t cols[QS_BLOCK_STAGES];
     int calls[QS_LIN_ROLE_COUNT];
     const float *last_ptr[QS_BLOCK_STAGES];
     int same_ptr_violations;
 } recorder;
 
-static qs_status record(void *ctx, const qs_block *blk, int idx, const float *x, int64_t rows, int64_t in,
-                        qs_error *err)
+static qs_status record(void *ctx, const qs_block *blk, int idx, const float *x, const uint16_t *xb, int64_t rows,
+                        int64_t in, qs_error *err)
 {
     recorder *r = ctx;
     int s = blk->lin[idx].stage;
@@ -247,13 +251,17 @@ static qs_status record(void *ctx, const qs_block *blk, int idx, const float *x,
         r->in[s] = malloc(sizeof(float) * (size_t)(rows * in));
         memcpy(r->in[s], x, sizeof(float) * (size_t)(rows * in));
         r->cols[s] = in;
+        if (xb) {
+            r->inb[s] = malloc(sizeof(uint16_t) * (size_t)(rows * in));
+            memcpy(r->inb[s], xb, sizeof(uint16_t) * (size_t)(rows * in));
+        }
     }
     return QS_OK;
 }
 
 static void recorder_free(recorder *r)
 {
-    for (int s = 0; s < QS_BLOCK_STAGES; s++) free(r->in[s]);
+    for (int s = 0; s < QS_BLOCK_STAGES; s++) free(r->in[s]), free(r->inb[s]);
     memset(r, 0, sizeof *r);
 }
 
@@ -362,8 +370,8 @@ static void test_stop_and_replace(void **state)
     }
 }
 
-static qs_status fail_capture(void *ctx, const qs_block *blk, int idx, const float *x, int64_t rows, int64_t in,
-                              qs_error *err)
+static qs_status fail_capture(void *ctx, const qs_block *blk, int idx, const float *x, const uint16_t *xb,
+                              int64_t rows, int64_t in, qs_error *err)
 {
     return qs_error_set(err, QS_ERR_IO, "capture failed on %s", blk->lin[idx].short_name);
 }
@@ -381,6 +389,136 @@ static void test_capture_error_propagates(void **state)
     qs_block_free(&f.blk);
 }
 
+
+/* Rounds every weight of stage st as a quantizer would, then syncs the bf16 copies. */
+static void fake_quantize(qs_block *blk, int st)
+{
+    for (int i = 0; i < blk->n_linears; i++)
+        if (blk->lin[i].stage == st) {
+            qs_tensor *w = qs_block_linear_weight(blk, i);
+            float *d = w->data;
+            for (int64_t j = 0; j < qs_tensor_numel(w); j++) d[j] = roundf(d[j] * 8.0f) / 8.0f;
+            qs_block_linear_sync(blk, i);
+        }
+}
+
+/* True-sequential GPTQ two ways on two copies of one block: (a) the forward
+ * re-run from the block input up to each stage (what stage.c did before
+ * boundary spans), (b) spans that resume from the previous boundary with the
+ * kept stage inputs. After each capture both quantize the stage's weights
+ * the same way. Every capture (f32 and bf16 views) and the final output
+ * must be the same bits, and (b) must do exactly one forward's flops. */
+static void check_spans(const char *json, qs_compute_dtype dt)
+{
+    fixture fa, fb;
+    uint64_t seed = rng;
+    make_block(&fa, json);
+    rng = seed;
+    make_block(&fb, json);
+    qs_error err;
+    assert_int_equal(qs_block_set_compute(&fa.blk, dt, &err), QS_OK);
+    assert_int_equal(qs_block_set_compute(&fb.blk, dt, &err), QS_OK);
+    const int64_t B = 2, S = 19, R = B * S, H = fa.cfg.hidden;
+    float *x = malloc(sizeof(float) * (size_t)(R * H)), *ya = malloc(sizeof(float) * (size_t)(R * H));
+    float *yb = malloc(sizeof(float) * (size_t)(R * H)), *res = malloc(sizeof(float) * (size_t)(R * H));
+    int64_t c1 = qs_block_carry_cols(&fb.blk, 1), c3 = qs_block_carry_cols(&fb.blk, 3);
+    assert_true(c1 > 0 && c3 > 0);
+    assert_int_equal(qs_block_carry_cols(&fb.blk, 0), 0);
+    assert_int_equal(qs_block_carry_cols(&fb.blk, 2), 0);
+    float *carry = malloc(sizeof(float) * (size_t)(R * (c1 > c3 ? c1 : c3)));
+    for (int64_t i = 0; i < R * H; i++) x[i] = (float)urand();
+    double flops = 0;
+    const float *res_at = x;
+    for (int st = 0; st < QS_BLOCK_STAGES; st++) {
+        recorder ra = {0}, rb = {0};
+        qs_block_hooks ha = {.capture = record, .ctx = &ra, .capture_stage = st, .stop_after_stage = st};
+        assert_int_equal(qs_block_forward(&fa.blk, qs_backend_cpu(), x, B, S, NULL, &ha, &err), QS_OK);
+        qs_block_hooks hb = {.capture = record, .ctx = &rb, .capture_stage = st, .stop_after_stage = -1};
+        int from = st == 0 ? 0 : st - 1;
+        bool changes = from <= 1 && st >= 2;
+        qs_block_span sp = {.from = from, .to = st, .res_in = res_at, .res_out = changes ? res : NULL,
+                            .x_in = qs_block_carry_cols(&fb.blk, from) ? carry : NULL,
+                            .x_out = qs_block_carry_cols(&fb.blk, st) ? carry : NULL};
+        if (sp.x_in && sp.x_out) fail_msg("a span both reads and writes the carry");
+        assert_int_equal(qs_block_forward_span(&fb.blk, qs_backend_cpu(), B, S, &sp, &hb, &err), QS_OK);
+        if (changes) res_at = res;
+        flops += sp.flops;
+        assert_non_null(ra.in[st]);
+        assert_non_null(rb.in[st]);
+        assert_int_equal(ra.cols[st], rb.cols[st]);
+        assert_memory_equal(ra.in[st], rb.in[st], sizeof(float) * (size_t)(R * ra.cols[st]));
+        if (dt == QS_COMPUTE_BF16) {
+            /* the bf16 view is the f32 input rounded */
+            assert_non_null(rb.inb[st]);
+            for (int64_t i = 0; i < R * rb.cols[st]; i++) assert_int_equal(rb.inb[st][i], qs_f32_to_bf16(rb.in[st][i]));
+            assert_memory_equal(ra.inb[st], rb.inb[st], sizeof(uint16_t) * (size_t)(R * ra.cols[st]));
+        } else {
+            assert_null(rb.inb[st]);
+        }
+        for (int t = 0; t < QS_BLOCK_STAGES; t++) assert_true((rb.in[t] != NULL) == (t == st));
+        recorder_free(&ra);
+        recorder_free(&rb);
+        fake_quantize(&fa.blk, st);
+        fake_quantize(&fb.blk, st);
+    }
+    assert_int_equal(qs_block_forward(&fa.blk, qs_backend_cpu(), x, B, S, ya, NULL, &err), QS_OK);
+    qs_block_span last = {.from = 3, .to = QS_BLOCK_END, .res_in = res_at, .res_out = yb, .x_in = carry};
+    assert_int_equal(qs_block_forward_span(&fb.blk, qs_backend_cpu(), B, S, &last, NULL, &err), QS_OK);
+    flops += last.flops;
+    assert_memory_equal(ya, yb, sizeof(float) * (size_t)(R * H));
+    /* one forward in all: every linear once, attention once */
+    assert_true(fabs(flops - qs_block_forward_flops(&fb.blk, B, S)) <= 1e-9 * flops);
+    free(x), free(ya), free(yb), free(res), free(carry);
+    qs_block_free(&fa.blk);
+    qs_block_free(&fb.blk);
+}
+
+static void test_spans(void **state)
+{
+    (void)state;
+    const char *cfgs[3] = {LLAMA_CFG, OPT_CFG, BLOOM_CFG};
+    for (int a = 0; a < 3; a++) {
+        check_spans(cfgs[a], QS_COMPUTE_F32);
+        check_spans(cfgs[a], QS_COMPUTE_BF16);
+    }
+}
+
+/* bf16 compute: the same block within bf16's precision of the f32 forward and
+ * of the double reference; captures carry the bf16 view. */
+static void test_bf16_forward(void **state)
+{
+    (void)state;
+    const char *cfgs[3] = {LLAMA_CFG, OPT_CFG, BLOOM_CFG};
+    for (int a = 0; a < 3; a++) {
+        fixture f;
+        make_block(&f, cfgs[a]);
+        const int64_t B = 2, S = 33, R = B * S, H = f.cfg.hidden;
+        float *x = malloc(sizeof(float) * (size_t)(R * H)), *y = malloc(sizeof(float) * (size_t)(R * H));
+        for (int64_t i = 0; i < R * H; i++) x[i] = (float)urand();
+        ref_out ro = {0};
+        ref_forward(&f.blk, x, B, S, &ro);
+        qs_error err;
+        assert_int_equal(qs_block_set_compute(&f.blk, QS_COMPUTE_BF16, &err), QS_OK);
+        assert_int_equal(qs_block_forward(&f.blk, qs_backend_cpu(), x, B, S, y, NULL, &err), QS_OK);
+        /* the block output is x + the two branches: compare the branches */
+        double num = 0, den = 0;
+        for (int64_t i = 0; i < R * H; i++) {
+            num += (y[i] - ro.out[i]) * (y[i] - ro.out[i]);
+            den += (ro.out[i] - x[i]) * (ro.out[i] - x[i]);
+        }
+        if (sqrt(num / den) > 2e-2) fail_msg("%s bf16: relative error %g of the branches", f.cfg.model_type, sqrt(num / den));
+        if (sqrt(num / den) < 1e-6) fail_msg("%s bf16: no rounding at all (%g): f32 ran?", f.cfg.model_type, sqrt(num / den));
+        /* back to f32: the f32 numbers again */
+        assert_int_equal(qs_block_set_compute(&f.blk, QS_COMPUTE_F32, &err), QS_OK);
+        assert_null(f.blk.weight_bf16[0]);
+        assert_int_equal(qs_block_forward(&f.blk, qs_backend_cpu(), x, B, S, y, NULL, &err), QS_OK);
+        if (max_rel(y, ro.out, R * H) > 1e-5) fail_msg("%s f32 after bf16", f.cfg.model_type);
+        ref_free(&ro);
+        free(x), free(y);
+        qs_block_free(&f.blk);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -389,6 +527,8 @@ int main(void)
         cmocka_unit_test(test_bloom),
         cmocka_unit_test(test_stop_and_replace),
         cmocka_unit_test(test_capture_error_propagates),
+        cmocka_unit_test(test_spans),
+        cmocka_unit_test(test_bf16_forward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -102,6 +102,14 @@ static void check_attention(int64_t batch, int64_t sq, int64_t sk, int nh, int n
     };
     qs_error err;
     assert_int_equal(qs_cpu_attention(&a, &err), QS_OK);
+    /* the plain loops give the very same bits as the AVX-512 ones (where they run) */
+    float *plain = calloc((size_t)(batch * sq * nh * d), sizeof(float));
+    a.out = plain;
+    qs_cpu_attention_force_plain(true);
+    assert_int_equal(qs_cpu_attention(&a, &err), QS_OK);
+    qs_cpu_attention_force_plain(false);
+    assert_memory_equal(plain, out, sizeof(float) * (size_t)(batch * sq * nh * d));
+    free(plain);
     double max_err = 0;
     for (int64_t i = 0; i < batch * sq * nh * d; i++) {
         double e = fabs(out[i] - ref[i]);
@@ -132,6 +140,9 @@ static void test_attention_gqa_alibi(void **state)
     check_attention(2, 77, 77, 6, 6, 8, 1, 1);    /* ALiBi, non-power-of-2 heads */
     check_attention(1, 45, 45, 8, 8, 4, 0, 1);    /* ALiBi, not causal */
     check_attention(1, 40, 100, 4, 2, 8, 1, 0);   /* queries are the last 40 of 100 keys */
+    check_attention(2, 130, 130, 4, 2, 64, 1, 0); /* head_dim of real models: 4 AVX-512 chunks */
+    check_attention(1, 70, 70, 3, 3, 80, 1, 1);   /* 80 = 5 chunks */
+    check_attention(1, 37, 37, 2, 2, 24, 0, 0);   /* a partial chunk */
 }
 
 /* q, k, v as slices of one fused buffer (bloom's [heads, 3, head_dim] rows). */
