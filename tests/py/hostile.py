@@ -85,7 +85,7 @@ CKPT_SEED = 0x71736861726400  # "qshard", pipeline/checkpoint.c
 def checkpoint_hash(f):
     """The checksum of an open h5py block checkpoint, as the format defines it:
     per linear its dims (rows, cols, groups, bits as int64), codes u8, scales
-    f32, zeros i32, g_idx i32, in linear order."""
+    f32, zeros i32, g_idx i32, in linear order; then the OmniQuant record."""
     import numpy as np
     parts = []
     for i in range(int(f.attrs["n_linears"])):
@@ -97,6 +97,18 @@ def checkpoint_hash(f):
         parts.append(np.ascontiguousarray(g["scales"][()], dtype=np.float32).tobytes())
         parts.append(np.ascontiguousarray(g["zeros"][()], dtype=np.int32).tobytes())
         parts.append(np.ascontiguousarray(g["g_idx"][()], dtype=np.int32).tobytes())
+    if "omniquant" in f:
+        # OmniQuant's record: fp/ then params/, each tensor in name order as
+        # name + NUL, (ndim, shape0, shape1 or 0) as int64, f32 data; then the
+        # loss curve as f64
+        o = f["omniquant"]
+        for grp in ("fp", "params"):
+            for name in sorted(o[grp].keys(), key=lambda k: k.encode()):
+                d = o[grp][name]
+                shape = list(d.shape) + [0] * (2 - len(d.shape))
+                parts.append(name.encode() + b"\0" + struct.pack("<3q", len(d.shape), shape[0], shape[1]))
+                parts.append(np.ascontiguousarray(d[()], dtype=np.float32).tobytes())
+        parts.append(np.ascontiguousarray(o["loss"][()], dtype=np.float64).tobytes())
     return xxh64(b"".join(parts), CKPT_SEED)
 
 
