@@ -162,6 +162,7 @@ echo "OMP_NUM_THREADS=$OMP_NUM_THREADS" > "$FAKE_DIR/launch_env"
 case "$FAKE_MODE" in
     exit0) echo "2026-01-01T00:00:00Z run finished: fake" >> "$FAKE_WORK/journal.log"; exit 0 ;;
     launch_failed) echo "srun: error: task 0 launch failed: Unspecified error" >&2; exit 0 ;;
+    started_exit1) echo "2026-01-01T00:00:00Z run started: fake" >> "$FAKE_WORK/journal.log"; exit 1 ;;
     exit*) exit "${FAKE_MODE#exit}" ;;
     wait_usr1)
         trap 'echo got-usr1 >> "$FAKE_DIR/events"; exit 3' USR1
@@ -248,14 +249,26 @@ def test_batch_script(tmp, job):
     # a launcher that exits 0 without running the run (srun's failed task launch):
     # a failure, never "finished" (hardening, issue 15)
     r = run_batch(tmp, script, "launch_failed")
+    last = readf(log).splitlines()[-1]
     check(r.returncode == 1 and not exists(work, "slurm_done") and not exists(tmp, "scontrol_calls")
-          and "records no finished run" in readf(log) and "failed (exit 1)" in readf(log),
-          f"launch failed with exit 0: rc {r.returncode}, log {readf(log)!r}")
+          and "failed (exit 1): the launcher exited 0 but" in last and "records no finished run" in last,
+          f"launch failed with exit 0: rc {r.returncode}, one failure line expected, log {readf(log)!r}")
+    st = json.loads(qstest.run(["status", work, "--json"]).stdout)
+    check(st["slurm_failed"] is True and st["finished"] is False and st["slurm_last_event"].endswith(last.split(" ", 1)[1]),
+          f"status after a failed launch: {st}")
+    txt = qstest.run(["status", work]).stdout
+    check("finished: no: the last Slurm job failed" in txt and "records no finished run" in txt,
+          f"status text after a failed launch:\n{txt}")
 
-    # any other failure: no requeue, its code comes back
+    # any other failure: no requeue, its code comes back; the run never
+    # started (no "run started" line added to the journal): the line says so
     r = run_batch(tmp, script, "exit1")
-    check(r.returncode == 1 and not exists(tmp, "scontrol_calls") and "failed (exit 1)" in readf(log),
-          f"exit1: rc {r.returncode}")
+    last = readf(log).splitlines()[-1]
+    check(r.returncode == 1 and not exists(tmp, "scontrol_calls") and "failed (exit 1) before the run started" in last,
+          f"exit1: rc {r.returncode}, last line {last!r}")
+    r = run_batch(tmp, script, "started_exit1")
+    last = readf(log).splitlines()[-1]
+    check(r.returncode == 1 and "failed (exit 1); not requeued" in last, f"started, then exit 1: {last!r}")
 
     # finished inside a chain: the pending rest of the chain is cancelled
     r = run_batch(tmp, script, "exit0", chain=(1, 3))

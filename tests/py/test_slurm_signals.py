@@ -8,8 +8,18 @@ a block boundary and exit 3; the job requeues itself, restarts, resumes and
 finishes with exports byte-identical to a direct `mpirun -np 2` run. Before,
 the batch shell forwarded TERM itself: mpirun answers TERM by killing the
 ranks and exits 1 — no "interrupted" line, no requeue.
+
+First, on the same cluster, a launch that fails: the batch script (what
+`qshard submit --dry-run` prints) names a qshard binary that is gone by the
+time the job runs, so srun cannot start a single rank. The job must end
+FAILED, not requeued, with no slurm_done and one slurm.log line saying that
+it failed before the run started — never "finished (exit 0)" — and
+`qshard status` must report it as failed.
 """
+import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 
@@ -35,6 +45,35 @@ def main():
 
     h = L.start_harness()
     try:
+        # ---- a launch that fails: the binary is gone when srun starts the ranks ----
+        gone = os.path.join(tmp, "gone")
+        os.makedirs(gone)
+        shutil.copy2(qs, os.path.join(gone, "qshard"))
+        work, out = os.path.join(tmp, "work-gone"), os.path.join(tmp, "out-gone")
+        job = L.job_file(os.path.join(tmp, "job-gone.ini"), model, calib, work, out, slurm="time = 00:05:00")
+        cmd = [os.path.join(gone, "qshard"), "submit", job, "--dry-run"]
+        script_text = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tmp,
+                                     env=h.env({"QS_LAUNCHER": "srun-pmix"})).stdout
+        os.makedirs(work)
+        script = os.path.join(work, "qshard.sbatch")
+        with open(script, "w") as f:
+            f.write(script_text)
+        os.remove(os.path.join(gone, "qshard"))
+        p = subprocess.run(["sbatch", "--parsable", script, "1", "1"], capture_output=True, text=True, cwd=tmp,
+                           env=h.env({"QS_LAUNCHER": "srun-pmix"}), timeout=60)
+        qstest.check(p.returncode == 0, f"sbatch: {p.stderr}")
+        jid = p.stdout.strip().split(";")[0]
+        state = h.wait_job(jid, timeout=120)
+        slog = L.read(os.path.join(work, "slurm.log"))
+        last = slog.splitlines()[-1]
+        qstest.check(state == "FAILED" and "finished (exit 0)" not in slog and "requeued" not in slog
+                     and not os.path.exists(os.path.join(work, "slurm_done")),
+                     f"a failed launch: job {state}, slurm.log:\n{slog}")
+        qstest.check(" failed (exit " in last and "before the run started" in last, f"the failure line: {last!r}")
+        st = json.loads(qstest.run(["status", work, "--json"]).stdout)
+        qstest.check(st["slurm_failed"] is True and st["finished"] is False, f"status after a failed launch: {st}")
+        print(f"a failed launch (binary gone): job {jid} {state}, one line: {last.split(' ', 4)[-1]}")
+
         for launcher in ("mpirun", "srun-pmix"):
             work, out = os.path.join(tmp, f"work-{launcher}"), os.path.join(tmp, f"out-{launcher}")
             job = L.job_file(os.path.join(tmp, f"job-{launcher}.ini"), model, calib, work, out,
