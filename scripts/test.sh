@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: install what is missing, build with warnings as
 # errors, run the unit tests under ASan+UBSan, fuzz the parsers, checkpoint
-# checks, tokenizer.json and job files for 80 s in all, and run the whole
+# checks, tokenizer.json and job files for 60 s in all, and run the whole
 # test suite.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,8 +28,9 @@ cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest -L 'unit|cuda-emu' -j"$jobs" --output-on-failure)
 
 if command -v clang >/dev/null && [ -f tests/fuzz/CMakeLists.txt ]; then
-  # QS_FUZZ_SECONDS (default 80) is the whole fuzz stage, split over the targets
-  total=${QS_FUZZ_SECONDS:-80}
+  # QS_FUZZ_SECONDS (default 60) is the whole fuzz stage, split over the targets;
+  # a crash, leak or timeout fails the script (pipefail) with the fuzzer's last lines
+  total=${QS_FUZZ_SECONDS:-60}
   echo "== fuzzing (libFuzzer, ${total} s over 4 targets)"
   CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DQS_FUZZ=ON -DBUILD_TESTING=OFF >/dev/null
   cmake --build build-fuzz -j"$jobs" --target fuzz_parsers fuzz_checkpoint fuzz_tokenizer fuzz_jobfile
@@ -40,11 +41,11 @@ if command -v clang >/dev/null && [ -f tests/fuzz/CMakeLists.txt ]; then
     echo "-- $target: $secs s"
     # shellcheck disable=SC2086
     "build-fuzz/tests/fuzz/$target" -max_total_time="$secs" -max_len="$max_len" -rss_limit_mb=2048 \
-      "build-fuzz/corpus-$target" $seeds 2>&1 | tail -n 2
+      -artifact_prefix="build-fuzz/$target-" "build-fuzz/corpus-$target" $seeds 2>&1 | tail -n 4
   done <<EOF2
-fuzz_parsers 35 4096 $here/tests/fuzz/seeds
+fuzz_parsers 30 4096 $here/tests/fuzz/seeds
 fuzz_checkpoint 25 8192 $here/tests/fuzz/seeds_checkpoint
-fuzz_tokenizer 25 16384 $here/tests/fuzz/seeds_tokenizer
+fuzz_tokenizer 30 16384 $here/tests/fuzz/seeds_tokenizer
 fuzz_jobfile 15 4096 $here/tests/fuzz/seeds_jobfile
 EOF2
 fi
