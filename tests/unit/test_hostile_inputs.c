@@ -9,7 +9,9 @@
  * a job file.
  * tokenizer.json: ids are bounded by the tokens the file defines (before, a
  * 2-token vocabulary with id 2147483646 sized its tables for 2^31 ids,
- * gigabytes); ids within the bound still load.
+ * gigabytes), and a number no id can be (3.3e126, -1e300) is refused
+ * before it is cast (the fuzzer found that cast: undefined behaviour); ids
+ * within the bound still load.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -138,6 +140,17 @@ static void test_tokenizer_ids(void **state)
     printf("%s\n", err.msg);
     assert_int_equal(s, QS_ERR_INPUT);
     assert_non_null(strstr(err.msg, "added_tokens[0]: id 2000000000 is above"));
+    /* ids no long can hold (the fuzzer's 3.3e126 was cast before it was
+     * range-checked: undefined behaviour, an abort under UBSan) */
+    s = qs_tokenizer_parse(tok_json("\"a\":0,\"b\":3.33333e+126", ""), strlen(tok_json("\"a\":0,\"b\":3.33333e+126", "")),
+                           "tokenizer.json", &t, &err);
+    printf("%s\n", err.msg);
+    assert_int_equal(s, QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "model.vocab[b]: expected an integer in [0, 2147483646]"));
+    added = "{\"id\":-1e300,\"content\":\"<x>\",\"special\":true}";
+    s = qs_tokenizer_parse(tok_json("\"a\":0", added), strlen(tok_json("\"a\":0", added)), "tokenizer.json", &t, &err);
+    assert_int_equal(s, QS_ERR_INPUT);
+    assert_non_null(strstr(err.msg, "expected an integer in"));
     /* within the bound: a gap is fine, and the ids are what the file says */
     added = "{\"id\":1000,\"content\":\"<x>\",\"special\":true}";
     s = qs_tokenizer_parse(tok_json("\"a\":0,\"b\":900", added), strlen(tok_json("\"a\":0,\"b\":900", added)),
