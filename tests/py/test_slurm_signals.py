@@ -51,7 +51,8 @@ def main():
         shutil.copy2(qs, os.path.join(gone, "qshard"))
         work, out = os.path.join(tmp, "work-gone"), os.path.join(tmp, "out-gone")
         job = L.job_file(os.path.join(tmp, "job-gone.ini"), model, calib, work, out, slurm="time = 00:05:00")
-        cmd = [os.path.join(gone, "qshard"), "submit", job, "--dry-run"]
+        cmd = [os.path.join(gone, "qshard"), "submit", job, "--dry-run", "--template",
+               qstest.source("slurm", "qshard.sbatch")]
         script_text = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tmp,
                                      env=h.env({"QS_LAUNCHER": "srun-pmix"})).stdout
         os.makedirs(work)
@@ -66,7 +67,8 @@ def main():
         state = h.wait_job(jid, timeout=120)
         slog = L.read(os.path.join(work, "slurm.log"))
         last = slog.splitlines()[-1]
-        qstest.check(state == "FAILED" and "finished (exit 0)" not in slog and "requeued" not in slog
+        qstest.check(state == "FAILED" and "finished (exit 0)" not in slog and "interrupted" not in slog
+                     and int(h.job_field(jid, "Restarts") or 0) == 0
                      and not os.path.exists(os.path.join(work, "slurm_done")),
                      f"a failed launch: job {state}, slurm.log:\n{slog}")
         qstest.check(" failed (exit " in last and "before the run started" in last, f"the failure line: {last!r}")
