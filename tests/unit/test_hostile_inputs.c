@@ -11,7 +11,8 @@
  * 2-token vocabulary with id 2147483646 sized its tables for 2^31 ids,
  * gigabytes), and a number no id can be (3.3e126, -1e300) is refused
  * before it is cast (the fuzzer found that cast: undefined behaviour); ids
- * within the bound still load.
+ * within the bound still load. A file that is not UTF-8 is refused (a
+ * Replace content of bytes that are not UTF-8 crashed PCRE2's JIT).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -151,6 +152,18 @@ static void test_tokenizer_ids(void **state)
     s = qs_tokenizer_parse(tok_json("\"a\":0", added), strlen(tok_json("\"a\":0", added)), "tokenizer.json", &t, &err);
     assert_int_equal(s, QS_ERR_INPUT);
     assert_non_null(strstr(err.msg, "expected an integer in"));
+    /* bytes that are not UTF-8 in a string of the file (here a Replace
+     * normalizer's content, which lands in the text the regexes match with
+     * PCRE2_NO_UTF_CHECK: the fuzzer's SEGV in PCRE2's JIT) */
+    static const char bad_utf8[] =
+        "{\"normalizer\":{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"\\t\"},\"content\":\"\xff\xfe \"},"
+        "\"pre_tokenizer\":{\"type\":\"Digits\",\"individual_digits\":true},"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}";
+    s = qs_tokenizer_parse(bad_utf8, sizeof bad_utf8 - 1, "tokenizer.json", &t, &err);
+    printf("%s\n", err.msg);
+    assert_int_equal(s, QS_ERR_INPUT);
+    assert_null(t);
+    assert_non_null(strstr(err.msg, "tokenizer.json: byte 68 is not UTF-8"));
     /* within the bound: a gap is fine, and the ids are what the file says */
     added = "{\"id\":1000,\"content\":\"<x>\",\"special\":true}";
     s = qs_tokenizer_parse(tok_json("\"a\":0,\"b\":900", added), strlen(tok_json("\"a\":0,\"b\":900", added)),
