@@ -85,9 +85,7 @@ qs_status qs_fingerprint_make(const qs_run_options *o, const qs_manifest *m, con
 
     /* options */
     cJSON *op = cJSON_AddObjectToObject(j, "options");
-    cJSON_AddStringToObject(op, "method", o->method == QS_METHOD_GPTQ        ? "gptq"
-                                          : o->method == QS_METHOD_OMNIQUANT ? "omniquant"
-                                                                             : "rtn");
+    cJSON_AddStringToObject(op, "method", qs_method_name(o->method));
     cJSON_AddNumberToObject(op, "bits", o->bits);
     cJSON_AddNumberToObject(op, "group_size", o->group_size);
     cJSON_AddBoolToObject(op, "sym", o->sym);

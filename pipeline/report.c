@@ -320,7 +320,7 @@ static void legend_item(qs_strbuf *b, const char *color, const char *label)
 static const char *method_name(const rp_data *d)
 {
     const char *m = str(d->run_start, "method", "gptq");
-    return !strcmp(m, "gptq") ? "GPTQ" : !strcmp(m, "rtn") ? "RTN" : m;
+    return !strcmp(m, "gptq") ? "GPTQ" : !strcmp(m, "rtn") ? "RTN" : !strcmp(m, "omniquant") ? "OmniQuant" : m;
 }
 
 static int blocks_done(const rp_data *d)

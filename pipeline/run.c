@@ -583,9 +583,7 @@ static void emit_run_start(const qs_run_options *o, const qs_comm_i *c, const se
     cJSON_AddStringToObject(e, "work", o->work);
     cJSON_AddStringToObject(e, "out", o->out);
     cJSON_AddStringToObject(e, "schedule", o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
-    cJSON_AddStringToObject(e, "method", o->method == QS_METHOD_GPTQ  ? "gptq"
-                                          : o->method == QS_METHOD_RTN ? "rtn"
-                                                                       : "omniquant");
+    cJSON_AddStringToObject(e, "method", qs_method_name(o->method));
     cJSON_AddNumberToObject(e, "bits", o->bits);
     cJSON_AddNumberToObject(e, "group_size", o->group_size);
     cJSON_AddBoolToObject(e, "sym", o->sym);

@@ -460,3 +460,8 @@ void qs_run_options_usage(FILE *f)
 {
     for (const key_def *d = keys; d->name; d++) fprintf(f, "  --%s %s\n", d->name, d->help);
 }
+
+const char *qs_method_name(qs_method m)
+{
+    return m == QS_METHOD_GPTQ ? "gptq" : m == QS_METHOD_OMNIQUANT ? "omniquant" : "rtn";
+}

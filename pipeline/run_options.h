@@ -22,6 +22,8 @@
 #define QS_PATH_MAX 4096
 
 typedef enum qs_method { QS_METHOD_RTN = 0, QS_METHOD_GPTQ, QS_METHOD_OMNIQUANT } qs_method;
+/* The method's name as the command line and the job file spell it ("rtn", "gptq", "omniquant"). */
+const char *qs_method_name(qs_method m);
 
 typedef struct qs_slurm_options {
     int nodes;

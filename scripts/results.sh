@@ -53,7 +53,8 @@ table="$d/table.md"
   echo "| --- | --- | --- | --- | --- | --- |"
   row FP 16 "$model"
   for bits in 4 3 2; do
-    # methods in the table; OmniQuant goes here (omniquant) once `qshard run --method omniquant` exists
+    # OmniQuant trains each block for minutes here, so its rows come from bench/omniquant_quality.sh
+    # (README, below the table), not from this script that readme_results reruns in CI
     for method in rtn gptq; do
       "$mpirun" -np 2 --oversubscribe "$q" run --model "$model" --calib "$d/calib.npy" --work "$d/w-$method$bits" \
         --out "$d/o-$method$bits" --method "$method" --bits "$bits" --group-size 32 --asym --quiet --compute-dtype f32

@@ -71,3 +71,22 @@ def tmpdir(prefix="qs-test-"):
 def check(cond, msg):
     if not cond:
         raise AssertionError(msg)
+
+
+def story_rows(tokenizer_json, text_path, start_par, n_rows, seq):
+    """[n_rows, seq] int32 rows as TinyStories models were trained: BOS (id 1) + a
+    paragraph's ids from HF `tokenizers`, cut to seq; shorter paragraphs are
+    skipped, so no row starts mid-story (the seams measure the model's
+    confusion more than quantization)."""
+    import numpy as np
+    import tokenizers
+    tok = tokenizers.Tokenizer.from_file(tokenizer_json)
+    pars = [p.strip() for p in open(text_path, encoding="utf-8").read().split("\n\n") if p.strip()]
+    rows = []
+    for p in pars[start_par:]:
+        ids = [1] + tok.encode(p, add_special_tokens=False).ids
+        if len(ids) >= seq:
+            rows.append(ids[:seq])
+        if len(rows) == n_rows:
+            break
+    return np.array(rows, dtype=np.int32)

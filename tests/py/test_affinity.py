@@ -56,10 +56,12 @@ def qshard_run(flags):
 def affinity(flags):
     """Each rank's CPU count under mpirun `flags`, read by Python, not by qshard."""
     cmd = [MPIEXEC, *flags, sys.executable, "-c",
-           "import os; print(os.environ.get('OMPI_COMM_WORLD_RANK'), len(os.sched_getaffinity(0)))"]
+           # one write(2) per rank: print() writes its pieces separately, which two ranks interleave
+           "import os; os.write(1, f\"cpus {os.environ.get('OMPI_COMM_WORLD_RANK')} {len(os.sched_getaffinity(0))}\\n\".encode())"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     qstest.check(p.returncode == 0, f"{' '.join(cmd)}: {p.stderr}")
-    return {int(r): int(n) for r, n in (l.split() for l in p.stdout.splitlines() if l.strip())}
+    # tagged lines: anything else mpirun writes to stdout (a notice under load) is not a rank's answer
+    return {int(r): int(n) for r, n in re.findall(r"^cpus (\d+) (\d+)$", p.stdout, re.M)}
 
 
 # --- the default binding: one core for one rank, and the warning -------------------------

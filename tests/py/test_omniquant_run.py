@@ -99,6 +99,8 @@ print("llama: 1 thread == 2 threads")
 qstest.mpirun(2, args(models["opt"], calib, os.path.join(tmp, "w-pipe"), os.path.join(tmp, "o-pipe"), *OMNI,
                       "--schedule", "pipelined"))
 qstest.check(os.path.exists(os.path.join(tmp, "o-pipe", "model.safetensors.index.json")), "pipelined: no export")
+report = open(os.path.join(tmp, "o-pipe", "report.html"), encoding="utf-8").read()
+qstest.check("OmniQuant 4-bit g32 asymmetric" in report, "the run report names the method OmniQuant")
 # `qshard export` from the work dir writes the same files (the folded tensors come from the checkpoints)
 qstest.run(["export", "--work", os.path.join(tmp, "w-llama-2"), "--format", "gptq", "--out", os.path.join(tmp, "x-llama")])
 qstest.run(["export", "--work", os.path.join(tmp, "w-llama-2"), "--format", "gguf", "--out",

@@ -66,16 +66,7 @@ def quality(model, ref, tokens):
 
 
 def token_rows(start_par, n_rows, seq):
-    tok = tokenizers.Tokenizer.from_file(os.path.join(TS, "tokenizer.json"))
-    pars = [p.strip() for p in open(TEXT, encoding="utf-8").read().split("\n\n") if p.strip()]
-    rows = []
-    for p in pars[start_par:]:
-        ids = [1] + tok.encode(p, add_special_tokens=False).ids
-        if len(ids) >= seq:
-            rows.append(ids[:seq])
-        if len(rows) == n_rows:
-            break
-    return np.array(rows, dtype=np.int32)
+    return qstest.story_rows(os.path.join(TS, "tokenizer.json"), TEXT, start_par, n_rows, seq)
 
 
 ts_calib, ts_eval = os.path.join(tmp, "ts-calib.npy"), os.path.join(tmp, "ts-eval.npy")

@@ -24,19 +24,7 @@ tmp = qstest.tmpdir()
 
 
 def token_rows(start_par, n_rows, seq):
-    """Rows as the model was trained: [BOS] + a paragraph's tokens, cut to seq
-    (paragraphs shorter than seq are skipped). Rows that start mid-story
-    measure the model's confusion at the seams more than quantization."""
-    tok = tokenizers.Tokenizer.from_file(os.path.join(MODEL, "tokenizer.json"))
-    pars = [p.strip() for p in open(TEXT, encoding="utf-8").read().split("\n\n") if p.strip()]
-    rows = []
-    for p in pars[start_par:]:
-        ids = [1] + tok.encode(p, add_special_tokens=False).ids
-        if len(ids) >= seq:
-            rows.append(ids[:seq])
-        if len(rows) == n_rows:
-            break
-    return np.array(rows, dtype=np.int32)
+    return qstest.story_rows(os.path.join(MODEL, "tokenizer.json"), TEXT, start_par, n_rows, seq)
 
 
 def model_files(d):
