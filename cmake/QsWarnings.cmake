@@ -16,7 +16,9 @@ endif()
 
 # libFuzzer build (clang): every object is instrumented; targets in tests/fuzz/.
 if(QS_FUZZ)
+  # -fno-sanitize-recover: undefined behaviour aborts, so libFuzzer reports it
+  # as a crash and keeps the input (recovering, it only printed a line)
   add_compile_options($<$<COMPILE_LANGUAGE:C>:-fsanitize=fuzzer-no-link,address,undefined>
-    $<$<COMPILE_LANGUAGE:C>:-fno-omit-frame-pointer>)
+    $<$<COMPILE_LANGUAGE:C>:-fno-omit-frame-pointer> $<$<COMPILE_LANGUAGE:C>:-fno-sanitize-recover=undefined>)
   add_link_options(-fsanitize=address,undefined)
 endif()

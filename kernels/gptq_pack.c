@@ -10,12 +10,16 @@ void qs_gptq_pack_qweight(const uint8_t *codes, int64_t out, int64_t in, int bit
     int64_t rows = in * bits / 32;
     memset(qweight, 0, sizeof(int32_t) * (size_t)(rows * out));
     /* The stream for column o runs down the rows of qweight (stride out);
-     * pack one 32-value chunk (= `bits` words) at a time through a local buffer. */
+     * pack one 32-value chunk (= `bits` words) at a time through a local
+     * buffer. The last chunk may hold fewer values (in need only make
+     * in·bits a multiple of 32, e.g. in = 36 at 8 bits): k values fill
+     * k·bits/32 whole words. */
     for (int64_t o = 0; o < out; o++) {
-        for (int64_t c = 0; c < in / 32; c++) {
+        for (int64_t c0 = 0; c0 < in; c0 += 32) {
+            int k_n = in - c0 < 32 ? (int)(in - c0) : 32;
             uint32_t buf[8] = {0};
-            for (int k = 0; k < 32; k++) qs_pack_put_bits(buf, (int64_t)k * bits, bits, codes[o * in + c * 32 + k]);
-            for (int w = 0; w < bits; w++) qweight[(c * bits + w) * out + o] = (int32_t)buf[w];
+            for (int k = 0; k < k_n; k++) qs_pack_put_bits(buf, (int64_t)k * bits, bits, codes[o * in + c0 + k]);
+            for (int w = 0; w < k_n * bits / 32; w++) qweight[(c0 / 32 * bits + w) * out + o] = (int32_t)buf[w];
         }
     }
 }
@@ -23,10 +27,11 @@ void qs_gptq_pack_qweight(const uint8_t *codes, int64_t out, int64_t in, int bit
 void qs_gptq_unpack_qweight(const int32_t *qweight, int64_t out, int64_t in, int bits, uint8_t *codes)
 {
     for (int64_t o = 0; o < out; o++) {
-        for (int64_t c = 0; c < in / 32; c++) {
-            uint32_t buf[8];
-            for (int w = 0; w < bits; w++) buf[w] = (uint32_t)qweight[(c * bits + w) * out + o];
-            for (int k = 0; k < 32; k++) codes[o * in + c * 32 + k] = (uint8_t)qs_pack_get_bits(buf, (int64_t)k * bits, bits);
+        for (int64_t c0 = 0; c0 < in; c0 += 32) {
+            int k_n = in - c0 < 32 ? (int)(in - c0) : 32;
+            uint32_t buf[8] = {0};
+            for (int w = 0; w < k_n * bits / 32; w++) buf[w] = (uint32_t)qweight[(c0 / 32 * bits + w) * out + o];
+            for (int k = 0; k < k_n; k++) codes[o * in + c0 + k] = (uint8_t)qs_pack_get_bits(buf, (int64_t)k * bits, bits);
         }
     }
 }

@@ -114,6 +114,23 @@ static bool h5_read_dataset(hid_t loc, const char *name, hid_t type, size_t expe
     return ok;
 }
 
+/* Rank and dimensions of a dataset (at most 2); 0 when absent or of another rank. */
+static int h5_dataset_dims(hid_t loc, const char *name, int64_t dims[2])
+{
+    hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (ds < 0) return 0;
+    hid_t sp = H5Dget_space(ds);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    hsize_t d[2] = {0, 0};
+    if (nd == 1 || nd == 2) H5Sget_simple_extent_dims(sp, d, NULL);
+    else nd = 0;
+    dims[0] = d[0] > (hsize_t)INT64_MAX ? -1 : (int64_t)d[0];
+    dims[1] = d[1] > (hsize_t)INT64_MAX ? -1 : (int64_t)d[1];
+    H5Sclose(sp);
+    H5Dclose(ds);
+    return nd;
+}
+
 /* ---- the OmniQuant group ----------------------------------------------------------- */
 
 static bool write_tensors(hid_t g, const qs_omni_tensor *t, int n)
@@ -145,8 +162,9 @@ static bool write_omni(hid_t f, const qs_omni_record *m)
     return ok;
 }
 
-/* Every dataset of group `name` in g (1-D or 2-D f32), in name order. */
-static bool read_tensors(hid_t g, const char *name, qs_omni_record *m, bool fp)
+/* Every dataset of group `name` in g (1-D or 2-D f32), in name order; none
+ * larger than max_numel elements (checked before anything is allocated). */
+static bool read_tensors(hid_t g, const char *name, qs_omni_record *m, bool fp, int64_t max_numel)
 {
     hid_t sub = H5Gopen2(g, name, H5P_DEFAULT);
     if (sub < 0) return false;
@@ -165,9 +183,12 @@ static bool read_tensors(hid_t g, const char *name, qs_omni_record *m, bool fp)
         hsize_t d[2] = {0, 0};
         int64_t shape[2] = {0, 0};
         if (nd == 1 || nd == 2) H5Sget_simple_extent_dims(sp, d, NULL);
-        shape[0] = (int64_t)d[0], shape[1] = (int64_t)d[1];
+        /* the dims are the file's word: bounded before they are multiplied or allocated */
+        bool sane = (nd == 1 || nd == 2) && d[0] >= 1 && d[0] <= (hsize_t)max_numel &&
+                    (nd == 1 || (d[1] >= 1 && d[1] <= (hsize_t)max_numel / d[0]));
+        shape[0] = sane ? (int64_t)d[0] : 0, shape[1] = sane ? (int64_t)d[1] : 0;
         int64_t n = nd == 2 ? shape[0] * shape[1] : shape[0];
-        float *buf = (nd == 1 || nd == 2) && n > 0 ? malloc(sizeof(float) * (size_t)n) : NULL;
+        float *buf = sane ? malloc(sizeof(float) * (size_t)n) : NULL;
         ok = buf && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0 &&
              qs_omni_record_add(m, fp, dname, nd, shape, buf, NULL) == QS_OK;
         free(buf);
@@ -178,7 +199,7 @@ static bool read_tensors(hid_t g, const char *name, qs_omni_record *m, bool fp)
     return ok;
 }
 
-static bool read_omni(hid_t f, qs_omni_record *m)
+static bool read_omni(hid_t f, qs_omni_record *m, int64_t max_numel)
 {
     memset(m, 0, sizeof *m);
     hid_t g = H5Gopen2(f, "omniquant", H5P_DEFAULT);
@@ -188,11 +209,13 @@ static bool read_omni(hid_t f, qs_omni_record *m)
     h5_read_attr(g, "seconds_forward", H5T_NATIVE_DOUBLE, &m->seconds_forward);
     h5_read_attr(g, "seconds_backward", H5T_NATIVE_DOUBLE, &m->seconds_backward);
     h5_read_attr(g, "seconds_optimizer", H5T_NATIVE_DOUBLE, &m->seconds_optimizer);
+    int64_t ld[2] = {0, 0};
+    ok = ok && h5_dataset_dims(g, "loss", ld) == 1 && ld[0] == m->epochs; /* before the allocation */
     if (ok) {
         m->loss = calloc((size_t)m->epochs, sizeof(double));
         ok = m->loss && h5_read_dataset(g, "loss", H5T_NATIVE_DOUBLE, (size_t)m->epochs, m->loss);
     }
-    ok = ok && read_tensors(g, "params", m, false) && read_tensors(g, "fp", m, true);
+    ok = ok && read_tensors(g, "params", m, false, max_numel) && read_tensors(g, "fp", m, true, max_numel);
     H5Gclose(g);
     return ok;
 }
@@ -276,8 +299,8 @@ qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome
 
 /* ---- read --------------------------------------------------------------------------- */
 
-qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *fingerprint, qs_block_record *r,
-                                   qs_error *err)
+qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *fingerprint, const qs_block_expect *expect,
+                                   qs_block_record *r, qs_error *err)
 {
     memset(r, 0, sizeof *r);
     char path[4200];
@@ -304,39 +327,36 @@ qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *
         snprintf(why, sizeof why, "made by another run (fingerprint %.64s, this run %.64s)", fp, fingerprint);
     r->layer = layer;
     r->n_linears = n;
-    for (int i = 0; i < n && !why[0]; i++) {
+    qs_error bad; /* a field out of range (checkpoint_check.h) */
+    qs_error_clear(&bad);
+    for (int i = 0; i < n && !why[0] && !bad.msg[0]; i++) {
         char gname[32];
         snprintf(gname, sizeof gname, "linear%d", i);
         hid_t g = H5Gopen2(f, gname, H5P_DEFAULT);
-        int bits = 0;
-        hid_t ds = g < 0 ? -1 : H5Dopen2(g, "scales", H5P_DEFAULT);
-        hsize_t sd[2] = {0, 0}, cd[2] = {0, 0};
-        if (ds >= 0) {
-            hid_t sp = H5Dget_space(ds);
-            H5Sget_simple_extent_dims(sp, sd, NULL);
-            H5Sclose(sp);
-            H5Dclose(ds);
-        }
-        ds = g < 0 ? -1 : H5Dopen2(g, "codes", H5P_DEFAULT);
-        if (ds >= 0) {
-            hid_t sp = H5Dget_space(ds);
-            H5Sget_simple_extent_dims(sp, cd, NULL);
-            H5Sclose(sp);
-            H5Dclose(ds);
-        }
         qs_quant_result *q = &r->res[i];
         qs_linear_stats *s = &r->stats[i];
-        if (g < 0 || !h5_read_attr(g, "bits", H5T_NATIVE_INT, &bits) || !cd[0] || !sd[0] ||
-            !h5_read_attr_str(g, "name", r->names[i], QS_NAME_MAX)) {
+        qs_linear_dims d;
+        memset(&d, 0, sizeof d);
+        int64_t gd[2] = {0, 0};
+        bool readable = g >= 0 && h5_read_attr(g, "bits", H5T_NATIVE_INT, &d.bits) &&
+                        h5_read_attr_str(g, "name", r->names[i], QS_NAME_MAX) &&
+                        (d.codes_ndim = h5_dataset_dims(g, "codes", d.codes)) &&
+                        (d.scales_ndim = h5_dataset_dims(g, "scales", d.scales)) &&
+                        (d.zeros_ndim = h5_dataset_dims(g, "zeros", d.zeros)) &&
+                        (d.g_idx_ndim = h5_dataset_dims(g, "g_idx", gd));
+        d.g_idx = gd[0];
+        if (!readable) {
             snprintf(why, sizeof why, "linear %d unreadable", i);
-        } else {
+        } else if (qs_checkpoint_check_dims(path, i, r->names[i], &d, expect, &bad) == QS_OK) {
+            /* shapes are sane and what the model expects: now allocate and read */
             qs_quant_opts qo;
             qs_quant_opts_default(&qo);
-            qo.bits = bits;
-            qo.group_size = sd[0] == 1 ? -1 : (int)(cd[1] / sd[0]);
+            qo.bits = d.bits;
+            qo.group_size = d.scales[0] == 1 ? -1 : (int)(d.codes[1] / d.scales[0]);
             qs_error e2;
-            if (qs_quant_result_init(q, (int64_t)cd[0], (int64_t)cd[1], &qo, &e2) != QS_OK || q->groups != (int64_t)sd[0])
-                snprintf(why, sizeof why, "linear %d has inconsistent shapes", i);
+            if (qs_quant_result_init(q, d.codes[0], d.codes[1], &qo, &e2) != QS_OK || q->groups != d.scales[0])
+                snprintf(why, sizeof why, "linear %d: cannot hold [%lld, %lld] in memory", i, (long long)d.codes[0],
+                         (long long)d.codes[1]);
             else if (!h5_read_dataset(g, "codes", H5T_NATIVE_UINT8, (size_t)(q->rows * q->cols), q->codes) ||
                      !h5_read_dataset(g, "scales", H5T_NATIVE_FLOAT, (size_t)(q->groups * q->rows), q->scales) ||
                      !h5_read_dataset(g, "zeros", H5T_NATIVE_INT32, (size_t)(q->groups * q->rows), q->zeros) ||
@@ -352,18 +372,27 @@ qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *
     }
     if (!why[0] && H5Lexists(f, "omniquant", H5P_DEFAULT) > 0) {
         r->has_omni = true;
-        if (!read_omni(f, &r->omni)) snprintf(why, sizeof why, "the omniquant group is unreadable");
+        /* no tensor of the record is larger than the block's largest linear */
+        int64_t max_numel = 0;
+        for (int i = 0; expect && i < expect->n_linears; i++)
+            if (expect->lin[i].out * expect->lin[i].in > max_numel) max_numel = expect->lin[i].out * expect->lin[i].in;
+        if (!expect) max_numel = 1ll << 32;
+        if (!read_omni(f, &r->omni, max_numel)) snprintf(why, sizeof why, "the omniquant group is unreadable");
     }
     if (f >= 0) H5Fclose(f);
     H5Eset_auto2(H5E_DEFAULT, efn, edata);
-    if (!why[0]) {
+    if (!why[0] && !bad.msg[0]) {
         r->xxh64 = block_hash(n, r->res, r->has_omni ? &r->omni : NULL);
         char got[40];
         snprintf(got, sizeof got, "%016llx", (unsigned long long)r->xxh64);
         if (strcmp(got, hex) != 0) snprintf(why, sizeof why, "checksum mismatch (stored %s, data %s)", hex, got);
     }
-    if (why[0]) {
+    /* a valid checksum proves the file is the one written, not that it is sane */
+    if (!why[0] && !bad.msg[0]) qs_block_results_check(path, n, r->names, r->res, r->stats, r->has_omni ? &r->omni : NULL, expect,
+                                                              &bad);
+    if (why[0] || bad.msg[0]) {
         qs_block_record_free(r);
+        if (bad.msg[0] && !why[0]) return qs_error_set(err, QS_ERR_INPUT, "%s", bad.msg);
         return qs_error_set(err, QS_ERR_INPUT, "%s: %s", path, why);
     }
     for (int i = 0; i < n; i++) qs_quant_dequantize(&r->res[i], r->res[i].q);
@@ -383,6 +412,10 @@ qs_status qs_journal_append(const char *work_dir, const char *fmt, ...)
     vsnprintf(line + off, sizeof line - off - 1, fmt, ap);
     va_end(ap);
     size_t n = strlen(line);
+    /* one event per line whatever a path or a message holds: control bytes
+     * (a newline in --out, say) become '?' */
+    for (size_t i = off; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f) line[i] = '?';
     line[n++] = '\n';
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0666);
     if (fd < 0) return QS_ERR_IO;

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "kernels/quant_opts.h"
+#include "pipeline/checkpoint_check.h"
 #include "workers/stage.h"
 
 /* One finished block as stored: enough to rebuild the block's quantized
@@ -49,12 +50,16 @@ qs_status qs_checkpoint_write_block(const char *work_dir, const qs_block_outcome
                                     uint64_t *xxh, qs_error *err);
 
 /* Reads and verifies a block file. QS_ERR_INPUT when it is missing, truncated,
- * fails its checksum, or was made by a run with another fingerprint (the
- * message says which). */
-qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *fingerprint, qs_block_record *r,
-                                   qs_error *err);
+ * fails its checksum, was made by a run with another fingerprint, or holds a
+ * field out of range for `expect` (the model's linears and the run's options;
+ * NULL: self-consistency only) — see checkpoint_check.h; the message names
+ * the file and the field. Nothing is allocated from a stored size before the
+ * sizes are checked. */
+qs_status qs_checkpoint_read_block(const char *work_dir, int layer, const char *fingerprint, const qs_block_expect *expect,
+                                   qs_block_record *r, qs_error *err);
 
-/* Appends one line to WORK/journal.log (O_APPEND, fsync). */
+/* Appends one line to WORK/journal.log (O_APPEND, fsync); control bytes in the
+ * text (a newline in a path) are written as '?', so one event stays one line. */
 qs_status qs_journal_append(const char *work_dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

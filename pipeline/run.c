@@ -22,9 +22,12 @@
 #include "pipeline/export/export.h"
 #include "pipeline/export/export_gguf.h"
 #include "pipeline/export/export_gptq.h"
+#include "pipeline/export/side_files.h"
 #include "pipeline/fingerprint.h"
+#include "pipeline/worklock.h"
 #include "pipeline/formats/fsutil.h"
 #include "pipeline/formats/manifest.h"
+#include "pipeline/formats/model_check.h"
 #include "pipeline/formats/token_set.h"
 #include "pipeline/progress.h"
 #include "pipeline/report.h"
@@ -132,7 +135,10 @@ static qs_status resume_block(void *ctx, int layer, qs_quant_result res[QS_MAX_B
     if (!qs_path_exists(path)) return QS_OK;
     qs_block_record rec;
     qs_error why;
-    if (qs_checkpoint_read_block(r->o->work, layer, r->fingerprint, &rec, &why) != QS_OK) {
+    qs_block_expect want;
+    qs_quant_opts q = quant_opts(r->o);
+    qs_block_expect_init(&want, r->cfg, r->names, layer, &q);
+    if (qs_checkpoint_read_block(r->o->work, layer, r->fingerprint, &want, &rec, &why) != QS_OK) {
         fprintf(stderr, "qshard run: warning: rank %d: %s; recomputing block %d\n", r->rank, why.msg, layer);
         qs_journal_append(r->o->work, "rank %d block %d checkpoint invalid (%s): recomputing", r->rank, layer, why.msg);
         return QS_OK;
@@ -245,6 +251,19 @@ static qs_status on_block_start(void *ctx, int layer, qs_error *err)
 static qs_status on_block(void *ctx, const qs_block_outcome *b, qs_error *err)
 {
     run_ctx *r = ctx;
+    if (!b->resumed) {
+        /* what was just computed passes the checks a checkpoint read back
+         * must pass: a scale that does not fit the export's fp16 or a
+         * non-finite loss is an error naming the tensor, never a success */
+        char names[QS_MAX_BLOCK_LINEARS][QS_NAME_MAX];
+        for (int i = 0; i < b->blk->n_linears; i++) snprintf(names[i], QS_NAME_MAX, "%s", b->blk->lin[i].weight);
+        qs_block_expect want;
+        qs_quant_opts q = quant_opts(r->o);
+        qs_block_expect_init(&want, r->cfg, r->names, b->layer, &q);
+        char origin[QS_PATH_MAX + 32];
+        snprintf(origin, sizeof origin, "%s: block %d", r->o->model, b->layer);
+        QS_TRY(qs_block_results_check(origin, b->blk->n_linears, names, b->res, b->stats, b->omni, &want, err));
+    }
     double t_cb = now();
     qs_block_event ev;
     qs_block_event_from_outcome(&ev, b, r->rank, r->tokens);
@@ -321,6 +340,8 @@ typedef struct setup {
     bool want_gptq, want_gguf, want_hdf5;
     char gguf_path[QS_PATH_MAX + 16];
     qs_events *ev; /* rank 0 */
+    qs_worklock lock;  /* rank 0: held for the whole run */
+    bool gguf_created; /* rank 0 made model.gguf.partial (and may remove it) */
 } setup;
 
 static qs_status load_calibration(const qs_run_options *o, const qs_model_config *cfg, qs_tensor *t, qs_error *err)
@@ -343,18 +364,53 @@ static qs_status load_calibration(const qs_run_options *o, const qs_model_config
     return QS_OK;
 }
 
+/* No output may land in or over an input: the model dir, the calibration
+ * set and the job file stay untouched whatever --out and --work say
+ * (compared as resolved real paths, symlinks followed). */
+static qs_status check_paths(const qs_run_options *o, qs_error *err)
+{
+    char model[QS_PATH_MAX], out[QS_PATH_MAX], work[QS_PATH_MAX], in[QS_PATH_MAX];
+    QS_TRY(qs_path_resolve(o->model, model, sizeof model, err));
+    QS_TRY(qs_path_resolve(o->out, out, sizeof out, err));
+    QS_TRY(qs_path_resolve(o->work, work, sizeof work, err));
+    if (qs_path_within(out, model) || qs_path_within(model, out))
+        return qs_error_set(err, QS_ERR_INPUT, "--out %s %s the model directory %s: the export would write over the model; "
+                            "choose another --out", o->out, !strcmp(out, model) ? "is" : qs_path_within(out, model) ? "is inside" : "contains", o->model);
+    if (qs_path_within(work, model) || qs_path_within(model, work))
+        return qs_error_set(err, QS_ERR_INPUT, "--work %s %s the model directory %s; choose another --work", o->work,
+                            !strcmp(work, model) ? "is" : qs_path_within(work, model) ? "is inside" : "contains", o->model);
+    if (!strcmp(out, work))
+        return qs_error_set(err, QS_ERR_INPUT, "--out and --work are the same directory %s; give each its own", o->out);
+    const char *inputs[2] = {o->calib, o->job_file};
+    const char *what[2] = {"--calib", "the job file"};
+    for (int i = 0; i < 2; i++) {
+        if (!inputs[i][0]) continue;
+        QS_TRY(qs_path_resolve(inputs[i], in, sizeof in, err));
+        if (qs_path_within(in, out))
+            return qs_error_set(err, QS_ERR_INPUT, "%s %s lies inside --out %s, which the export writes; move it",
+                                what[i], inputs[i], o->out);
+    }
+    return QS_OK;
+}
+
+/* Set-up, in the order that leaves nothing behind when it fails: every
+ * check (options, model, tensors, calibration, ranks, plan, exports, paths)
+ * before the first file is created; then the directories, the work dir's
+ * lock, a write probe, the fingerprint. */
 static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s, qs_error *err)
 {
     QS_TRY(qs_run_options_validate(o, err));
     QS_TRY(qs_manifest_open(o->model, &s->m, err));
     const qs_model_config *cfg = qs_manifest_config(s->m);
     QS_TRY(qs_model_names_from_manifest(s->m, &s->names, err));
+    /* every tensor the run uses, as `qshard inspect` checks it; rank 0 also
+     * reads the ones outside the blocks (the exports copy them) */
+    QS_TRY(qs_model_check(s->m, &s->names, c->rank == 0 ? QS_MODEL_CHECK_VALUES_OUTSIDE : QS_MODEL_CHECK_SHAPES, NULL,
+                          err));
     if (c->rank == 0) {
         QS_TRY(load_calibration(o, cfg, &s->tokens, err));
         s->dims[0] = s->tokens.shape[0];
         s->dims[1] = s->tokens.shape[1];
-        QS_TRY(qs_mkdir_p(o->out, err));
-        QS_TRY(qs_mkdir_p(o->work, err));
         /* rank 0 decides the compute dtype for all (nodes may differ in what their CPUs have);
          * OmniQuant trains in f32 */
         qs_compute_dtype cd = QS_COMPUTE_F32;
@@ -363,22 +419,6 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         else if (!strcmp(o->compute_dtype, "bf16"))
             return qs_error_set(err, QS_ERR_INPUT, "--compute-dtype bf16: OmniQuant computes in f32 (use f32 or auto)");
         s->compute = cd;
-        qs_run_options *fo = malloc(sizeof *fo);
-        if (!fo) return qs_error_set(err, QS_ERR_NOMEM, "run options");
-        *fo = *o;
-        snprintf(fo->compute_dtype, sizeof fo->compute_dtype, "%s", qs_compute_dtype_name(cd));
-        qs_status fst = qs_fingerprint_make(fo, s->m, &s->tokens, c->size, &s->fp, err);
-        free(fo);
-        QS_TRY(fst);
-        bool resuming = false;
-        QS_TRY(qs_fingerprint_check(o->work, &s->fp, o->force_resume, &resuming, err));
-        s->resuming = resuming;
-        memcpy(s->fp_id, s->fp.id, sizeof s->fp_id);
-        /* a previous export's index/config would make a partial directory look complete */
-        char p[QS_PATH_MAX + 64];
-        snprintf(p, sizeof p, "%s/model.safetensors.index.json", o->out);
-        remove(p);
-        QS_TRY(qs_events_open(&s->ev, o->work, o->log_json, err));
     }
     /* every option must fit every linear before anything runs */
     qs_block_linear lin[QS_MAX_BLOCK_LINEARS];
@@ -400,7 +440,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
     QS_TRY(qs_plan_make(cfg, &p, c->size, 1, 0, 0, &s->plan, err));
     qs_gptq_export_opts eo = {quant_opts(o), o->true_sequential, !strcmp(o->checkpoint_format, "gptq_v2"),
                               o->max_shard_size};
-    /* --formats: a comma list of gptq, gguf, hdf5 */
+    /* --formats: a comma list of gptq, gguf, hdf5 (qs_run_options_validate checked it) */
     char list[sizeof o->formats];
     snprintf(list, sizeof list, "%s", o->formats);
     for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
@@ -418,10 +458,42 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         go.fallback_f16 = !strcmp(o->gguf_fallback, "f16");
         snprintf(s->gguf_path, sizeof s->gguf_path, "%s/model.gguf", o->out);
         QS_TRY(qs_gguf_export_init(&s->gguf, s->gguf_path, s->m, &s->names, &go, err));
-        if (c->rank == 0) QS_TRY(qs_gguf_export_create(s->gguf, err));
-        if (c->rank == 0 && qs_gguf_export_vocab_warning(s->gguf))
+    }
+    if (c->rank != 0) return QS_OK;
+    if (s->want_gptq) QS_TRY(qs_side_files_check_dir(o->model, err));
+    /* only now does anything touch the disk */
+    QS_TRY(check_paths(o, err));
+    QS_TRY(qs_mkdir_p(o->work, err));
+    QS_TRY(qs_worklock_take(&s->lock, o->work, err));
+    char blocks[QS_PATH_MAX + 16];
+    snprintf(blocks, sizeof blocks, "%s/blocks", o->work);
+    QS_TRY(qs_mkdir_p(blocks, err));
+    QS_TRY(qs_dir_probe_writable(blocks, err));
+    QS_TRY(qs_mkdir_p(o->out, err));
+    QS_TRY(qs_dir_probe_writable(o->out, err));
+    /* the fingerprint records the resolved compute dtype, not "auto" */
+    qs_run_options *fo = malloc(sizeof *fo);
+    if (!fo) return qs_error_set(err, QS_ERR_NOMEM, "run options");
+    *fo = *o;
+    snprintf(fo->compute_dtype, sizeof fo->compute_dtype, "%s", qs_compute_dtype_name((qs_compute_dtype)s->compute));
+    qs_status fst = qs_fingerprint_make(fo, s->m, &s->tokens, c->size, &s->fp, err);
+    free(fo);
+    QS_TRY(fst);
+    bool resuming = false;
+    QS_TRY(qs_fingerprint_check(o->work, &s->fp, o->force_resume, &resuming, err));
+    s->resuming = resuming;
+    memcpy(s->fp_id, s->fp.id, sizeof s->fp_id);
+    /* a previous export's index/config would make a partial directory look complete */
+    char ip[QS_PATH_MAX + 64];
+    snprintf(ip, sizeof ip, "%s/model.safetensors.index.json", o->out);
+    remove(ip);
+    if (s->gguf) {
+        QS_TRY(qs_gguf_export_create(s->gguf, err));
+        s->gguf_created = true;
+        if (qs_gguf_export_vocab_warning(s->gguf))
             fprintf(stderr, "qshard run: warning: %s: %s\n", s->gguf_path, qs_gguf_export_vocab_warning(s->gguf));
     }
+    QS_TRY(qs_events_open(&s->ev, o->work, o->log_json, err));
     return QS_OK;
 }
 
@@ -605,6 +677,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     double rss_start = (double)qs_mem_rss();
     setup s;
     memset(&s, 0, sizeof s);
+    s.lock.fd = -1;
     qs_progress pg;
     memset(&pg, 0, sizeof pg); /* mode QUIET until set up: prints nothing */
     qs_plan pred;
@@ -782,6 +855,8 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
          * to name it (and end this process); else the goodbye keeps the
          * others from reporting this rank as lost. */
         qs_heartbeat_stop(1.0);
+        /* the GGUF file every rank writes into is not resumable: remove it */
+        if (s.gguf_created) unlink(qs_gguf_export_partial_path(s.gguf));
         fprintf(stderr, "qshard run: error: rank %d: %s\n", c->rank, err->msg);
         fflush(stderr);
         c->abort(c->ctx, qs_status_exit_code(st) ? qs_status_exit_code(st) : 1);
@@ -911,6 +986,8 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     free(rc.start_req);
     cJSON_Delete(rc.layers);
 out:
+    if (st != QS_OK && st != QS_ERR_INTERRUPTED && s.gguf_created) unlink(qs_gguf_export_partial_path(s.gguf));
+    qs_worklock_release(&s.lock);
     qs_progress_free(&pg);
     qs_events_close(s.ev);
     qs_plan_free(&pred);

@@ -2,12 +2,14 @@
 #include "pipeline/run_options.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <ini.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "kernels/device.h"
 #include "pipeline/option_parse.h"
@@ -196,40 +198,133 @@ qs_status qs_run_options_set(qs_run_options *o, const char *key, const char *val
     return QS_OK;
 }
 
+/* ---- job files ------------------------------------------------------------------ */
+
+/* Job files are small; a larger file is not one. */
+#define JOB_FILE_MAX (1u << 20)
+
 typedef struct ini_ctx {
     qs_run_options *o;
     const char *path;
     const char *base;
     qs_error *err;
     qs_status st;
+    /* the text, read line by line through ini_parse_stream so that the
+     * handler knows the line it is called for */
+    const char *text, *end;
+    int line;
+    /* keys seen so far (canonical names) and their lines: a key given twice is an error */
+    const char *seen[64];
+    int seen_line[64];
+    int n_seen;
 } ini_ctx;
+
+static char *ini_read_line(char *buf, int size, void *stream)
+{
+    ini_ctx *c = stream;
+    if (c->text >= c->end || size < 2) return NULL;
+    /* inih reads a line longer than its buffer in several calls: count lines, not calls */
+    if (c->line == 0 || c->text[-1] == '\n') c->line++;
+    int n = 0;
+    while (c->text < c->end && n < size - 1) {
+        char ch = *c->text++;
+        buf[n++] = ch;
+        if (ch == '\n') break;
+    }
+    buf[n] = '\0';
+    return buf;
+}
 
 static int on_ini_key(void *user, const char *section, const char *name, const char *value)
 {
     ini_ctx *c = user;
     /* sections group keys for readers; names are unique across them */
     if (c->st != QS_OK) return 0;
+    const key_def *k = NULL;
+    for (const key_def *d = keys; d->name; d++)
+        if (key_eq(name, d->name)) k = d;
+    if (k) {
+        for (int i = 0; i < c->n_seen; i++)
+            if (c->seen[i] == k->name || (!strcmp(k->name, "sym") && !strcmp(c->seen[i], "asym")) ||
+                (!strcmp(k->name, "asym") && !strcmp(c->seen[i], "sym"))) {
+                c->st = qs_error_set(c->err, QS_ERR_INPUT, "%s:%d: [%s] %s: '%s' is already set on line %d", c->path,
+                                     c->line, section, name, c->seen[i], c->seen_line[i]);
+                return 0;
+            }
+        if (c->n_seen < (int)(sizeof c->seen / sizeof *c->seen)) {
+            c->seen[c->n_seen] = k->name;
+            c->seen_line[c->n_seen++] = c->line;
+        }
+    }
     c->st = qs_run_options_set(c->o, name, value, c->base, c->err);
     if (c->st != QS_OK) {
-        qs_error_prefix(c->err, "%s: [%s] %s", c->path, section, name);
+        qs_error_prefix(c->err, "%s:%d: [%s] %s", c->path, c->line, section, name);
         return 0;
     }
     return 1;
 }
 
+/* libinih's run-time settings for job files: no multi-line values (an
+ * indented line would silently continue the previous value: `bits = 4`
+ * then `  3` would run 3-bit), lines of any length (a long path must not be
+ * cut into a second line), stop at the first error. */
+static void ini_strict(void)
+{
+    ini_allow_multiline = false;
+    ini_use_stack = false;
+    ini_allow_realloc = true;
+    ini_max_line = 1 << 20;
+    ini_stop_on_first_error = true;
+}
+
+qs_status qs_run_options_parse_job(qs_run_options *o, const char *text, size_t len, const char *path,
+                                   const char *base_dir, qs_error *err)
+{
+    if (memchr(text, '\0', len))
+        return qs_error_set(err, QS_ERR_INPUT, "%s: holds a NUL byte: not a text (INI) job file", path);
+    ini_strict();
+    ini_ctx c;
+    memset(&c, 0, sizeof c);
+    c.o = o;
+    c.path = path;
+    c.base = base_dir;
+    c.err = err;
+    c.text = text;
+    c.end = text + len;
+    int rc = ini_parse_stream(ini_read_line, &c, on_ini_key, &c);
+    if (c.st != QS_OK) return c.st;
+    if (rc > 0)
+        return qs_error_set(err, QS_ERR_INPUT,
+                            "%s:%d: not a valid INI line (expected [section], key = value or a comment; an indented "
+                            "line does not continue a value)",
+                            path, rc);
+    if (rc != 0) return qs_error_set(err, QS_ERR_NOMEM, "%s: out of memory parsing the job file", path);
+    return QS_OK;
+}
+
 qs_status qs_run_options_load_job(qs_run_options *o, const char *path, qs_error *err)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) return qs_error_set(err, QS_ERR_INPUT, "%s: cannot open the job file", path);
+    struct stat sb;
+    if (stat(path, &sb) != 0) return qs_error_set(err, QS_ERR_INPUT, "%s: cannot open the job file: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode))
+        return qs_error_set(err, QS_ERR_INPUT, "%s: is a directory, not a job file (give the model with --model)", path);
+    if (!S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > JOB_FILE_MAX)
+        return qs_error_set(err, QS_ERR_INPUT, "%s: not a job file (a regular file of at most %u bytes)", path,
+                            JOB_FILE_MAX);
+    FILE *f = fopen(path, "rb");
+    if (!f) return qs_error_set(err, QS_ERR_INPUT, "%s: cannot open the job file: %s", path, strerror(errno));
+    char *text = malloc((size_t)sb.st_size + 1);
+    size_t len = text ? fread(text, 1, (size_t)sb.st_size, f) : 0;
+    fclose(f);
+    if (!text) return qs_error_set(err, QS_ERR_NOMEM, "%s: out of memory", path);
+    text[len] = '\0';
     char *copy = strdup(path);
     char base[QS_PATH_MAX];
-    snprintf(base, sizeof base, "%s", dirname(copy));
+    snprintf(base, sizeof base, "%s", copy ? dirname(copy) : ".");
     free(copy);
-    ini_ctx c = {o, path, base, err, QS_OK};
-    int rc = ini_parse_file(f, on_ini_key, &c);
-    fclose(f);
-    if (c.st != QS_OK) return c.st;
-    if (rc != 0) return qs_error_set(err, QS_ERR_INPUT, "%s:%d: not a valid INI line", path, rc);
+    qs_status st = qs_run_options_parse_job(o, text, len, path, base, err);
+    free(text);
+    if (st != QS_OK) return st;
     snprintf(o->job_file, sizeof o->job_file, "%s", path);
     return QS_OK;
 }
@@ -317,6 +412,15 @@ qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
     QS_TRY(qs_device_parse(o->device, "--device", &dk, err));
     if (strcmp(o->gguf_fallback, "none") && strcmp(o->gguf_fallback, "f16"))
         return qs_error_set(err, QS_ERR_INPUT, "--gguf-fallback: expected none or f16, got '%s'", o->gguf_fallback);
+    int n_formats = 0;
+    char list[sizeof o->formats];
+    snprintf(list, sizeof list, "%s", o->formats);
+    for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save), n_formats++)
+        if (strcmp(t, "gptq") && strcmp(t, "gguf") && strcmp(t, "hdf5"))
+            return qs_error_set(err, QS_ERR_INPUT, "--formats: unknown format '%s' (expected gptq, gguf, hdf5)", t);
+    if (n_formats == 0)
+        return qs_error_set(err, QS_ERR_INPUT, "--formats: '%s' names no format (expected a list of gptq, gguf, hdf5)",
+                            o->formats);
     if (strcmp(o->progress, "auto") && strcmp(o->progress, "live") && strcmp(o->progress, "plain"))
         return qs_error_set(err, QS_ERR_INPUT, "--progress: expected auto, live or plain, got '%s'", o->progress);
     if (strcmp(o->checkpoint_format, "gptq") && strcmp(o->checkpoint_format, "gptq_v2"))

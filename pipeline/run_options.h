@@ -98,8 +98,15 @@ void qs_run_options_default(qs_run_options *o);
 qs_status qs_run_options_set(qs_run_options *o, const char *key, const char *value, const char *base_dir,
                              qs_error *err);
 
-/* Reads a job file (INI). */
+/* Reads a job file (INI): a regular text file of at most 1 MiB; every line a
+ * [section], a `key = value` or a comment. An indented line never continues
+ * the previous value, a key given twice (sym/asym count as one) and a line
+ * that is none of these are errors naming the file and the line. */
 qs_status qs_run_options_load_job(qs_run_options *o, const char *path, qs_error *err);
+/* The same from memory (len bytes; the fuzz target calls it): path names the
+ * file in messages, base_dir resolves relative paths (NULL: as given). */
+qs_status qs_run_options_parse_job(qs_run_options *o, const char *text, size_t len, const char *path,
+                                   const char *base_dir, qs_error *err);
 
 /* `qshard run|submit [JOB_FILE] [--flag value ...]`: argv[0] is the command.
  * A positional JOB_FILE is loaded first, then flags override it. */

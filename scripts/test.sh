@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: install what is missing, build with warnings as
-# errors, run the unit tests under ASan+UBSan, fuzz the parsers for 60 s, and
-# run the whole test suite.
+# errors, run the unit tests under ASan+UBSan, fuzz the parsers, checkpoint
+# checks, tokenizer.json and job files for 60 s in all, and run the whole
+# test suite.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -27,12 +28,26 @@ cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest -L 'unit|cuda-emu' -j"$jobs" --output-on-failure)
 
 if command -v clang >/dev/null && [ -f tests/fuzz/CMakeLists.txt ]; then
-  echo "== fuzzing the parsers (libFuzzer, ${QS_FUZZ_SECONDS:-60} s)"
+  # QS_FUZZ_SECONDS (default 60) is the whole fuzz stage, split over the targets;
+  # a crash, leak or timeout fails the script (pipefail) with the fuzzer's last lines
+  total=${QS_FUZZ_SECONDS:-60}
+  echo "== fuzzing (libFuzzer, ${total} s over 4 targets)"
   CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DQS_FUZZ=ON -DBUILD_TESTING=OFF >/dev/null
-  cmake --build build-fuzz -j"$jobs" --target fuzz_parsers
-  mkdir -p build-fuzz/corpus
-  build-fuzz/tests/fuzz/fuzz_parsers -max_total_time="${QS_FUZZ_SECONDS:-60}" -max_len=4096 \
-    build-fuzz/corpus "$here/tests/fuzz/seeds" 2>&1 | tail -n 3
+  cmake --build build-fuzz -j"$jobs" --target fuzz_parsers fuzz_checkpoint fuzz_tokenizer fuzz_jobfile
+  # target  share-of-the-time%  max_len  seed dirs
+  while read -r target share max_len seeds; do
+    secs=$(( total * share / 100 )); [ "$secs" -ge 5 ] || secs=5
+    mkdir -p "build-fuzz/corpus-$target"
+    echo "-- $target: $secs s"
+    # shellcheck disable=SC2086
+    "build-fuzz/tests/fuzz/$target" -max_total_time="$secs" -max_len="$max_len" -rss_limit_mb=2048 \
+      -artifact_prefix="build-fuzz/$target-" "build-fuzz/corpus-$target" $seeds 2>&1 | tail -n 4
+  done <<EOF2
+fuzz_parsers 30 4096 $here/tests/fuzz/seeds
+fuzz_checkpoint 25 8192 $here/tests/fuzz/seeds_checkpoint
+fuzz_tokenizer 30 16384 $here/tests/fuzz/seeds_tokenizer
+fuzz_jobfile 15 4096 $here/tests/fuzz/seeds_jobfile
+EOF2
 fi
 
 if [ -n "$nvcc" ]; then

@@ -1,7 +1,9 @@
 /* cmd_inspect.c — `qshard inspect MODEL_DIR [--json] [--file NAME] [--check]`:
  * what is in a checkpoint. Architecture and sizes from config.json; for each
  * block its quantizable linears (shape, dtype) and bytes; the tensors outside
- * the blocks; totals. --check reads every float tensor and fails on NaN/Inf.
+ * the blocks; totals. Every tensor a run uses is checked against config.json
+ * with the run's rules (pipeline/formats/model_check.h); --check also reads
+ * them, and every other float tensor, and fails on NaN/Inf.
  */
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -11,6 +13,7 @@
 
 #include "pipeline/cli/cli.h"
 #include "pipeline/formats/manifest.h"
+#include "pipeline/formats/model_check.h"
 
 static void usage(FILE *f)
 {
@@ -20,7 +23,10 @@ static void usage(FILE *f)
                "  --json        print one JSON object instead of text\n"
                "  --file NAME   weights file in MODEL_DIR (default: model.safetensors.index.json,\n"
                "                else model.safetensors, else the only *.safetensors file)\n"
-               "  --check       read every tensor and fail on NaN/Inf (names tensor and index)\n");
+               "  --check       read every tensor and fail on NaN/Inf (names tensor and index)\n\n"
+               "The tensors `qshard run` uses (the blocks' linears, biases and norms, the\n"
+               "embedding, positions, final norm and LM head) must exist with a float dtype and\n"
+               "the shapes config.json implies; exit 2 with one line naming the tensor otherwise.\n");
 }
 
 /* 1234567 → "1,234,567" */
@@ -285,6 +291,8 @@ int qs_cmd_inspect(int argc, char **argv)
     if (!blocks || !in_block) s = qs_error_set(&err, QS_ERR_NOMEM, "out of memory");
     if (s == QS_OK && (s = qs_model_names_init(cfg, name_exists, m, &names, &err)) != QS_OK)
         qs_error_prefix(&err, "%s", qs_manifest_dir(m));
+    /* the tensors a run uses, with the run's rules; --check also their values */
+    if (s == QS_OK) s = qs_model_check(m, &names, check ? QS_MODEL_CHECK_VALUES : QS_MODEL_CHECK_SHAPES, NULL, &err);
     if (s == QS_OK) s = survey(m, &names, blocks, in_block, &err);
     if (s == QS_OK && check) s = check_all(m, &n_checked, &err);
     int rc = 0;

@@ -22,6 +22,7 @@
 #include "kernels/hessian.h"
 #include "kernels/quant.h"
 #include "kernels/tensor.h"
+#include "pipeline/checkpoint_check.h"
 #include "pipeline/cli/cli.h"
 #include "pipeline/formats/npy.h"
 
@@ -433,6 +434,12 @@ int qs_cmd_layer(int argc, char **argv)
         rc = qs_cli_report("layer", &err);
         goto out;
     }
+    /* the result passes the checks a run's checkpoint passes: with fp16
+     * scales, a scale the grid had to clamp at 65504 is an error naming the row */
+    if (qs_quant_result_check(a.weight, "weight", &res, a.o.scales_fp16, &a.o, &err) != QS_OK) {
+        rc = qs_cli_report("layer", &err);
+        goto out;
+    }
 
     double loss = 0.0, rtn_loss = 0.0;
     if (have_h) {
@@ -443,6 +450,15 @@ int qs_cmd_layer(int argc, char **argv)
             qs_quant_result_init(&rtn, rows, cols, &ro, &err) != QS_OK ||
             qs_quant_rtn(w, rows, cols, &ro, &rtn, &err) != QS_OK ||
             qs_quant_hloss(cpu, w, rtn.q, rows, cols, h, &rtn_loss, &err) != QS_OK) {
+            rc = qs_cli_report("layer", &err);
+            goto out;
+        }
+        /* a loss that is not a number is never a success */
+        if (!isfinite(loss) || !isfinite(rtn_loss)) {
+            qs_error_set(&err, QS_ERR_INPUT,
+                         "%s: tensor 'weight': the loss is %g (RTN's %g), not finite: W or H is too large for f32 "
+                         "arithmetic",
+                         a.weight, loss, rtn_loss);
             rc = qs_cli_report("layer", &err);
             goto out;
         }

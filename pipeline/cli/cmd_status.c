@@ -42,6 +42,7 @@ typedef struct status_info {
     char job_id[64];
     char submitted[1024];       /* ids, blank-separated */
     char last_slurm_event[1024];
+    bool slurm_failed;          /* the batch script's last event is a failure ("failed (exit N)...") */
     int restarts;               /* -1 unknown */
 } status_info;
 
@@ -257,6 +258,9 @@ static void read_slurm(const char *work, status_info *s)
         trim(line);
         if (!line[0]) continue;
         snprintf(s->last_slurm_event, sizeof s->last_slurm_event, "%s", line);
+        /* the batch script's own words for a job that ended in an error
+         * (slurm/qshard.sbatch: "failed (exit N)...", one line) */
+        s->slurm_failed = strstr(line, " failed (exit ") != NULL;
         const char *r = strstr(line, " restart=");
         if (r) s->restarts = atoi(r + 9);
     }
@@ -278,7 +282,9 @@ static void print_text(const char *work, const status_info *s)
     if (s->report_path[0])
         printf("finished: yes, in %.1f s on %d rank(s) (%s)\n", s->report_seconds, s->report_ranks, s->report_path);
     else
-        printf("finished: %s\n", s->finished ? "yes (the Slurm job marked it done)" : "no");
+        printf("finished: %s\n", s->finished       ? "yes (the Slurm job marked it done)"
+                                  : s->slurm_failed ? "no: the last Slurm job failed (its slurm log line below)"
+                                                    : "no");
     if (s->n_events) {
         printf("last journal events:\n");
         for (int i = 0; i < s->n_events; i++) printf("  %s\n", s->events[i]);
@@ -313,6 +319,7 @@ static int print_json(const char *work, const status_info *s)
         cJSON_AddItemToArray(sub, cJSON_CreateString(t));
     if (s->restarts >= 0) cJSON_AddNumberToObject(j, "slurm_restarts", s->restarts);
     else cJSON_AddNullToObject(j, "slurm_restarts");
+    cJSON_AddBoolToObject(j, "slurm_failed", s->slurm_failed);
     if (s->last_slurm_event[0]) cJSON_AddStringToObject(j, "slurm_last_event", s->last_slurm_event);
     else cJSON_AddNullToObject(j, "slurm_last_event");
     char *txt = cJSON_Print(j);

@@ -41,32 +41,18 @@ static void usage(FILE *f)
 }
 
 /* The work dir, absolute and (when it exists) canonical, so that every
- * spelling of one dir gives the same job name. */
-static void absolute_work(const qs_run_options *o, const char *cwd, char *out, size_t n)
+ * spelling of one dir gives the same job name. A dir that is not there yet
+ * (--dry-run) is resolved from its longest existing prefix, "." and ".."
+ * applied to the rest (qs_path_resolve: no fixed-size table of components). */
+static qs_status absolute_work(const qs_run_options *o, const char *cwd, char *out, size_t n, qs_error *err)
 {
     char joined[QS_PATH_MAX * 2];
     if (o->work[0] == '/') snprintf(joined, sizeof joined, "%s", o->work);
     else snprintf(joined, sizeof joined, "%s/%s", cwd, o->work);
-    char real[PATH_MAX];
-    if (realpath(joined, real)) {
-        snprintf(out, n, "%s", real);
-        return;
-    }
-    /* not there yet (--dry-run): drop "." and ".." by hand */
-    char *parts[QS_PATH_MAX / 2];
-    int np = 0;
-    for (char *save = NULL, *t = strtok_r(joined, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
-        if (!strcmp(t, ".")) continue;
-        if (!strcmp(t, "..")) {
-            if (np) np--;
-            continue;
-        }
-        parts[np++] = t;
-    }
-    size_t k = 0;
-    out[0] = '\0';
-    for (int i = 0; i < np && k < n; i++) k += (size_t)snprintf(out + k, n - k, "/%s", parts[i]);
-    if (np == 0) snprintf(out, n, "/");
+    if (qs_path_resolve(joined, out, n, err) != QS_OK)
+        return qs_error_set(err, QS_ERR_INPUT, "--work: %.100s...: the absolute path is too long (at most %zu bytes)",
+                            o->work, n - 1);
+    return QS_OK;
 }
 
 /* Flags that only shape the Slurm job; `qshard run` does not need them. */
@@ -173,15 +159,17 @@ int qs_cmd_submit(int argc, char **argv)
 
     if (!dry_run) {
         /* the work dir must exist to hold the script and Slurm's logs */
-        char work0[QS_PATH_MAX * 2];
-        absolute_work(&o, cwd, work0, sizeof work0);
-        if (qs_mkdir_p(work0, &err) != QS_OK) {
+        char work0[QS_PATH_MAX];
+        if (absolute_work(&o, cwd, work0, sizeof work0, &err) != QS_OK || qs_mkdir_p(work0, &err) != QS_OK) {
             code = qs_cli_report("submit", &err);
             goto done;
         }
     }
     char work_abs[QS_PATH_MAX];
-    absolute_work(&o, cwd, work_abs, sizeof work_abs);
+    if (absolute_work(&o, cwd, work_abs, sizeof work_abs, &err) != QS_OK) {
+        code = qs_cli_report("submit", &err);
+        goto done;
+    }
     snprintf(o.work, sizeof o.work, "%s", work_abs);
 
     qs_sbatch_fields f;

@@ -8,6 +8,7 @@
 
 #include "kernels/gptq_pack.h"
 #include "kernels/half.h"
+#include "pipeline/export/side_files.h"
 #include "pipeline/formats/fsutil.h"
 #include "pipeline/formats/safetensors.h"
 
@@ -351,14 +352,13 @@ qs_status qs_gptq_export_finish(qs_gptq_export *x, qs_error *err)
 {
     char path[4200];
     qs_status st = QS_OK;
-    /* tokenizer and generation files, unchanged */
-    static const char *copy[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                                 "generation_config.json", "tokenizer.model", "vocab.json", "merges.txt", NULL};
+    /* tokenizer and generation files, checked to be what they claim (side_files.h) */
+    const char *const *copy = qs_side_file_names;
     for (int i = 0; copy[i] && st == QS_OK; i++) {
         char src[4200];
         snprintf(src, sizeof src, "%s/%s", qs_manifest_dir(x->m), copy[i]);
         snprintf(path, sizeof path, "%s/%s", x->dir, copy[i]);
-        if (qs_path_exists(src)) st = qs_copy_file_durable(src, path, err);
+        if (qs_path_exists(src)) st = qs_side_file_copy(src, path, err);
     }
     if (st != QS_OK) return st;
 

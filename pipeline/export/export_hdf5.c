@@ -30,10 +30,10 @@ qs_status qs_hdf5_export_open(qs_hdf5_export **out, const char *path, const char
     snprintf(x->tmp, sizeof x->tmp, "%s.tmp.%d", path, (int)getpid());
     H5Eget_auto2(H5E_DEFAULT, &x->efn, &x->edata);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    x->file = H5Fcreate(x->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    x->file = qs_h5_file_create(x->tmp);
     bool ok = x->file >= 0 && qs_h5_attr_str(x->file, "qshard_version", "0.1.0") &&
               qs_h5_attr_str(x->file, "fingerprint", fingerprint_id) && qs_h5_attr_str(x->file, "run", run_json);
-    if (ok) x->blocks = H5Gcreate2(x->file, "blocks", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (ok) x->blocks = qs_h5_group(x->file, "blocks");
     if (!ok || x->blocks < 0) {
         qs_hdf5_export_abort(x);
         return qs_error_set(err, QS_ERR_IO, "%s: cannot create the HDF5 archive", path);
@@ -62,10 +62,8 @@ static bool write_omni(hid_t g, const qs_omni_record *m)
     hid_t o = H5Gcreate2(g, "omniquant", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (o < 0) return false;
     hsize_t ne[1] = {(hsize_t)m->epochs};
+    /* no training times: identical runs give identical archives (the times are in the report) */
     bool ok = qs_h5_attr(o, "epochs", H5T_NATIVE_INT, &m->epochs) && qs_h5_attr(o, "steps", H5T_NATIVE_INT64, &m->steps) &&
-              qs_h5_attr(o, "seconds_forward", H5T_NATIVE_DOUBLE, &m->seconds_forward) &&
-              qs_h5_attr(o, "seconds_backward", H5T_NATIVE_DOUBLE, &m->seconds_backward) &&
-              qs_h5_attr(o, "seconds_optimizer", H5T_NATIVE_DOUBLE, &m->seconds_optimizer) &&
               qs_h5_dataset(o, "loss", H5T_NATIVE_DOUBLE, 1, ne, m->loss, 0) &&
               write_tensors(o, "params", m->params, m->n_params) && write_tensors(o, "fp", m->fp, m->n_fp);
     H5Gclose(o);
@@ -76,20 +74,18 @@ qs_status qs_hdf5_export_block(qs_hdf5_export *x, const qs_block_record *r, qs_e
 {
     char name[64];
     snprintf(name, sizeof name, "block_%05d", r->layer);
-    hid_t g = H5Gcreate2(x->blocks, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    bool ok = g >= 0 && qs_h5_attr(g, "layer", H5T_NATIVE_INT, &r->layer) &&
-              qs_h5_attr(g, "seconds", H5T_NATIVE_DOUBLE, &r->seconds);
+    hid_t g = qs_h5_group(x->blocks, name);
+    bool ok = g >= 0 && qs_h5_attr(g, "layer", H5T_NATIVE_INT, &r->layer);
     for (int i = 0; i < r->n_linears && ok; i++) {
         const qs_quant_result *q = &r->res[i];
         const qs_linear_stats *s = &r->stats[i];
-        hid_t l = H5Gcreate2(g, r->names[i], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t l = qs_h5_group(g, r->names[i]);
         hsize_t d2[2] = {(hsize_t)q->rows, (hsize_t)q->cols}, ds[2] = {(hsize_t)q->groups, (hsize_t)q->rows},
                 d1[1] = {(hsize_t)q->cols};
         ok = l >= 0 && qs_h5_attr(l, "bits", H5T_NATIVE_INT, &q->bits) &&
              qs_h5_attr(l, "h_trace", H5T_NATIVE_DOUBLE, &s->h_trace) &&
              qs_h5_attr(l, "loss", H5T_NATIVE_DOUBLE, &s->loss) &&
              qs_h5_attr(l, "loss_rtn", H5T_NATIVE_DOUBLE, &s->loss_rtn) &&
-             qs_h5_attr(l, "seconds", H5T_NATIVE_DOUBLE, &s->seconds) &&
              qs_h5_attr(l, "samples", H5T_NATIVE_INT64, &s->samples) &&
              qs_h5_dataset(l, "codes", H5T_NATIVE_UINT8, 2, d2, q->codes, 1) &&
              qs_h5_dataset(l, "scales", H5T_NATIVE_FLOAT, 2, ds, q->scales, 1) &&

@@ -2,10 +2,13 @@
  *
  *   /                       attributes: qshard_version, fingerprint (id), run (the
  *                           fingerprint record as JSON: model, calibration, options)
- *   /blocks/block_NNNNN/    attributes: layer, seconds
+ *   /blocks/block_NNNNN/    attributes: layer
  *     <linear name>/        datasets codes [out, in] u8, scales [groups, out] f32,
  *                           zeros [groups, out] i32, g_idx [in] i32; attributes
- *                           bits, h_trace, loss, loss_rtn, seconds, samples
+ *                           bits, h_trace, loss, loss_rtn, samples
+ *
+ * Identical runs give identical bytes: the archive holds numbers only (the
+ * times are in WORK/qshard_report.json) and HDF5's object timestamps are off.
  *
  * Readable with h5py and h5dump. Written from the block checkpoints of a
  * finished work dir (by rank 0 at the end of a run, or by `qshard export`),

@@ -292,7 +292,9 @@ static int64_t added_token_id(const cJSON *added, const char *content)
     {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "content");
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(a, "id");
-        if (cJSON_IsString(c) && cJSON_IsNumber(id) && !strcmp(c->valuestring, content)) return (int64_t)id->valuedouble;
+        /* (a number outside [0, 2^53) is no id: never cast it) */
+        if (cJSON_IsString(c) && cJSON_IsNumber(id) && !strcmp(c->valuestring, content))
+            return id->valuedouble >= 0 && id->valuedouble < 9007199254740992.0 ? (int64_t)id->valuedouble : -1;
     }
     return -1;
 }
@@ -410,7 +412,9 @@ static qs_status append_byte_tokens(vocab *v, const cJSON *model, const cJSON *a
     if (cJSON_IsString(unk)) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(model, "vocab"),
                                                            unk->valuestring);
-        v->unk_id = cJSON_IsNumber(id) ? (int64_t)id->valuedouble : added_token_id(added, unk->valuestring);
+        v->unk_id = !cJSON_IsNumber(id)                                               ? added_token_id(added, unk->valuestring)
+                    : id->valuedouble >= 0 && id->valuedouble < 9007199254740992.0 ? (int64_t)id->valuedouble
+                                                                                    : -1;
         if (v->unk_id >= first) v->unk_id = -1;
     }
     v->n = first + n_missing;

@@ -27,6 +27,7 @@ bool qs_h5_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsiz
 {
     hid_t sp = H5Screate_simple(rank, dims, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(dcpl, false);
     bool empty = false;
     for (int i = 0; i < rank; i++) empty |= dims[i] == 0;
     if (deflate > 0 && !empty) {
@@ -40,4 +41,22 @@ bool qs_h5_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsiz
     H5Pclose(dcpl);
     if (sp >= 0) H5Sclose(sp);
     return rc >= 0;
+}
+
+hid_t qs_h5_file_create(const char *path)
+{
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_obj_track_times(fcpl, false); /* the root group */
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    H5Pclose(fcpl);
+    return f;
+}
+
+hid_t qs_h5_group(hid_t loc, const char *name)
+{
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    H5Pset_obj_track_times(gcpl, false);
+    hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    H5Pclose(gcpl);
+    return g;
 }

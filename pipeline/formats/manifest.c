@@ -338,6 +338,49 @@ static qs_status collect_aliases(qs_manifest *m, qs_error *err)
     return QS_OK;
 }
 
+/* ---- config.json against the tensors present ------------------------------ */
+
+static bool starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+
+/* Whether any stored tensor name starts with prefix (binary search: names are sorted). */
+static bool has_prefix(const qs_manifest *m, const char *prefix)
+{
+    size_t lo = 0, hi = m->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(m->entries[mid].name, prefix) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < m->count && starts_with(m->entries[lo].name, prefix);
+}
+
+static bool manifest_name_exists(const char *name, void *ctx) { return qs_manifest_find(ctx, name, NULL) != NULL; }
+
+/* config.json's num_hidden_layers must be backed by tensors before anyone
+ * sizes a table by it: the last block's tensors must be there. (Shapes and
+ * dtypes of every tensor are checked by model_check.h.) A checkpoint whose
+ * tensor names do not resolve is left to the caller, which reports it. */
+static qs_status check_block_count(qs_manifest *m, qs_error *err)
+{
+    qs_model_names names;
+    qs_error ignore;
+    if (qs_model_names_init(&m->cfg, manifest_name_exists, m, &names, &ignore) != QS_OK) return QS_OK;
+    char prefix[QS_BLOCK_PREFIX_MAX];
+    qs_block_prefix(&m->cfg, &names, m->cfg.n_layers - 1, prefix);
+    if (has_prefix(m, prefix)) return QS_OK;
+    int present = 0; /* each block present holds distinct tensors: at most count of them */
+    while ((size_t)present < m->count) {
+        qs_block_prefix(&m->cfg, &names, present, prefix);
+        if (!has_prefix(m, prefix)) break;
+        present++;
+    }
+    qs_block_prefix(&m->cfg, &names, m->cfg.n_layers - 1, prefix);
+    return qs_error_set(err, QS_ERR_INPUT,
+                        "%s/config.json: field 'num_hidden_layers' (or 'n_layer') = %d, but the checkpoint has no "
+                        "tensor '%s*' (it holds blocks 0..%d)",
+                        m->dir, m->cfg.n_layers, prefix, present - 1);
+}
+
 /* Which weights file(s) to open when the caller did not say. */
 static qs_status pick_default(const char *dir, char **name, qs_error *err)
 {
@@ -410,6 +453,7 @@ qs_status qs_manifest_open_file(const char *dir, const char *file, qs_manifest *
     if (s == QS_OK) s = ends_with(name, ".index.json") ? open_index(m, name, err) : open_single(m, name, err);
     free(name);
     if (s == QS_OK) s = collect_aliases(m, err);
+    if (s == QS_OK) s = check_block_count(m, err);
     if (s != QS_OK) {
         qs_manifest_close(m);
         return s;

@@ -47,13 +47,37 @@ static const cJSON *field_any(const cfg_src *s, const char *const *names, const 
     return NULL;
 }
 
+/* Plausible upper bounds of the sizes. Every model there is sits far below
+ * them (405B: hidden 16384, ffn 53248, 126 layers, 128 heads, vocab 128256);
+ * above them a hostile or broken config.json would make the sizes derived
+ * from it (4·hidden, heads·head_dim, hidden·ffn, layers × block bytes)
+ * overflow or ask for terabytes before a tensor is looked at. */
+static double int_field_max(const char *name)
+{
+    static const struct { const char *name; double max; } limits[] = {
+        {"hidden_size", 1 << 20},          {"n_embed", 1 << 20},
+        {"intermediate_size", 1 << 22},    {"ffn_dim", 1 << 22},
+        {"word_embed_proj_dim", 1 << 20},  {"num_hidden_layers", 1 << 20},
+        {"n_layer", 1 << 20},              {"num_attention_heads", 1 << 16},
+        {"n_head", 1 << 16},               {"num_key_value_heads", 1 << 16},
+        {"head_dim", 1 << 16},             {"vocab_size", 1 << 24},
+        {"max_position_embeddings", 1 << 28},
+    };
+    for (size_t i = 0; i < sizeof limits / sizeof *limits; i++)
+        if (strcmp(name, limits[i].name) == 0) return limits[i].max;
+    return 1e9;
+}
+
 /* A positive integer field (JSON numbers are doubles: 4096.0 is fine, 4096.5 is not). */
 static qs_status get_int_from(const cfg_src *s, const char *name, const cJSON *v, int lo, int *out)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo ||
-        v->valuedouble > 1e9)
+    double hi = int_field_max(name);
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo)
         return qs_error_set(s->err, QS_ERR_INPUT, "%s: field '%s': expected an integer >= %d, got %s", s->origin,
                             name, lo, cJSON_IsNumber(v) ? "a number out of range" : "a non-number");
+    if (v->valuedouble > hi)
+        return qs_error_set(s->err, QS_ERR_INPUT, "%s: field '%s': %.17g is above %.0f, more than any model has",
+                            s->origin, name, v->valuedouble, hi);
     *out = (int)v->valuedouble;
     return QS_OK;
 }
@@ -411,6 +435,11 @@ qs_status qs_model_config_parse(const char *json, const char *origin, qs_model_c
             goto done;
         }
         cfg->head_dim = cfg->hidden / cfg->n_heads;
+    }
+    if ((int64_t)cfg->n_heads * cfg->head_dim > (1 << 22)) {
+        st = qs_error_set(err, QS_ERR_INPUT, "%s: %d heads of head_dim %d: attention width %lld is above %d", origin,
+                          cfg->n_heads, cfg->head_dim, (long long)cfg->n_heads * cfg->head_dim, 1 << 22);
+        goto done;
     }
     if (cfg->n_heads % cfg->n_kv_heads != 0) {
         st = qs_error_set(err, QS_ERR_INPUT,

@@ -28,6 +28,7 @@ Debian's slurm-wlm and munge packages (scripts/install_deps.sh).
 import argparse
 import atexit
 import os
+import random
 import shutil
 import signal
 import socket
@@ -157,6 +158,10 @@ class SlurmHarness:
     def _write_conf(self):
         hw, self.cpus = _node_hardware()
         ctld_port, slurmd_port = _free_port(), _free_port()
+        # Job ids of their own: two test clusters on one machine (several test runs
+        # at once) that both run job 1 collide in PMIx's per-job files under /tmp,
+        # and srun then fails the task launch (and exits 0).
+        first_job = random.SystemRandom().randint(1000, 60_000_000)
         while slurmd_port == ctld_port:
             slurmd_port = _free_port()
         b = self.base
@@ -197,6 +202,7 @@ MailProg=/bin/true
 # fast teardown: steps get SIGKILL 5 s after SIGTERM
 KillWait=5
 MinJobAge=600
+FirstJobId={first_job}
 InactiveLimit=0
 NodeName={NODE} NodeHostname=localhost NodeAddr=127.0.0.1 {hw} State=UNKNOWN
 PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP

@@ -74,6 +74,20 @@ def run_killed(np_, model, calib, work, out, after_blocks, delay):
     return killed, p.returncode
 
 
+def wait_ranks_gone(work, timeout=60):
+    """Ranks orphaned by a SIGKILLed mpirun (the pgrep above also matches
+    mpirun's own command line) live on until they notice; rank 0 of them
+    still holds the work dir's lock, so a resume started at once is refused
+    (exit 2, by design). Wait for them as an operator would; kill what is
+    left after `timeout` s. Returns the seconds waited."""
+    t0 = time.time()
+    while rank_pids(work) and time.time() - t0 < timeout:
+        time.sleep(0.05)
+    for pid in rank_pids(work):
+        os.kill(pid, signal.SIGKILL)
+    return time.time() - t0
+
+
 def finish(np_, model, calib, work, out):
     p = subprocess.run(cmd(np_, model, calib, work, out), capture_output=True, text=True, timeout=600)
     qstest.check(p.returncode == 0, f"resume failed ({p.returncode}):\n{p.stderr}")
@@ -117,11 +131,12 @@ for i, (name, np_) in enumerate(plan):
     delay = rnd.uniform(0, durations[(name, np_)] / n_blocks / 2)
     killed, rc = run_killed(np_, model, calib, work, out, after, delay)
     kills += killed
+    waited = wait_ranks_gone(work)
     done = len(os.listdir(os.path.join(work, "blocks"))) if os.path.isdir(os.path.join(work, "blocks")) else 0
     finish(np_, model, calib, work, out)
     same_exports(refs[(name, np_)], out)
     print(f"kill {i}: {name} P={np_} after {after} blocks + {delay:.2f}s killed={killed} rc={rc} "
-          f"blocks done before resume={done}: identical")
+          f"blocks done before resume={done} (orphans gone after {waited:.2f} s): identical")
 qstest.check(kills >= 8, f"only {kills} of 10 runs were killed mid-run; the runs are too short to test resume")
 
 # --- corrupted checkpoints are recomputed ------------------------------------------------------

@@ -160,6 +160,9 @@ fi
 printf '%s\n' "$@" > "$FAKE_DIR/launch_args"
 echo "OMP_NUM_THREADS=$OMP_NUM_THREADS" > "$FAKE_DIR/launch_env"
 case "$FAKE_MODE" in
+    exit0) echo "2026-01-01T00:00:00Z run finished: fake" >> "$FAKE_WORK/journal.log"; exit 0 ;;
+    launch_failed) echo "srun: error: task 0 launch failed: Unspecified error" >&2; exit 0 ;;
+    started_exit1) echo "2026-01-01T00:00:00Z run started: fake" >> "$FAKE_WORK/journal.log"; exit 1 ;;
     exit*) exit "${FAKE_MODE#exit}" ;;
     wait_usr1)
         trap 'echo got-usr1 >> "$FAKE_DIR/events"; exit 3' USR1
@@ -170,12 +173,13 @@ esac
 """
 
 
-def run_batch(tmp, script, mode, chain=(1, 1), extra_env=None, background=False):
+def run_batch(tmp, script, mode, chain=(1, 1), extra_env=None, background=False, work=None):
     fake = os.path.join(tmp, "fakebin")
     for f in ("launch_args", "launch_env", "events", "ready", "scontrol_calls", "scancel_calls"):
         if os.path.exists(os.path.join(tmp, f)):
             os.remove(os.path.join(tmp, f))
     env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", FAKE_DIR=tmp, FAKE_MODE=mode,
+               FAKE_WORK=work or os.path.join(tmp, "bwork"),
                SLURM_JOB_ID="77", SLURM_RESTART_COUNT="2", SLURM_CPUS_PER_TASK="3",
                SLURM_JOB_NAME="qshard-test", SLURM_NTASKS="2")
     env.update(extra_env or {})
@@ -242,10 +246,29 @@ def test_batch_script(tmp, job):
     r = run_batch(tmp, script, "exit3", chain=(3, 3))
     check(readf(os.path.join(tmp, "scontrol_calls")).strip() == "requeue 77", "last chain job did not requeue")
 
-    # any other failure: no requeue, its code comes back
+    # a launcher that exits 0 without running the run (srun's failed task launch):
+    # a failure, never "finished" (hardening, issue 15)
+    r = run_batch(tmp, script, "launch_failed")
+    last = readf(log).splitlines()[-1]
+    check(r.returncode == 1 and not exists(work, "slurm_done") and not exists(tmp, "scontrol_calls")
+          and "failed (exit 1): the launcher exited 0 but" in last and "records no finished run" in last,
+          f"launch failed with exit 0: rc {r.returncode}, one failure line expected, log {readf(log)!r}")
+    st = json.loads(qstest.run(["status", work, "--json"]).stdout)
+    check(st["slurm_failed"] is True and st["finished"] is False and st["slurm_last_event"].endswith(last.split(" ", 1)[1]),
+          f"status after a failed launch: {st}")
+    txt = qstest.run(["status", work]).stdout
+    check("finished: no: the last Slurm job failed" in txt and "records no finished run" in txt,
+          f"status text after a failed launch:\n{txt}")
+
+    # any other failure: no requeue, its code comes back; the run never
+    # started (no "run started" line added to the journal): the line says so
     r = run_batch(tmp, script, "exit1")
-    check(r.returncode == 1 and not exists(tmp, "scontrol_calls") and "failed (exit 1)" in readf(log),
-          f"exit1: rc {r.returncode}")
+    last = readf(log).splitlines()[-1]
+    check(r.returncode == 1 and not exists(tmp, "scontrol_calls") and "failed (exit 1) before the run started" in last,
+          f"exit1: rc {r.returncode}, last line {last!r}")
+    r = run_batch(tmp, script, "started_exit1")
+    last = readf(log).splitlines()[-1]
+    check(r.returncode == 1 and "failed (exit 1); not requeued" in last, f"started, then exit 1: {last!r}")
 
     # finished inside a chain: the pending rest of the chain is cancelled
     r = run_batch(tmp, script, "exit0", chain=(1, 3))
@@ -270,6 +293,27 @@ def test_batch_script(tmp, job):
     check(readf(os.path.join(tmp, "events")).strip() == "got-usr1", "usr1: the step did not get USR1")
     check(readf(os.path.join(tmp, "scontrol_calls")).strip() == "requeue 77", "usr1: not requeued")
     check("got SIGUSR1: forwarding it to the ranks" in readf(log), "usr1: not logged")
+
+    # TERM to the batch shell (preemption, scancel --signal=TERM --batch) reaches the
+    # step as USR1, which srun and mpirun relay to the ranks (mpirun kills them on TERM)
+    for launcher in ("srun-pmix", "mpirun"):
+        for f in ("events", "ready", "scontrol_calls"):
+            if exists(tmp, f):
+                os.remove(os.path.join(tmp, f))
+        proc = run_batch(tmp, script, "wait_usr1", background=True, extra_env={"QS_LAUNCHER": launcher})
+        t_end = time.time() + 20
+        while not exists(tmp, "ready") and time.time() < t_end:
+            time.sleep(0.05)
+        check(exists(tmp, "ready"), f"term ({launcher}): the fake step never started")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        check(proc.returncode == 3 and readf(os.path.join(tmp, "events")).strip() == "got-usr1",
+              f"term ({launcher}): rc {proc.returncode}, step events {readf(os.path.join(tmp, 'events'))!r}: {out}")
+        check("got SIGTERM: forwarding it to the ranks as USR1" in readf(log), f"term ({launcher}): not logged")
 
     # no PMIx in this Slurm: mpirun inside the allocation
     r = run_batch(tmp, script, "exit0", extra_env={"FAKE_MPI": "pmi2"})

@@ -50,6 +50,7 @@ qs_status qs_tok_load_added_tokens(qs_tokenizer *t, const cJSON *list, re_state 
     if (!t->added || !t->norm_contents) return nomem(t, err);
     const cJSON *it;
     int i = 0;
+    long id_max = qs_tok_id_limit((size_t)t->vocab_r_size + t->n_extra + (size_t)count);
     cJSON_ArrayForEach(it, list) {
         char p[64];
         snprintf(p, sizeof p, "added_tokens[%d]", i++);
@@ -59,6 +60,11 @@ qs_status qs_tok_load_added_tokens(qs_tokenizer *t, const cJSON *list, re_state 
         if (!content) return qs_tok_jfail(t, err, QS_ERR_INPUT, p, "'content' missing");
         const cJSON *idv = qs_tok_jget(it, "id");
         QS_TRY(qs_tok_jint(t, idv, p, 0, INT32_MAX - 1, &id, err));
+        if (id > id_max)
+            return qs_tok_jfail(t, err, QS_ERR_INPUT, p,
+                                "id %ld is above %ld: ids are bounded by the tokens the file defines "
+                                "(2 x their number + 1024)",
+                                id, id_max);
         added_tok a = {0};
         QS_TRY(qs_tok_jbool(t, it, "special", p, false, &a.special, err));
         QS_TRY(qs_tok_jbool(t, it, "normalized", p, true, &a.normalized, err));

@@ -52,11 +52,17 @@ qs_status qs_tok_load_model(qs_tokenizer *t, const cJSON *m, qs_error *err)
     if (!cJSON_IsObject(vocab)) return qs_tok_jfail(t, err, QS_ERR_INPUT, "model.vocab", "missing or not an object of token: id");
     int32_t max_id = -1;
     const cJSON *it;
+    long id_max = qs_tok_id_limit((size_t)cJSON_GetArraySize(vocab));
     cJSON_ArrayForEach(it, vocab) {
         long id = 0;
         char p[64];
         snprintf(p, sizeof p, "model.vocab[%.40s]", it->string);
         QS_TRY(qs_tok_jint(t, it, p, 0, INT32_MAX - 1, &id, err));
+        if (id > id_max)
+            return qs_tok_jfail(t, err, QS_ERR_INPUT, p,
+                                "id %ld is above %ld: ids are bounded by the %d tokens the vocabulary defines "
+                                "(2 x %d + 1024)",
+                                id, id_max, cJSON_GetArraySize(vocab), cJSON_GetArraySize(vocab));
         if (id > max_id) max_id = (int32_t)id;
     }
     t->vocab_r_size = max_id + 1;

@@ -5,6 +5,7 @@
  * "tokenizer.json: model.merges[12]: token 'ab' is not in model.vocab". */
 #include "pipeline/formats/tokenizer/tokenizer_internal.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -54,8 +55,10 @@ qs_status qs_tok_jstr(const qs_tokenizer *t, const cJSON *o, const char *key, co
 qs_status qs_tok_jint(const qs_tokenizer *t, const cJSON *v, const char *path, long lo, long hi, long *out,
                       qs_error *err)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble || v->valuedouble < (double)lo ||
-        v->valuedouble > (double)hi)
+    /* the range first: casting a double outside long's range (1e300) is undefined
+     * behaviour (the fuzzer found it); hi + 1 so that LONG_MAX's 2^63 is out */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= (double)lo && v->valuedouble < (double)hi + 1.0) ||
+        v->valuedouble != floor(v->valuedouble) || (long)v->valuedouble > hi)
         return qs_tok_jfail(t, err, QS_ERR_INPUT, path, "expected an integer in [%ld, %ld]", lo, hi);
     *out = (long)v->valuedouble;
     return QS_OK;

@@ -21,7 +21,19 @@ qs_status qs_tokenizer_parse(const char *json, size_t len, const char *name, qs_
     qs_status st = QS_OK;
     re_state rs = {0};
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
+    cJSON *root = NULL;
+    /* JSON is UTF-8 text, and every string of the file can reach the text
+     * being encoded (a Replace normalizer's content, a Prepend, an added
+     * token): the regexes match it with PCRE2_NO_UTF_CHECK, so an invalid
+     * byte there is undefined behaviour in PCRE2's JIT (the fuzzer found a
+     * SEGV). Checked once here; cJSON's \u escapes decode to valid UTF-8. */
+    size_t bad = qs_utf8_check(json, len);
+    if (bad != len) {
+        st = qs_error_set(err, QS_ERR_INPUT, "%s: byte %zu is not UTF-8 (a tokenizer.json is UTF-8 JSON text)", t->name,
+                          bad);
+        goto done;
+    }
+    root = cJSON_ParseWithLengthOpts(json, len, &end, false);
     if (!root) {
         size_t off = end && end >= json ? (size_t)(end - json) : 0;
         size_t line = 1;

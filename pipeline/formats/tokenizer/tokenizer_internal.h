@@ -192,6 +192,16 @@ typedef struct enc {
 
 /* ---- small helpers ----------------------------------------------------------- */
 
+/* Token ids are bounded by the vocabulary actually present: below twice the
+ * number of tokens the file defines plus 1024 (HF vocabularies are dense;
+ * the slack allows gaps). Tables indexed by id are sized by the largest id,
+ * so memory stays proportional to the file, not to a number written in it. */
+static inline long qs_tok_id_limit(size_t tokens_present)
+{
+    size_t lim = 2 * tokens_present + 1024;
+    return lim > (size_t)INT32_MAX - 1 ? INT32_MAX - 1 : (long)lim;
+}
+
 static inline qs_status nomem(const qs_tokenizer *t, qs_error *err)
 {
     return qs_error_set(err, QS_ERR_NOMEM, "%s: out of memory", t->name);
