@@ -355,6 +355,11 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         QS_TRY(load_calibration(o, cfg, &s->tokens, err));
         s->dims[0] = s->tokens.shape[0];
         s->dims[1] = s->tokens.shape[1];
+        int64_t chunks = (s->dims[0] + o->micro_batch - 1) / o->micro_batch;
+        if (o->replicas > chunks)
+            return qs_error_set(err, QS_ERR_INPUT, "--replicas %d: the %lld calibration rows make %lld micro-batches of "
+                                                   "%d rows and each replica needs at least one (lower --micro-batch)",
+                                o->replicas, (long long)s->dims[0], (long long)chunks, o->micro_batch);
         QS_TRY(qs_mkdir_p(o->out, err));
         QS_TRY(qs_mkdir_p(o->work, err));
         /* rank 0 decides the compute dtype for all (nodes may differ in what their CPUs have);
