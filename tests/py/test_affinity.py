@@ -39,7 +39,7 @@ n_runs = 0
 
 
 def qshard_run(flags):
-    """qshard run under mpirun with `flags`; returns {rank: (cores, threads)} and the stderr."""
+    """qshard run under mpirun with `flags`; returns {rank: (cores, threads)} and its output (progress on stdout, warnings on stderr)."""
     global n_runs
     n_runs += 1
     w, o = os.path.join(tmp, f"w{n_runs}"), os.path.join(tmp, f"o{n_runs}")
@@ -48,9 +48,9 @@ def qshard_run(flags):
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     qstest.check(p.returncode == 0, f"{' '.join(cmd)} exited {p.returncode}:\n{p.stderr}")
     ranks = {}
-    for m in re.finditer(r"rank (\d+): blocks .*?; (\d+) cores?, (\d+) threads?", p.stderr):
+    for m in re.finditer(r"rank (\d+): blocks .*?; (\d+) cores?, (\d+) threads?", p.stdout + p.stderr):
         ranks[int(m.group(1))] = (int(m.group(2)), int(m.group(3)))
-    return ranks, p.stderr
+    return ranks, p.stdout + p.stderr
 
 
 def affinity(flags):

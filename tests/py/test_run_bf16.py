@@ -52,7 +52,7 @@ def run(np_, model, calib, tag, *extra, env=None, expect=0, launch=()):
     p = subprocess.run(cmd, capture_output=True, text=True, env=env or one)
     if expect is not None and p.returncode != expect:
         raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}, expected {expect}\n{p.stderr}")
-    return out, work, p.stderr
+    return out, work, p.stdout + p.stderr  # the start line is progress (stdout)
 
 
 def start_line(log):
