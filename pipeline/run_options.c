@@ -92,7 +92,7 @@ static const key_def keys[] = {
     {"device", K_STR, F(device), 0, 0, "cpu|cuda|auto  where each rank computes: one GPU per rank (default cpu)"},
     {"schedule", K_SPECIAL, 0, 0, 0, 0, "exact|pipelined (default exact)"},
     {"micro-batch", K_INT, F(micro_batch), 1, 1 << 20, "M    rows per activation hand-off (8)"},
-    {"replicas", K_INT, F(replicas), 1, 1 << 20, "D       data-parallel replicas per stage: ranks = stages × D (exact schedule; 1)"},
+    {"replicas", K_INT, F(replicas), 1, 1 << 20, "D       data-parallel replicas per stage: ranks = stages × D (1)"},
     {"link-gbps", K_DOUBLE, F(link_gbps), 0, 0, "X      planning: Gbit/s per rank between nodes (100)"},
     {"intra-node-gbps", K_DOUBLE, F(intra_node_gbps), 0, 0, "X planning: Gbit/s per rank within a node (1600)"},
     {"heartbeat-timeout", K_DOUBLE, F(heartbeat_timeout), 0, 0, "S a rank silent this long is lost: the others exit 3 (30; 0: off)"},
@@ -280,11 +280,6 @@ int qs_run_options_epochs(const qs_run_options *o) { return o->epochs > 0 ? o->e
 qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
 {
     /* first: what the run cannot do yet is said before what is missing */
-    if (o->replicas > 1 && o->schedule == QS_SCHEDULE_PIPELINED)
-        return qs_error_set(err, QS_ERR_INPUT,
-                            "--replicas %d: the pipelined schedule runs one replica per stage (use --schedule exact "
-                            "for replicas, or --replicas 1)",
-                            o->replicas);
     if (o->replicas > 1 && o->method == QS_METHOD_OMNIQUANT)
         return qs_error_set(err, QS_ERR_INPUT,
                             "--replicas %d: OmniQuant trains each block on one rank (use --replicas 1)", o->replicas);
