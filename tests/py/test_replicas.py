@@ -136,13 +136,19 @@ def run_killed(stages, replicas, tag):
     after, killed = rnd.randrange(1, 4), False
     while p.poll() is None:
         if not killed and blocks_done(work) >= after:
-            pids = subprocess.run(["pgrep", "-f", f"qshard run .*--work {work} "], capture_output=True,
+            # a rank, not mpirun (whose command line holds the same words)
+            pids = subprocess.run(["pgrep", "-f", f"^[^ ]*qshard run .*--work {work} "], capture_output=True,
                                   text=True).stdout.split()
             if pids:
                 os.kill(int(rnd.choice(pids)), signal.SIGKILL)
                 killed = True
         time.sleep(0.005)
     p.communicate()
+    # no rank of the killed run may still write the work dir when the resume starts
+    t0 = time.time()
+    while subprocess.run(["pgrep", "-f", f"^[^ ]*qshard run .*--work {work} "], capture_output=True).returncode == 0:
+        qstest.check(time.time() - t0 < 60, f"{tag}: ranks of the killed run still alive after 60 s")
+        time.sleep(0.05)
     return killed, blocks_done(work), work
 
 
