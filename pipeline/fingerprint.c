@@ -96,6 +96,11 @@ qs_status qs_fingerprint_make(const qs_run_options *o, const qs_manifest *m, con
     cJSON_AddNumberToObject(op, "damp", o->damp);
     cJSON_AddNumberToObject(op, "block_size", o->block_size);
     cJSON_AddNumberToObject(op, "micro_batch", o->micro_batch);
+    /* How the Hessian's micro-batch partials are added (docs/scheduling.md): the
+     * fixed chunk tree that makes the bytes independent of the replicas. A work
+     * dir from a build that summed them in order has no such field, so its
+     * checkpoints are never mixed with this build's. */
+    cJSON_AddStringToObject(op, "hessian_sum", "chunk_tree");
     /* the resolved compute dtype (run.c); f32 leaves the record as it always was */
     if (!strcmp(o->compute_dtype, "bf16")) cJSON_AddStringToObject(op, "compute_dtype", "bf16");
     cJSON_AddStringToObject(op, "schedule", o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");

@@ -335,6 +335,8 @@ typedef struct setup {
     int64_t dims[2]; /* rows, seq */
     int64_t compute; /* qs_compute_dtype, resolved on rank 0 */
     qs_plan plan;
+    int replicas;            /* D: ranks per stage (stage s = ranks [s·D, s·D + D), workers/replica.h) */
+    qs_stage_plan *by_rank;  /* [P]: each rank's stage (plan.stages[rank / D]) */
     qs_gptq_export *exp;
     qs_gguf_export *gguf;
     bool want_gptq, want_gguf, want_hdf5;
@@ -411,6 +413,11 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         QS_TRY(load_calibration(o, cfg, &s->tokens, err));
         s->dims[0] = s->tokens.shape[0];
         s->dims[1] = s->tokens.shape[1];
+        int64_t chunks = (s->dims[0] + o->micro_batch - 1) / o->micro_batch;
+        if (o->replicas > chunks)
+            return qs_error_set(err, QS_ERR_INPUT, "--replicas %d: the %lld calibration rows make %lld micro-batches of "
+                                                   "%d rows and each replica needs at least one (lower --micro-batch)",
+                                o->replicas, (long long)s->dims[0], (long long)chunks, o->micro_batch);
         /* rank 0 decides the compute dtype for all (nodes may differ in what their CPUs have);
          * OmniQuant trains in f32 */
         qs_compute_dtype cd = QS_COMPUTE_F32;
@@ -429,15 +436,28 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         QS_TRY(qs_quant_opts_check(&qo, lin[i].out, lin[i].in, err));
     }
     QS_TRY(qs_omni_check(cfg, &qo, err));
-    if (c->size > cfg->n_layers)
-        return qs_error_set(err, QS_ERR_INPUT, "%d ranks for a model of %d blocks: use at most %d ranks", c->size,
-                            cfg->n_layers, cfg->n_layers);
+    s->replicas = o->replicas > 1 ? o->replicas : 1;
+    if (c->size % s->replicas)
+        return qs_error_set(err, QS_ERR_INPUT, "--replicas %d does not divide the %d ranks (ranks = stages × replicas)",
+                            s->replicas, c->size);
+    int stages = c->size / s->replicas;
+    if (stages > cfg->n_layers) {
+        if (s->replicas == 1)
+            return qs_error_set(err, QS_ERR_INPUT, "%d ranks for a model of %d blocks: use at most %d ranks", c->size,
+                                cfg->n_layers, cfg->n_layers);
+        return qs_error_set(err, QS_ERR_INPUT, "%d stages (%d ranks / --replicas %d) for a model of %d blocks: use at "
+                                               "most %d stages", stages, c->size, s->replicas, cfg->n_layers,
+                            cfg->n_layers);
+    }
     qs_cost_params p;
     qs_cost_params_default(&p);
     p.schedule = o->schedule;
     p.true_sequential = o->true_sequential;
     p.micro_batch = o->micro_batch;
-    QS_TRY(qs_plan_make(cfg, &p, c->size, 1, 0, 0, &s->plan, err));
+    QS_TRY(qs_plan_make(cfg, &p, c->size, s->replicas, 0, 0, &s->plan, err));
+    s->by_rank = calloc((size_t)c->size, sizeof *s->by_rank);
+    if (!s->by_rank) return qs_error_set(err, QS_ERR_NOMEM, "plan of %d ranks", c->size);
+    for (int r = 0; r < c->size; r++) s->by_rank[r] = s->plan.stages[r / s->replicas];
     qs_gptq_export_opts eo = {quant_opts(o), o->true_sequential, !strcmp(o->checkpoint_format, "gptq_v2"),
                               o->max_shard_size};
     /* --formats: a comma list of gptq, gguf, hdf5 (qs_run_options_validate checked it) */
@@ -523,7 +543,8 @@ static void print_timing(qs_progress *pg, const double *t, int ranks)
 /* Every rank's cores and threads, printed by rank 0 at the start; one
  * warning line when a rank is bound to fewer cores than its share of its
  * node (mpirun binds a rank to one core by default when ranks <= cores). */
-static qs_status report_cores(const qs_comm_i *c, const qs_plan *plan, qs_progress *pg, qs_error *err)
+static qs_status report_cores(const qs_comm_i *c, const qs_stage_plan *by_rank, int replicas, qs_progress *pg,
+                              qs_error *err)
 {
     enum { NC = 4 };
     qs_cpu_threads th;
@@ -541,9 +562,12 @@ static qs_status report_cores(const qs_comm_i *c, const qs_plan *plan, qs_progre
             const double *x = v + r * NC;
             int aff = (int)x[0], avail = (int)x[1], thr = (int)x[2], ns = (int)x[3];
             int sh = avail / ns > 0 ? avail / ns : 1;
-            qs_progress_message(pg, "  rank %d: blocks [%d, %d)%s%s; %d core%s, %d thread%s (its node: %d cores, %d rank%s)",
-                                r, plan->stages[r].first_block, plan->stages[r].end_block,
-                                plan->stages[r].embed ? " + embedding" : "", plan->stages[r].head ? " + head" : "", aff,
+            char rep[80] = "";
+            if (replicas > 1) snprintf(rep, sizeof rep, " (stage %d, replica %d of %d)", r / replicas, r % replicas,
+                                       replicas);
+            qs_progress_message(pg, "  rank %d: blocks [%d, %d)%s%s%s; %d core%s, %d thread%s (its node: %d cores, %d rank%s)",
+                                r, by_rank[r].first_block, by_rank[r].end_block, by_rank[r].embed ? " + embedding" : "",
+                                by_rank[r].head ? " + head" : "", rep, aff,
                                 aff == 1 ? "" : "s", thr, thr == 1 ? "" : "s", avail, ns, ns == 1 ? "" : "s");
             if (aff < sh) {
                 size_t len = strlen(short_ranks);
@@ -605,7 +629,7 @@ static void emit_run_start(const qs_run_options *o, const qs_comm_i *c, const se
     /* the plan's prediction for this run's calibration set (the memory chart compares with it) */
     cJSON *plan = cJSON_AddArrayToObject(e, "plan");
     for (int r = 0; pred && r < pred->n_ranks; r++) {
-        const qs_stage_plan *sp = &s->plan.stages[r], *pp = &pred->stages[r];
+        const qs_stage_plan *sp = &s->by_rank[r], *pp = &pred->stages[r / s->replicas];
         cJSON *x = cJSON_CreateObject();
         cJSON_AddNumberToObject(x, "rank", r);
         cJSON_AddNumberToObject(x, "first_block", sp->first_block);
@@ -687,8 +711,18 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     if (st == QS_OK) st = c->bcast(c->ctx, &s.compute, sizeof s.compute, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.fp_id, sizeof s.fp_id, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, &s.resuming, sizeof s.resuming, 0, err);
+    if (st == QS_OK && s.replicas > 1) {
+        /* every replica of the first stage embeds its own calibration rows: the
+         * tokens to every rank (N·L int32, small next to one block) */
+        if (c->rank != 0) {
+            int64_t shape[2] = {s.dims[0], s.dims[1]};
+            st = qs_tensor_init(&s.tokens, QS_DTYPE_I32, 2, shape, err);
+        }
+        if (st == QS_OK)
+            st = c->bcast(c->ctx, s.tokens.data, (size_t)(s.dims[0] * s.dims[1]) * sizeof(int32_t), 0, err);
+    }
     if (st != QS_OK) goto out;
-    const qs_stage_plan *mine = &s.plan.stages[c->rank];
+    const qs_stage_plan *mine = &s.by_rank[c->rank];
     const qs_model_config *cfg = qs_manifest_config(s.m);
     if (c->rank == 0) {
         const char *job = getenv("SLURM_JOB_ID"), *restarts = getenv("SLURM_RESTART_COUNT");
@@ -705,13 +739,21 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         p.calib_rows = s.dims[0];
         p.calib_len = s.dims[1];
         qs_error perr;
-        bool have_pred = qs_plan_make(cfg, &p, c->size, 1, 0, 0, &pred, &perr) == QS_OK;
+        bool have_pred = qs_plan_make(cfg, &p, c->size, s.replicas, 0, 0, &pred, &perr) == QS_OK;
         emit_run_start(o, c, &s, have_pred ? &pred : NULL);
         /* --json keeps stdout for the JSON summary: progress goes to stderr then */
         FILE *pf = o->json ? stderr : stdout;
-        st = qs_progress_init(&pg, pf, qs_progress_mode_for(pf, o->progress, o->quiet), s.plan.stages, c->size,
+        /* replica 0 of each stage reports the stage's blocks: the other replicas own none here */
+        qs_stage_plan *shown = malloc((size_t)c->size * sizeof *shown);
+        if (!shown) c->abort(c->ctx, 1);
+        for (int r = 0; r < c->size; r++) {
+            shown[r] = s.by_rank[r];
+            if (r % s.replicas) shown[r].first_block = shown[r].end_block = 0;
+        }
+        st = qs_progress_init(&pg, pf, qs_progress_mode_for(pf, o->progress, o->quiet), shown, c->size,
                               cfg->n_layers, o->schedule == QS_SCHEDULE_PIPELINED, (double)(s.dims[0] * s.dims[1]),
                               err);
+        free(shown);
         if (st != QS_OK) c->abort(c->ctx, 1);
     }
 
@@ -722,13 +764,13 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
                         qs_compute_dtype_name((qs_compute_dtype)s.compute), s.compute == QS_COMPUTE_BF16 ? " (" : "",
                         s.compute == QS_COMPUTE_BF16 ? qs_backend_cpu()->bf16_kernel(qs_backend_cpu()->ctx) : "",
                         s.compute == QS_COMPUTE_BF16 ? ")" : "", s.resuming ? " (resuming)" : "");
-    if ((st = report_cores(c, &s.plan, &pg, err)) != QS_OK) goto out;
+    if ((st = report_cores(c, s.by_rank, s.replicas, &pg, err)) != QS_OK) goto out;
 
     run_ctx rc;
     memset(&rc, 0, sizeof rc);
     rc.c = c;
     rc.n_layers = cfg->n_layers;
-    rc.stages = s.plan.stages;
+    rc.stages = s.by_rank;
     rc.t0 = t0;
     rc.o = o;
     rc.exp = s.exp;
@@ -772,12 +814,16 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     a.schedule = o->schedule;
     a.first_block = mine->first_block;
     a.end_block = mine->end_block;
-    a.prev_rank = c->rank > 0 ? c->rank - 1 : -1;
-    a.next_rank = c->rank + 1 < c->size ? c->rank + 1 : -1;
+    /* replica i of stage s is rank s·D + i; it hands its rows to replica i of stage s + 1 */
+    a.prev_rank = c->rank - s.replicas >= 0 ? c->rank - s.replicas : -1;
+    a.next_rank = c->rank + s.replicas < c->size ? c->rank + s.replicas : -1;
+    a.replicas = s.replicas;
+    a.replica = c->rank % s.replicas;
+    a.replica0_rank = c->rank - a.replica;
     a.rows = s.dims[0];
     a.seq = s.dims[1];
     a.micro_batch = o->micro_batch;
-    a.tokens = c->rank == 0 ? s.tokens.data : NULL;
+    a.tokens = mine->embed ? s.tokens.data : NULL;
     a.embed = mine->embed;
     a.on_block = on_block;
     a.on_block_ctx = &rc;
@@ -936,8 +982,10 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
             cJSON *e = cJSON_CreateObject();
             const double *y = tt + r * T_N;
             cJSON_AddNumberToObject(e, "rank", r);
-            cJSON_AddNumberToObject(e, "first_block", s.plan.stages[r].first_block);
-            cJSON_AddNumberToObject(e, "end_block", s.plan.stages[r].end_block);
+            cJSON_AddNumberToObject(e, "first_block", s.by_rank[r].first_block);
+            cJSON_AddNumberToObject(e, "end_block", s.by_rank[r].end_block);
+            cJSON_AddNumberToObject(e, "stage", r / s.replicas);
+            cJSON_AddNumberToObject(e, "replica", r % s.replicas);
             cJSON_AddNumberToObject(e, "total_s", y[T_TOTAL]);
             cJSON_AddNumberToObject(e, "compute_s", y[T_COMPUTE]);
             cJSON_AddNumberToObject(e, "comm_s", y[T_COMM]);
@@ -953,8 +1001,8 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
             cJSON_AddNumberToObject(e, "wait_s", y[T_WAIT]);
             cJSON_AddNumberToObject(e, "peak_rss_bytes", y[T_PEAK_RSS]);
             if (pred.stages) {
-                cJSON_AddNumberToObject(e, "plan_peak_host_bytes", (double)pred.stages[r].peak_host);
-                cJSON_AddNumberToObject(e, "plan_peak_device_bytes", (double)pred.stages[r].peak_device);
+                cJSON_AddNumberToObject(e, "plan_peak_host_bytes", (double)pred.stages[r / s.replicas].peak_host);
+                cJSON_AddNumberToObject(e, "plan_peak_device_bytes", (double)pred.stages[r / s.replicas].peak_device);
             }
             cJSON_AddItemToArray(ranks, e);
         }
@@ -995,6 +1043,7 @@ out:
     qs_gptq_export_free(s.exp);
     qs_gguf_export_free(s.gguf);
     qs_plan_free(&s.plan);
+    free(s.by_rank);
     qs_tensor_free(&s.tokens);
     qs_manifest_close(s.m);
     return st;

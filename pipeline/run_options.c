@@ -94,7 +94,7 @@ static const key_def keys[] = {
     {"device", K_STR, F(device), 0, 0, "cpu|cuda|auto  where each rank computes: one GPU per rank (default cpu)"},
     {"schedule", K_SPECIAL, 0, 0, 0, 0, "exact|pipelined (default exact)"},
     {"micro-batch", K_INT, F(micro_batch), 1, 1 << 20, "M    rows per activation hand-off (8)"},
-    {"replicas", K_INT, F(replicas), 1, 1 << 20, "D       data-parallel replicas per stage (planned by qshard plan; run: 1 for now)"},
+    {"replicas", K_INT, F(replicas), 1, 1 << 20, "D       data-parallel replicas per stage: ranks = stages × D (1)"},
     {"link-gbps", K_DOUBLE, F(link_gbps), 0, 0, "X      planning: Gbit/s per rank between nodes (100)"},
     {"intra-node-gbps", K_DOUBLE, F(intra_node_gbps), 0, 0, "X planning: Gbit/s per rank within a node (1600)"},
     {"heartbeat-timeout", K_DOUBLE, F(heartbeat_timeout), 0, 0, "S a rank silent this long is lost: the others exit 3 (30; 0: off)"},
@@ -375,11 +375,9 @@ int qs_run_options_epochs(const qs_run_options *o) { return o->epochs > 0 ? o->e
 qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
 {
     /* first: what the run cannot do yet is said before what is missing */
-    if (o->replicas > 1)
+    if (o->replicas > 1 && o->method == QS_METHOD_OMNIQUANT)
         return qs_error_set(err, QS_ERR_INPUT,
-                            "--replicas %d: data-parallel replicas are planned (qshard plan) but not yet executed by "
-                            "qshard run; use --replicas 1",
-                            o->replicas);
+                            "--replicas %d: OmniQuant trains each block on one rank (use --replicas 1)", o->replicas);
     if (!o->model[0]) return qs_error_set(err, QS_ERR_INPUT, "--model is required (a model directory)");
     if (!o->calib[0]) return qs_error_set(err, QS_ERR_INPUT, "--calib is required (a token set .npy or .h5)");
     if (!o->work[0]) return qs_error_set(err, QS_ERR_INPUT, "--work is required (the run's work directory)");

@@ -71,7 +71,7 @@ typedef struct qs_run_options {
     char device[8];         /* "cpu", "cuda" or "auto" (kernels/device.h; docs/gpu.md) */
     qs_schedule_kind schedule;
     int micro_batch;
-    int replicas;           /* data-parallel replicas per stage; 0: not given (the plan chooses; run: 1 for now) */
+    int replicas;           /* data-parallel replicas per stage; 0: not given (the plan chooses; run: 1) */
     double link_gbps;       /* planning: Gbit/s per rank between nodes (qshard plan JOB_FILE) */
     double intra_node_gbps; /* planning: Gbit/s per rank within a node */
     double heartbeat_timeout; /* seconds of silence after which a peer rank is lost (0: no heartbeat) */

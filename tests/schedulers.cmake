@@ -14,9 +14,9 @@ add_test(NAME plan_too_many_ranks COMMAND qshard plan ${CMAKE_SOURCE_DIR}/jobs/c
 set_tests_properties(plan_too_many_ranks PROPERTIES LABELS unit WILL_FAIL TRUE)
 # Stages × replicas, communication terms, hostile flags and configs, 100,000 layers.
 qs_add_py_test(plan_cli tests/py/test_plan.py LABELS unit TIMEOUT 120)
-# `qshard run` takes --replicas (job key replicas) and refuses D > 1 until the stage executes replicas.
-add_test(NAME run_replicas_refused COMMAND sh -c "$<TARGET_FILE:qshard> run --replicas 2 --model m --calib c.npy --work w --out o; test $? -eq 2")
-set_tests_properties(run_replicas_refused PROPERTIES LABELS mpi TIMEOUT 60 PASS_REGULAR_EXPRESSION "error: --replicas 2: data-parallel replicas are planned"
+# `qshard run` takes --replicas (job key replicas); OmniQuant refuses D > 1 (tests/py/test_replicas.py runs them).
+add_test(NAME run_replicas_omniquant_refused COMMAND sh -c "$<TARGET_FILE:qshard> run --replicas 2 --method omniquant --model m --calib c.npy --work w --out o; test $? -eq 2 && echo exit-2")
+set_tests_properties(run_replicas_omniquant_refused PROPERTIES LABELS mpi TIMEOUT 60 PASS_REGULAR_EXPRESSION "error: --replicas 2: OmniQuant trains each block on one rank.*exit-2"
   ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 # The job files plan from their own keys (nodes × gpus-per-node, replicas, links).
 add_test(NAME plan_bloom_job COMMAND qshard plan ${CMAKE_SOURCE_DIR}/jobs/bloom-176b.ini --model ${CMAKE_SOURCE_DIR}/jobs/configs/bloom-176b.json --gpu-mem 80GiB)

@@ -77,10 +77,19 @@ qs_status qs_device_check_plan(const qs_plan *plan, int rank, const qs_device_in
 {
     if (rank < 0 || rank >= plan->n_ranks)
         return qs_error_set(err, QS_ERR_INTERNAL, "device check: rank %d of a %d-rank plan", rank, plan->n_ranks);
-    const qs_stage_plan *s = &plan->stages[rank];
-    char what[160], device[320];
-    snprintf(what, sizeof what, "rank %d (blocks %d..%d%s%s)", rank, s->first_block, s->end_block - 1,
-             s->embed ? ", embedding" : "", s->head ? ", head" : "");
+    /* ranks are stage-major: stage s holds ranks [s·D, s·D + D) (schedulers/partition.h) */
+    int D = plan->n_replicas > 0 ? plan->n_replicas : 1;
+    if (rank / D >= plan->n_stages)
+        return qs_error_set(err, QS_ERR_INTERNAL, "device check: rank %d of %d stages × %d replicas", rank,
+                            plan->n_stages, D);
+    const qs_stage_plan *s = &plan->stages[rank / D];
+    char what[192], device[320];
+    if (D > 1)
+        snprintf(what, sizeof what, "rank %d (stage %d, replica %d: blocks %d..%d%s%s)", rank, rank / D, rank % D,
+                 s->first_block, s->end_block - 1, s->embed ? ", embedding" : "", s->head ? ", head" : "");
+    else
+        snprintf(what, sizeof what, "rank %d (blocks %d..%d%s%s)", rank, s->first_block, s->end_block - 1,
+                 s->embed ? ", embedding" : "", s->head ? ", head" : "");
     snprintf(device, sizeof device, "cuda:%d (%s)", dev->index, dev->name);
     return qs_device_fit_check(s->peak_device, dev->free_bytes, dev->total_bytes, device, what, err);
 }

@@ -33,7 +33,7 @@ typedef struct qs_device_choice {
 qs_status qs_device_select(qs_device_kind requested, const qs_comm_i *comm, qs_device_choice *out, qs_error *err);
 
 /* Whether `rank`'s share of the plan (its peak device bytes, from the cost
- * model) fits in the device's free memory (kernels/device.h's
+ * model: the stage rank / D of a plan of S stages × D replicas) fits in the device's free memory (kernels/device.h's
  * qs_device_fit_check; dev->free_bytes from cudaMemGetInfo). */
 qs_status qs_device_check_plan(const qs_plan *plan, int rank, const qs_device_info *dev, qs_error *err);
 

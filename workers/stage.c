@@ -11,6 +11,7 @@
 #include "kernels/quant.h"
 #include "pipeline/formats/safetensors.h"
 #include "workers/model.h"
+#include "workers/replica.h"
 
 static double now(void)
 {
@@ -34,6 +35,9 @@ typedef struct stage_state {
     qs_stage_timing *t;
     int64_t hidden;
     int64_t n_micro;
+    int64_t k0, k1;             /* this replica's micro-batches (calibration chunks) [k0, k1) */
+    int64_t rows_local;         /* their rows: what acts/next/carry hold */
+    qs_replica_group grp;       /* the stage's replicas (count 1: this rank alone) */
     size_t row_floats;          /* floats per calibration row: seq × hidden */
     float *acts, *next;         /* [rows, seq, hidden] */
     float *carry;               /* [rows, seq, max(attention width, ffn)]: the stage input kept at boundaries 1, 3 */
@@ -53,21 +57,26 @@ static int64_t mb_rows(const stage_state *s, int64_t k)
     int64_t r = s->a->rows - mb_first(s, k);
     return r < s->a->micro_batch ? r : s->a->micro_batch;
 }
+/* Buffers hold this replica's rows only: micro-batch k starts at its offset from k0. */
 static float *mb_ptr(const stage_state *s, float *buf, int64_t k)
 {
-    return buf + (size_t)mb_first(s, k) * s->row_floats;
+    return buf + (size_t)(mb_first(s, k) - mb_first(s, s->k0)) * s->row_floats;
 }
 static size_t mb_bytes(const stage_state *s, int64_t k) { return (size_t)mb_rows(s, k) * s->row_floats * sizeof(float); }
 /* Micro-batch k's slice of the carry buffer when it holds `cols` columns. */
 static float *mb_carry(const stage_state *s, int64_t k, int64_t cols)
 {
-    return s->carry + (size_t)mb_first(s, k) * (size_t)s->a->seq * (size_t)cols;
+    return s->carry + (size_t)(mb_first(s, k) - mb_first(s, s->k0)) * (size_t)s->a->seq * (size_t)cols;
 }
 
 /* ---- Hessian capture --------------------------------------------------------- */
 
+/* Each stage's Hessian is a sum over calibration chunks along a fixed tree
+ * (workers/replica.h): chunk = micro-batch, so the bits do not depend on
+ * which replica computed which chunk. */
 typedef struct capture_ctx {
-    qs_hessian h[QS_BLOCK_STAGES];
+    qs_chunk_sum h[QS_BLOCK_STAGES];
+    int64_t chunk;              /* the micro-batch the forward is running on */
     const qs_backend_i *be;
     double seconds;             /* spent in Hessian updates (for the per-block timing) */
 } capture_ctx;
@@ -82,8 +91,8 @@ static qs_status on_capture(void *ctx, const qs_block *blk, int idx, const float
     for (int j = 0; j < idx; j++)
         if (blk->lin[j].stage == st) return QS_OK;
     double t0 = now();
-    qs_status rc = xb ? qs_hessian_add_bf16(&c->h[st], c->be, xb, rows, in, err)
-                      : qs_hessian_add(&c->h[st], c->be, x, rows, in, err);
+    qs_status rc = xb ? qs_chunk_sum_add_bf16(&c->h[st], c->be, c->chunk, xb, rows, in, err)
+                      : qs_chunk_sum_add(&c->h[st], c->be, c->chunk, x, rows, in, err);
     c->seconds += now() - t0;
     return rc;
 }
@@ -121,6 +130,9 @@ static qs_status wait_or_stop(stage_state *s, qs_comm_request *req, qs_error *er
     }
 }
 
+/* The replicas' transfers wait the same way (a stop is seen while waiting). */
+static qs_status group_wait(void *ctx, qs_comm_request *req, qs_error *err) { return wait_or_stop(ctx, req, err); }
+
 /* ---- the pieces of a schedule --------------------------------------------------- */
 
 static qs_status wait_sends(stage_state *s, qs_error *err)
@@ -148,17 +160,18 @@ static qs_status receive_all(stage_state *s, float *acts, int tag_base,
 {
     const qs_comm_i *c = s->a->comm;
     qs_comm_request req[2] = {{0}, {0}};
-    QS_TRY(c->irecv(c->ctx, mb_ptr(s, acts, 0), mb_bytes(s, 0), s->a->prev_rank, tag_base, &req[0], err));
-    for (int64_t k = 0; k < s->n_micro; k++) {
-        if (k + 1 < s->n_micro)
+    const int64_t k0 = s->k0;
+    QS_TRY(c->irecv(c->ctx, mb_ptr(s, acts, k0), mb_bytes(s, k0), s->a->prev_rank, tag_base + (int)k0, &req[0], err));
+    for (int64_t k = k0; k < s->k1; k++) {
+        if (k + 1 < s->k1)
             QS_TRY(c->irecv(c->ctx, mb_ptr(s, acts, k + 1), mb_bytes(s, k + 1), s->a->prev_rank,
-                            tag_base + (int)(k + 1), &req[(k + 1) % 2], err));
+                            tag_base + (int)(k + 1), &req[(k + 1 - k0) % 2], err));
         double t0 = now();
-        qs_status st = wait_or_stop(s, &req[k % 2], err);
+        qs_status st = wait_or_stop(s, &req[(k - k0) % 2], err);
         s->t->comm += now() - t0;
-        if (k == 0) s->t->wait_first += now() - t0;
+        if (k == k0) s->t->wait_first += now() - t0;
         if (st != QS_OK) {
-            c->cancel(c->ctx, &req[(k + 1) % 2]);
+            c->cancel(c->ctx, &req[(k + 1 - k0) % 2]);
             if (st == QS_ERR_INTERRUPTED) return st;
             return qs_error_prefix(err, "receiving micro-batch %lld from rank %d", (long long)k, s->a->prev_rank);
         }
@@ -178,7 +191,7 @@ static qs_status embed_all(stage_state *s, float *acts, qs_error *err)
     qs_status st = qs_embed_stage_load(&e, s->a->manifest, s->a->names, err);
     s->t->io += now() - t0;
     t0 = now();
-    for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++)
+    for (int64_t k = s->k0; k < s->k1 && st == QS_OK; k++)
         st = qs_embed_stage_forward(&e, s->a->tokens + mb_first(s, k) * s->a->seq, mb_rows(s, k), s->a->seq,
                                     mb_ptr(s, acts, k), err);
     if (st == QS_OK) qs_embed_stage_free(&e);
@@ -196,6 +209,7 @@ typedef struct prefill_ctx {
 static qs_status prefill_stage0(stage_state *s, float *acts, int64_t k, void *ctx, qs_error *err)
 {
     prefill_ctx *p = ctx;
+    p->cap->chunk = k;
     qs_block_hooks hooks = {on_capture, p->cap, 0, 0};
     double h0 = p->cap->seconds, t0 = now();
     qs_block_span sp = {.from = 0, .to = 0, .res_in = mb_ptr(s, acts, k)};
@@ -228,7 +242,7 @@ static qs_status forward_all(stage_state *s, const qs_block *blk, float *in, flo
                              qs_error *err)
 {
     const qs_comm_i *c = s->a->comm;
-    for (int64_t k = 0; k < s->n_micro; k++) {
+    for (int64_t k = s->k0; k < s->k1; k++) {
         double t0 = now();
         qs_block_span sp = {.from = 0, .to = QS_BLOCK_END, .res_in = mb_ptr(s, in, k), .res_out = mb_ptr(s, out, k)};
         QS_TRY(qs_block_forward_span(blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, NULL, err));
@@ -243,13 +257,54 @@ static qs_status forward_all(stage_state *s, const qs_block *blk, float *in, flo
     return QS_OK;
 }
 
+/* Message tags of the stage's replicas (workers/replica.h); each kind of
+ * message between two replicas keeps its order (MPI does not overtake). */
+#define REPLICA_TAG_HESSIAN 31000 /* +1, +2: the sample counts and the broadcast root */
+#define REPLICA_TAG_GATHER 31010
+#define REPLICA_TAG_RESUME 31020
+
+static bool replicated(const stage_state *s) { return s->grp.count > 1; }
+
+/* GPTQ of rows [r0, r1) of w (one replica's slice) into part, with the H-weighted
+ * losses of the slice (GPTQ's and, when asked, RTN's) in loss[0], loss[1]. */
+static qs_status gptq_rows(stage_state *s, const float *w, int64_t r0, int64_t r1, int64_t in, const float *h,
+                           float *hw, const qs_quant_opts *qo, qs_quant_result *part, double loss[2], qs_error *err)
+{
+    const qs_stage_args *a = s->a;
+    int64_t rows = r1 - r0;
+    const float *wr = w + r0 * in;
+    loss[0] = loss[1] = 0.0;
+    QS_TRY(qs_quant_result_init(part, rows, in, qo, err));
+    QS_TRY(qs_quant_gptq(a->be, wr, rows, in, hw, qo, part, err));
+    QS_TRY(qs_quant_hloss(a->be, wr, part->q, rows, in, h, &loss[0], err));
+    if (a->rtn_baseline) {
+        /* the RTN baseline of the same grid, for the report: costs as much as the loss itself */
+        qs_quant_result rtn;
+        qs_quant_opts ro = *qo;
+        ro.method = QS_QUANT_METHOD_RTN;
+        ro.act_order = ro.static_groups = false;
+        qs_status rc = qs_quant_result_init(&rtn, rows, in, &ro, err);
+        if (rc == QS_OK) rc = qs_quant_rtn(wr, rows, in, &ro, &rtn, err);
+        if (rc == QS_OK) rc = qs_quant_hloss(a->be, wr, rtn.q, rows, in, h, &loss[1], err);
+        qs_quant_result_free(&rtn);
+        QS_TRY(rc);
+    }
+    return QS_OK;
+}
+
 /* Quantizes the linears of stage `st` of blk with the Hessian in cap (GPTQ) and
- * writes the dequantized weights back into the block. */
+ * writes the dequantized weights back into the block. With replicas the
+ * Hessian's chunk tree is completed across them first, and each replica
+ * quantizes its rows of each linear; the slices are exchanged so every replica
+ * writes the whole quantized linear back. */
 static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_ctx *cap, qs_block_outcome *o,
                                 qs_error *err)
 {
     const qs_stage_args *a = s->a;
-    for (int i = 0; i < blk->n_linears; i++) {
+    float *h = NULL, *hw = NULL; /* the stage's Hessian (all linears of a stage share it) and GPTQ's copy */
+    int64_t samples = 0;
+    qs_status rc = QS_OK;
+    for (int i = 0; i < blk->n_linears && rc == QS_OK; i++) {
         if (blk->lin[i].stage != st) continue;
         double t0 = now();
         qs_tensor *w = qs_block_linear_weight(blk, i);
@@ -261,40 +316,60 @@ static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_c
         qs_linear_stats *ls = &o->stats[i];
         if (qo.method == QS_QUANT_METHOD_GPTQ) {
             size_t hb = (size_t)(in * in);
-            float *h = qs_malloc(hb * sizeof(float)), *hw = qs_malloc(hb * sizeof(float));
-            if (!h || !hw) {
-                qs_free(h), qs_free(hw);
-                return qs_error_set(err, QS_ERR_NOMEM, "Hessian of %s (%lld × %lld)", blk->lin[i].weight,
-                                    (long long)in, (long long)in);
+            if (!h) {
+                h = qs_malloc(hb * sizeof(float));
+                hw = qs_malloc(hb * sizeof(float));
+                if (!h || !hw) {
+                    rc = qs_error_set(err, QS_ERR_NOMEM, "Hessian of %s (%lld × %lld)", blk->lin[i].weight,
+                                      (long long)in, (long long)in);
+                    break;
+                }
+                rc = qs_chunk_sum_finish(&cap->h[st], replicated(s) ? &s->grp : NULL, REPLICA_TAG_HESSIAN, h, &samples,
+                                         err);
+                if (rc != QS_OK) break;
             }
-            qs_hessian_get_f32(&cap->h[st], h);
             memcpy(hw, h, hb * sizeof(float));
-            ls->samples = cap->h[st].count;
+            ls->samples = samples;
             for (int64_t j = 0; j < in; j++) ls->h_trace += h[j * in + j];
-            qs_status rc = qs_quant_gptq(a->be, w->data, out, in, hw, &qo, &o->res[i], err);
-            if (rc == QS_OK) rc = qs_quant_hloss(a->be, w->data, o->res[i].q, out, in, h, &ls->loss, err);
-            ls->loss_rtn = NAN;
-            if (rc == QS_OK && a->rtn_baseline) {
-                /* the RTN baseline of the same grid, for the report: costs as much as the loss itself */
-                qs_quant_result rtn;
-                qs_quant_opts ro = qo;
-                ro.method = QS_QUANT_METHOD_RTN;
-                ro.act_order = ro.static_groups = false;
-                rc = qs_quant_result_init(&rtn, out, in, &ro, err);
-                if (rc == QS_OK) rc = qs_quant_rtn(w->data, out, in, &ro, &rtn, err);
-                if (rc == QS_OK) rc = qs_quant_hloss(a->be, w->data, rtn.q, out, in, h, &ls->loss_rtn, err);
-                qs_quant_result_free(&rtn);
+            double loss[3];
+            if (!replicated(s)) {
+                qs_quant_result_free(&o->res[i]);
+                rc = gptq_rows(s, w->data, 0, out, in, h, hw, &qo, &o->res[i], loss, err);
+            } else {
+                /* this replica's rows, then everyone's */
+                int64_t r0, r1;
+                qs_replica_rows(out, s->grp.count, s->grp.index, &r0, &r1);
+                qs_quant_result part;
+                memset(&part, 0, sizeof part);
+                part.cols = in;
+                part.groups = o->res[i].groups;
+                loss[0] = loss[1] = loss[2] = 0.0;
+                if (r1 > r0) rc = gptq_rows(s, w->data, r0, r1, in, h, hw, &qo, &part, loss, err);
+                loss[2] = part.est_loss;
+                /* an error here ends the run (MPI_Abort in pipeline/run.c), so the others do not wait */
+                if (rc == QS_OK) rc = qs_replica_gather_result(&s->grp, &part, &o->res[i], loss, 3, REPLICA_TAG_GATHER,
+                                                               err);
+                o->res[i].est_loss = loss[2];
+                o->res[i].seconds = part.seconds;
+                o->res[i].seconds_factor = part.seconds_factor;
+                o->res[i].seconds_sweep = part.seconds_sweep;
+                o->res[i].seconds_update = part.seconds_update;
+                o->res[i].update_flops = part.update_flops;
+                if (r1 > r0) qs_quant_result_free(&part);
             }
-            qs_free(h), qs_free(hw);
-            if (rc != QS_OK) return qs_error_prefix(err, "block %d", blk->layer);
+            ls->loss = loss[0];
+            ls->loss_rtn = a->rtn_baseline ? loss[1] : NAN;
+            if (rc != QS_OK) rc = qs_error_prefix(err, "block %d", blk->layer);
         } else {
-            QS_TRY(qs_quant_rtn(w->data, out, in, &qo, &o->res[i], err));
+            rc = qs_quant_rtn(w->data, out, in, &qo, &o->res[i], err);
         }
+        if (rc != QS_OK) break;
         memcpy(w->data, o->res[i].q, (size_t)(out * in) * sizeof(float));
         qs_block_linear_sync(blk, i);
         ls->seconds = now() - t0;
     }
-    return QS_OK;
+    qs_free(h), qs_free(hw);
+    return rc;
 }
 
 /* The carry buffer, once per rank: every row's stage input at boundaries 1
@@ -307,7 +382,7 @@ static void carry_alloc(stage_state *s, const qs_block *blk)
     const char *recompute = getenv("QS_FORWARD_RECOMPUTE");
     if (recompute && *recompute && strcmp(recompute, "0") != 0) return;
     int64_t c1 = qs_block_carry_cols(blk, 1), c3 = qs_block_carry_cols(blk, 3);
-    size_t n = (size_t)s->a->rows * (size_t)s->a->seq * (size_t)(c1 > c3 ? c1 : c3);
+    size_t n = (size_t)s->rows_local * (size_t)s->a->seq * (size_t)(c1 > c3 ? c1 : c3);
     s->carry = qs_malloc(n * sizeof(float));
     if (!s->carry)
         fprintf(stderr, "qshard run: warning: no memory to keep %zu MiB of stage inputs; every true-sequential "
@@ -325,7 +400,8 @@ static qs_status span_all(stage_state *s, const qs_block *blk, int from, int to,
     const qs_comm_i *c = s->a->comm;
     bool changes = (from <= 1 && to >= 2) || to == QS_BLOCK_END;
     int64_t cin = qs_block_carry_cols(blk, from), cout = s->carry ? qs_block_carry_cols(blk, to) : 0;
-    for (int64_t k = 0; k < s->n_micro; k++) {
+    for (int64_t k = s->k0; k < s->k1; k++) {
+        if (cap) cap->chunk = k;
         double t0 = now(), h0 = cap ? cap->seconds : 0;
         qs_block_span sp = {.from = from, .to = to, .res_in = mb_ptr(s, *res, k),
                             .res_out = changes ? mb_ptr(s, s->next, k) : NULL,
@@ -355,7 +431,7 @@ static bool is_omni(const stage_state *s) { return s->a->quant.method == QS_QUAN
 static qs_status omni_fp_forward(stage_state *s, const qs_block *blk, bool send, qs_error *err)
 {
     const qs_comm_i *c = s->a->comm;
-    for (int64_t k = 0; k < s->n_micro; k++) {
+    for (int64_t k = s->k0; k < s->k1; k++) {
         double t0 = now();
         QS_TRY(qs_block_forward(blk, s->a->be, mb_ptr(s, s->fp_acts, k), mb_rows(s, k), s->a->seq,
                                 mb_ptr(s, s->fp_next, k), NULL, err));
@@ -401,7 +477,7 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
             if (layer == a->first_block && first) {
                 qs_block_free(first);
                 for (int x = 0; x < QS_BLOCK_STAGES; x++)
-                    if (first_cap->h[x].h32 || first_cap->h[x].h64) qs_hessian_free(&first_cap->h[x]);
+                    qs_chunk_sum_free(&first_cap->h[x]);
             }
             return qs_error_set(err, QS_ERR_INTERRUPTED, "stopped before block %d", layer);
         }
@@ -426,17 +502,33 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
         o->blk = blk;
         bool gptq = a->quant.method == QS_QUANT_METHOD_GPTQ;
         bool last = layer == a->end_block - 1;
-        s->t->forward_flops_one += qs_block_forward_flops(blk, a->rows, a->seq);
+        s->t->forward_flops_one += qs_block_forward_flops(blk, s->rows_local, a->seq);
         if (gptq && a->true_sequential) carry_alloc(s, blk);
-        if (a->on_block_start) st = a->on_block_start(a->on_block_ctx, layer, err);
+        bool lead = s->grp.index == 0; /* replica 0 reports, checkpoints and exports the stage's blocks */
+        if (a->on_block_start && lead) st = a->on_block_start(a->on_block_ctx, layer, err);
         if (st == QS_OK && is_omni(s)) {
             /* the FP stream first, while blk still holds the FP weights */
             o->omni = calloc(1, sizeof *o->omni);
             st = o->omni ? omni_fp_forward(s, blk, send_last && last, err)
                          : qs_error_set(err, QS_ERR_NOMEM, "block %d: omniquant record", layer);
         }
-        if (st == QS_OK && a->resume_block)
+        if (st == QS_OK && a->resume_block && !replicated(s)) {
             st = a->resume_block(a->resume_ctx, layer, o->res, o->stats, o->omni, &o->resumed, err);
+        } else if (st == QS_OK && a->resume_block) {
+            /* replica 0 decides whether the block is done; the others then read the same checkpoint */
+            int64_t found = 0;
+            if (lead) st = a->resume_block(a->resume_ctx, layer, o->res, o->stats, o->omni, &o->resumed, err);
+            found = st == QS_OK && o->resumed;
+            double c0 = s->grp.seconds;
+            if (st == QS_OK) st = qs_replica_bcast(&s->grp, &found, sizeof found, REPLICA_TAG_RESUME, err);
+            s->t->comm += s->grp.seconds - c0;
+            if (st == QS_OK && !lead && found) {
+                st = a->resume_block(a->resume_ctx, layer, o->res, o->stats, o->omni, &o->resumed, err);
+                if (st == QS_OK && !o->resumed)
+                    st = qs_error_set(err, QS_ERR_IO, "block %d: replica 0 of this stage resumed it from its checkpoint "
+                                                      "but replica %d cannot read it", layer, s->grp.index);
+            }
+        }
         if (st == QS_OK && o->resumed && o->omni) st = qs_omni_apply_fp(blk, a->names, o->omni, err);
         if (st == QS_OK && o->resumed) {
             /* a finished block of a previous run: its quantized weights, then only the forward */
@@ -464,11 +556,11 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
                 /* collect this stage's Hessian (all stages at once without true-sequential) */
                 for (int x = 0; x < QS_BLOCK_STAGES; x++) {
                     bool need = a->true_sequential ? x == stg : true;
-                    if (!need || cap->h[x].h32 || cap->h[x].h64) continue;
+                    if (!need || qs_chunk_sum_active(&cap->h[x])) continue;
                     int64_t in = 0;
                     for (int i = 0; i < blk->n_linears; i++)
                         if (blk->lin[i].stage == x) in = blk->lin[i].in;
-                    if (in) st = qs_hessian_init(&cap->h[x], in, false, err);
+                    if (in) st = qs_chunk_sum_init(&cap->h[x], in, s->n_micro, err);
                 }
                 qs_block_hooks hooks = {on_capture, cap, a->true_sequential ? stg : -1, -1};
                 if (st == QS_OK && a->true_sequential && keep) {
@@ -482,12 +574,13 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
                                   0, err);
                 }
             }
-            double t0 = now();
+            double t0 = now(), c0 = s->grp.seconds;
             if (st == QS_OK) st = quantize_stage(s, blk, stg, cap, o, err);
-            double dt = now() - t0;
+            double dc = s->grp.seconds - c0, dt = now() - t0 - dc; /* the replicas' messages are communication */
             s->t->compute += dt;
             s->t->solve += dt;
-            if (cap->h[stg].h32 || cap->h[stg].h64) qs_hessian_free(&cap->h[stg]);
+            s->t->comm += dc;
+            qs_chunk_sum_free(&cap->h[stg]);
         }
         /* the rest of the forward: the quantized block's output into next */
         if (st == QS_OK) st = span_all(s, blk, at, QS_BLOCK_END, &res, NULL, NULL, send_last && last, 1000, err);
@@ -504,7 +597,7 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
         o->timing.wait = p1->wait_first - p0->wait_first;
         o->timing.comm = (p1->comm - p0->comm) - o->timing.wait;
         o->timing.io = p1->io - p0->io;
-        if (st == QS_OK && a->on_block) st = a->on_block(a->on_block_ctx, o, err);
+        if (st == QS_OK && a->on_block && lead) st = a->on_block(a->on_block_ctx, o, err);
         s->blk_snap = *s->t;
         s->blk_wall0 = wall();
         for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) qs_quant_result_free(&o->res[i]);
@@ -512,7 +605,7 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
         free(o->omni);
         free(o);
         for (int x = 0; x < QS_BLOCK_STAGES; x++)
-            if (cap->h[x].h32 || cap->h[x].h64) qs_hessian_free(&cap->h[x]);
+            qs_chunk_sum_free(&cap->h[x]);
         qs_block_free(blk);
         float *tmp = s->acts;
         s->acts = s->next;
@@ -562,8 +655,23 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
     s.hidden = qs_manifest_config(a->manifest)->hidden;
     s.row_floats = (size_t)(a->seq * s.hidden);
     s.n_micro = (a->rows + a->micro_batch - 1) / a->micro_batch;
+    s.grp.comm = a->comm;
+    s.grp.count = a->replicas > 1 ? a->replicas : 1;
+    s.grp.index = s.grp.count > 1 ? a->replica : 0;
+    s.grp.first_rank = s.grp.count > 1 ? a->replica0_rank : a->comm->rank;
+    s.grp.wait = group_wait;
+    s.grp.wait_ctx = &s;
+    if (s.grp.count > s.n_micro)
+        return qs_error_set(err, QS_ERR_INPUT, "--replicas %d: the %lld calibration rows make %lld micro-batches of "
+                                               "%lld rows and each replica needs at least one (lower --micro-batch)",
+                            s.grp.count, (long long)a->rows, (long long)s.n_micro, (long long)a->micro_batch);
+    if (s.grp.index < 0 || s.grp.index >= s.grp.count)
+        return qs_error_set(err, QS_ERR_INTERNAL, "replica %d of %d", s.grp.index, s.grp.count);
+    s.k0 = qs_replica_chunk_begin(s.n_micro, s.grp.count, s.grp.index);
+    s.k1 = qs_replica_chunk_begin(s.n_micro, s.grp.count, s.grp.index + 1);
+    s.rows_local = (s.k1 < s.n_micro ? mb_first(&s, s.k1) : a->rows) - mb_first(&s, s.k0);
     uint64_t bytes0 = qs_st_bytes_read();
-    size_t total = (size_t)a->rows * s.row_floats;
+    size_t total = (size_t)s.rows_local * s.row_floats;
     s.acts = qs_malloc(total * sizeof(float));
     s.next = qs_malloc(total * sizeof(float));
     s.send_req = calloc((size_t)s.n_micro, sizeof *s.send_req);
@@ -614,7 +722,7 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
             int64_t in = 0;
             for (int i = 0; i < first.n_linears; i++)
                 if (first.lin[i].stage == 0) in = first.lin[i].in;
-            st = qs_hessian_init(&cap.h[0], in, false, err);
+            st = qs_chunk_sum_init(&cap.h[0], in, s.n_micro, err);
         }
         prefill_ctx pc = {&first, &cap};
         bool loaded = st == QS_OK;
@@ -623,7 +731,7 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         if (st == QS_OK) st = quantize_blocks(&s, gptq, &first, &cap, a->next_rank >= 0, err);
         else {
             if (loaded) qs_block_free(&first);
-            if (cap.h[0].h32 || cap.h[0].h64) qs_hessian_free(&cap.h[0]);
+            qs_chunk_sum_free(&cap.h[0]);
         }
     }
 done:

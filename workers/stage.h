@@ -125,7 +125,13 @@ typedef struct qs_stage_args {
     bool rtn_baseline;                            /* also measure RTN's loss per linear (one GEMM each) */
     qs_schedule_kind schedule;
     int first_block, end_block;                   /* this rank's blocks */
-    int prev_rank, next_rank;                     /* -1 when none */
+    int prev_rank, next_rank;                     /* -1 when none (replica i of the stage before / after) */
+    /* Data-parallel replicas (workers/replica.h): the D ranks of this stage
+     * are replica0_rank + [0, D); this rank is replica `replica`, holding
+     * calibration chunks (micro-batches) [i·K/D, (i+1)·K/D). replicas 0 or 1:
+     * one replica (the rank alone). Only replica 0 calls on_block_start and
+     * on_block (with every linear's whole result). */
+    int replicas, replica, replica0_rank;
     int64_t rows, seq, micro_batch;               /* calibration N, L, M */
     const int32_t *tokens;                        /* [rows, seq] on the embedding rank, else NULL */
     bool embed;                                   /* this rank runs the embedding stage */

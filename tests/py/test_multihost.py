@@ -2,7 +2,8 @@
 (tests/multihost/netns.py), Open MPI between them over TCP.
 
 1. Two hosts, one rank each, exact schedule: the exports (GPTQ safetensors,
-   index, configs, GGUF) are byte-identical to a single-host run.
+   index, configs, GGUF) are byte-identical to a single-host run, as 2
+   stages × 1 replica and as 1 stage × 2 replicas (`--replicas 2`).
 2. Three hosts; every process of host 2 (rank 1) is killed mid-run: ranks 0
    and 2 exit within 3 s with code 3, each with one line naming rank 1 and its
    host; mpirun ends; the same command resumes to byte-identical exports.
@@ -147,6 +148,12 @@ try:
     run_ok(2, os.path.join(tmp, "two-hosts-work"), out2, "two hosts")
     same_exports(ref_out, out2)
     print("two hosts: exports byte-identical to the single-host run")
+    # one stage of two replicas across the hosts (the Hessian tree, its broadcast and
+    # the all-gather of the quantized rows cross the link): the same bytes as (2,1)
+    out12 = os.path.join(tmp, "two-hosts-replicas-out")
+    run_ok(2, os.path.join(tmp, "two-hosts-replicas-work"), out12, "two hosts replicas", ["--replicas", 2])
+    same_exports(out2, out12)
+    print("two hosts, 1 stage x 2 replicas: exports byte-identical to 2 stages x 1")
 
     def failure_case(what, victim, inject, bound, restart, says):
         """Starts 3 ranks on 3 hosts, injects a failure on host `victim` once

@@ -125,6 +125,17 @@ static void test_plan_check(void **state)
     assert_non_null(strstr(err.msg, "cuda:0 (NVIDIA H200) has 16.00 GiB free"));
     assert_int_equal(qs_device_check_plan(&plan, 64, &h200, &err), QS_ERR_INTERNAL);
     qs_plan_free(&plan);
+    /* 16 stages × 4 replicas: rank 37 is replica 1 of stage 9 and holds stage 9's blocks */
+    assert_int_equal(qs_plan_make(&cfg, &p, 64, 4, 0, 0, &plan, &err), QS_OK);
+    assert_int_equal(plan.n_stages, 16);
+    assert_int_equal(qs_device_check_plan(&plan, 37, &small, &err), QS_ERR_INPUT);
+    char want[96];
+    snprintf(want, sizeof want, "rank 37 (stage 9, replica 1: blocks %d..%d)", plan.stages[9].first_block,
+             plan.stages[9].end_block - 1);
+    assert_non_null(strstr(err.msg, want));
+    for (int r = 0; r < 64; r++) assert_int_equal(qs_device_check_plan(&plan, r, &h200, &err), QS_OK);
+    assert_int_equal(qs_device_check_plan(&plan, 64, &h200, &err), QS_ERR_INTERNAL);
+    qs_plan_free(&plan);
 }
 
 /* ---- the dispatch picks a backend's own quantizers ---------------------------------- */
