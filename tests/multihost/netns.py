@@ -140,17 +140,17 @@ class Cluster:
             self.made = False
 
     # ---- checks and failures ---------------------------------------------------------------
-    def can_talk(self):
-        """True when host 1 reaches host 2 over TCP (a bridge that does not
+    def can_talk(self, a=0, b=1):
+        """True when host a reaches host b over TCP (a bridge that does not
         forward, e.g. under br_netfilter with a DROP policy, fails here)."""
-        port = 40000 + os.getpid() % 20000
-        srv = subprocess.Popen(["ip", "netns", "exec", self.hosts[1], "python3", "-c",
+        port = 40000 + (os.getpid() + 97 * b) % 20000
+        srv = subprocess.Popen(["ip", "netns", "exec", self.hosts[b], "python3", "-c",
                                 "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
                                 f"s.bind(('0.0.0.0', {port})); s.listen(1); s.settimeout(10); c,_=s.accept(); c.send(b'ok')"])
         try:
             for _ in range(50):
-                p = sh("ip", "netns", "exec", self.hosts[0], "python3", "-c",
-                       f"import socket; s=socket.create_connection(('{self.addrs[1]}', {port}), 1); print(s.recv(2).decode())",
+                p = sh("ip", "netns", "exec", self.hosts[a], "python3", "-c",
+                       f"import socket; s=socket.create_connection(('{self.addrs[b]}', {port}), 1); print(s.recv(2).decode())",
                        check=False)
                 if p.stdout.strip() == "ok":
                     return True
@@ -169,12 +169,26 @@ class Cluster:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+        # gone before anything restarts there (a dying daemon still holds its ports)
+        for _ in range(100):
+            if not self.pids(k):
+                break
+            time.sleep(0.05)
 
     def link_down(self, k):
         sh("ip", "link", "set", self._veth(k + 1), "down")
 
     def link_up(self, k):
+        """The link back, and usable: while it was down the other hosts' ARP
+        entries for host k went FAILED, and a connect() to it then fails at
+        once until they are re-resolved (Open MPI's daemons gave up on it in 1
+        of 3 resumes); flush them and wait until every host reaches host k."""
         sh("ip", "link", "set", self._veth(k + 1), "up")
+        for ns in self.hosts:
+            sh("ip", "-n", ns, "neigh", "flush", "all", check=False)
+        for j in range(len(self.hosts)):
+            if j != k and not self.can_talk(j, k):
+                raise AssertionError(f"host {j} does not reach host {k} after its link came back")
 
     # ---- mpirun ----------------------------------------------------------------------------
     def mpirun(self, n_ranks, argv, rank_dir, env_extra=None):
