@@ -116,7 +116,7 @@ w, o = os.path.join(tmp, "w-bf"), os.path.join(tmp, "o-bf")
 qstest.mpirun(2, ["run", "--model", bf, "--calib", calib, "--work", w, "--out", o, "--micro-batch", 4, "--method",
                   "omniquant", "--asym", "--group-size", 32, "--bits", 3, "--epochs", 2, "--let", "--formats",
                   "gptq,hdf5"])
-ev = json.loads(qstest.run(["eval", "--model", o, "--tokens", evalset, "--json", "--dump-logits",
+ev = json.loads(qstest.run(["eval", "--model", o, "--tokens", evalset, "--json", "--compute-dtype", "f32", "--dump-logits",
                             os.path.join(tmp, "export-logits.npy")]).stdout)
 p = subprocess.run([TOOL, bf, calib, evalset, os.path.join(tmp, "tool-logits.npy"), "3", "32", "1", "2", "4"],
                    capture_output=True, text=True)
