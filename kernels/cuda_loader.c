@@ -5,8 +5,11 @@
  *
  * Where the module is looked for, in order: $QS_CUDA_MODULE (that file only);
  * next to the executable; <executable's dir>/../lib/qshard (installed); the
- * build tree it was built in (QS_CUDA_MODULE_BUILD_DIR). Not thread-safe:
- * the first call comes from the main thread, before any worker thread. */
+ * build tree it was built in (QS_CUDA_MODULE_BUILD_DIR). A build without
+ * CUDA (QS_CUDA_MODULE_ENV_ONLY) looks only at $QS_CUDA_MODULE — what the
+ * tests load the emulated backend of tests/gpu_emu/ with — and otherwise
+ * says that it was built without CUDA. Not thread-safe: the first call
+ * comes from the main thread, before any worker thread. */
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdio.h>
@@ -16,8 +19,15 @@
 
 #include "kernels/cuda_module.h"
 
+#ifdef QS_CUDA_MODULE_ENV_ONLY
+static const char no_cuda[] = "this qshard was built without CUDA: configure with -DQS_CUDA=ON where nvcc is installed";
+#else
+static const char no_cuda[] = "";
+#endif
+
 static const qs_cuda_module *g_module;
 static int g_tried;
+static int g_no_cuda; /* a build without CUDA and no $QS_CUDA_MODULE */
 static char g_why[1024];
 
 static const qs_cuda_module *try_load(const char *path)
@@ -44,6 +54,10 @@ static const qs_cuda_module *module(void)
     g_tried = 1;
     const char *env = getenv("QS_CUDA_MODULE");
     if (env && *env) return g_module = try_load(env);
+#ifdef QS_CUDA_MODULE_ENV_ONLY
+    g_no_cuda = 1;
+    return NULL;
+#else
     char exe[PATH_MAX], path[PATH_MAX + 64];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
@@ -62,13 +76,15 @@ static const qs_cuda_module *module(void)
     snprintf(g_why, sizeof g_why, "%s not found next to the executable, in ../lib/qshard or the build tree "
              "(set QS_CUDA_MODULE to its path)", QS_CUDA_MODULE_FILE);
     return NULL;
+#endif
 }
 
 int qs_cuda_device_count(char *why, size_t why_cap)
 {
     const qs_cuda_module *m = module();
     if (!m) {
-        if (why && why_cap) snprintf(why, why_cap, "the CUDA backend module did not load: %s", g_why);
+        if (why && why_cap && g_no_cuda) snprintf(why, why_cap, "%s", no_cuda);
+        else if (why && why_cap) snprintf(why, why_cap, "the CUDA backend module did not load: %s", g_why);
         return 0;
     }
     return m->device_count(why, why_cap);
@@ -79,6 +95,7 @@ qs_status qs_cuda_device_info(int index, qs_device_info *out, qs_error *err)
     const qs_cuda_module *m = module();
     if (!m) {
         memset(out, 0, sizeof *out);
+        if (g_no_cuda) return qs_error_set(err, QS_ERR_UNSUPPORTED, "cuda:%d: %s", index, no_cuda);
         return qs_error_set(err, QS_ERR_UNSUPPORTED, "cuda:%d: the CUDA backend module did not load: %s", index, g_why);
     }
     return m->device_info(index, out, err);
@@ -89,6 +106,7 @@ qs_status qs_backend_cuda_init(qs_backend_i *be, int index, const qs_cuda_opts *
     const qs_cuda_module *m = module();
     if (!m) {
         memset(be, 0, sizeof *be);
+        if (g_no_cuda) return qs_error_set(err, QS_ERR_UNSUPPORTED, "cuda:%d: %s", index, no_cuda);
         return qs_error_set(err, QS_ERR_UNSUPPORTED, "cuda:%d: the CUDA backend module did not load: %s", index, g_why);
     }
     return m->backend_init(be, index, o, err);

@@ -29,6 +29,7 @@
 #include "pipeline/progress.h"
 #include "pipeline/report.h"
 #include "schedulers/partition.h"
+#include "workers/device_select.h"
 #include "workers/heartbeat.h"
 #include "workers/model.h"
 #include "workers/stage.h"
@@ -343,9 +344,13 @@ static qs_status load_calibration(const qs_run_options *o, const qs_model_config
     return QS_OK;
 }
 
-static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s, qs_error *err)
+static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, const qs_backend_i *be, setup *s,
+                          qs_error *err)
 {
     QS_TRY(qs_run_options_validate(o, err));
+    if (be->device && o->method == QS_METHOD_OMNIQUANT)
+        return qs_error_set(err, QS_ERR_UNSUPPORTED, "--device cuda: OmniQuant trains on the CPU only so far "
+                                                     "(use --device cpu, docs/gpu.md)");
     QS_TRY(qs_manifest_open(o->model, &s->m, err));
     const qs_model_config *cfg = qs_manifest_config(s->m);
     QS_TRY(qs_model_names_from_manifest(s->m, &s->names, err));
@@ -359,7 +364,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
          * OmniQuant trains in f32 */
         qs_compute_dtype cd = QS_COMPUTE_F32;
         if (o->method != QS_METHOD_OMNIQUANT)
-            QS_TRY(qs_compute_dtype_resolve(o->compute_dtype, s->m, &s->names, qs_backend_cpu(), &cd, err));
+            QS_TRY(qs_compute_dtype_resolve(o->compute_dtype, s->m, &s->names, be, &cd, err));
         else if (!strcmp(o->compute_dtype, "bf16"))
             return qs_error_set(err, QS_ERR_INPUT, "--compute-dtype bf16: OmniQuant computes in f32 (use f32 or auto)");
         s->compute = cd;
@@ -367,6 +372,8 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
         if (!fo) return qs_error_set(err, QS_ERR_NOMEM, "run options");
         *fo = *o;
         snprintf(fo->compute_dtype, sizeof fo->compute_dtype, "%s", qs_compute_dtype_name(cd));
+        /* the resolved device: a GPU's numbers are not the CPU's (docs/gpu.md) */
+        snprintf(fo->device, sizeof fo->device, "%s", be->device ? "cuda" : "cpu");
         qs_status fst = qs_fingerprint_make(fo, s->m, &s->tokens, c->size, &s->fp, err);
         free(fo);
         QS_TRY(fst);
@@ -599,7 +606,58 @@ static void write_report(const qs_run_options *o, char *path, size_t cap)
     }
 }
 
+/* With a GPU: this rank's blocks (the plan for this calibration set) against
+ * what the device has free now; *nofit says the plan does not fit. */
+static qs_status device_fit(const qs_run_options *o, const qs_comm_i *c, const setup *s, const qs_device_choice *dev,
+                            bool *nofit, qs_error *err)
+{
+    qs_cost_params p;
+    qs_cost_params_default(&p);
+    p.schedule = o->schedule;
+    p.true_sequential = o->true_sequential;
+    p.micro_batch = o->micro_batch;
+    p.calib_rows = s->dims[0];
+    p.calib_len = s->dims[1];
+    qs_plan plan;
+    QS_TRY(qs_plan_make(qs_manifest_config(s->m), &p, c->size, 1, 0, 0, &plan, err));
+    qs_device_info now;
+    qs_status st = qs_cuda_device_info(dev->index, &now, err);
+    if (st == QS_OK) {
+        st = qs_device_check_plan(&plan, c->rank, &now, err);
+        *nofit = st != QS_OK;
+    }
+    qs_plan_free(&plan);
+    return st;
+}
+
 qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop_flag, qs_error *err)
+{
+    return qs_run_on(o, c, NULL, stop_flag, NULL, err);
+}
+
+static qs_status run_with(const qs_run_options *o, const qs_comm_i *c, const qs_backend_i *be,
+                          const qs_device_choice *dev, volatile int *stop_flag, bool *nofit, qs_error *err);
+
+qs_status qs_run_on(const qs_run_options *o, const qs_comm_i *c, const qs_device_choice *dev, volatile int *stop_flag,
+                    bool *nofit, qs_error *err)
+{
+    bool nf = false;
+    if (nofit) *nofit = false;
+    if (!dev || dev->kind != QS_DEVICE_CUDA) return run_with(o, c, qs_backend_cpu(), NULL, stop_flag, &nf, err);
+    /* one GPU per rank: its backend (stream, cuBLAS, cuSOLVER) for the whole run;
+     * every rank agrees that it has one before anything is read */
+    qs_backend_i cuda;
+    qs_cuda_opts co = {.tf32 = false};
+    qs_status st = agree(c, qs_backend_cuda_init(&cuda, dev->index, &co, err), err);
+    if (st != QS_OK) return st;
+    st = run_with(o, c, &cuda, dev, stop_flag, &nf, err);
+    if (nofit) *nofit = nf;
+    qs_backend_cuda_free(&cuda);
+    return st;
+}
+
+static qs_status run_with(const qs_run_options *o, const qs_comm_i *c, const qs_backend_i *be,
+                          const qs_device_choice *dev, volatile int *stop_flag, bool *nofit, qs_error *err)
 {
     double t0 = now();
     double rss_start = (double)qs_mem_rss();
@@ -609,11 +667,19 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     memset(&pg, 0, sizeof pg); /* mode QUIET until set up: prints nothing */
     qs_plan pred;
     memset(&pred, 0, sizeof pred);
-    qs_status st = agree(c, do_setup(o, c, &s, err), err);
+    qs_status st = agree(c, do_setup(o, c, be, &s, err), err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.dims, sizeof s.dims, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, &s.compute, sizeof s.compute, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.fp_id, sizeof s.fp_id, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, &s.resuming, sizeof s.resuming, 0, err);
+    if (st == QS_OK && dev) {
+        /* the plan's device bytes against cudaMemGetInfo, before any block is read */
+        bool mine_nofit = false;
+        st = agree(c, device_fit(o, c, &s, dev, &mine_nofit, err), err);
+        int64_t any[1] = {mine_nofit};
+        qs_error aerr;
+        if (c->allreduce_max_i64(c->ctx, any, 1, &aerr) == QS_OK) *nofit = any[0] != 0;
+    }
     if (st != QS_OK) goto out;
     const qs_stage_plan *mine = &s.plan.stages[c->rank];
     const qs_model_config *cfg = qs_manifest_config(s.m);
@@ -689,7 +755,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     qs_stage_args a;
     memset(&a, 0, sizeof a);
     a.comm = c;
-    a.be = qs_backend_cpu();
+    a.be = be;
     a.manifest = s.m;
     a.names = &s.names;
     a.quant = quant_opts(o);

@@ -219,6 +219,13 @@ static qs_status load_block(stage_state *s, qs_block *blk, int layer, qs_error *
         s->t->compute += now() - t0;
         if (st != QS_OK) qs_block_free(blk);
     }
+    if (st == QS_OK && s->a->be->device) {
+        /* a device backend: the block's weights live in its memory (docs/gpu.md) */
+        t0 = now();
+        st = qs_block_to_device(blk, s->a->be, err);
+        s->t->io += now() - t0;
+        if (st != QS_OK) qs_block_free(blk);
+    }
     return st;
 }
 
@@ -243,6 +250,53 @@ static qs_status forward_all(stage_state *s, const qs_block *blk, float *in, flo
     return QS_OK;
 }
 
+/* GPTQ of linear i on a device backend: H (in the device's memory since the
+ * captures) is made full there and kept for the losses while a copy is
+ * consumed by the backend's GPTQ (be->gptq); W is the block's host weight
+ * (the backend copies it); the loss D·H·Dᵀ is a device GEMM per row panel
+ * (qs_quant_hloss with H in backend memory). Host memory holds H once, for
+ * its trace. */
+static qs_status quantize_gptq_device(stage_state *s, qs_block *blk, int i, const qs_hessian *hs,
+                                      const qs_quant_opts *qo, qs_block_outcome *o, qs_error *err)
+{
+    const qs_backend_i *be = s->a->be;
+    const qs_tensor *w = qs_block_linear_weight(blk, i);
+    int64_t out = w->shape[0], in = w->shape[1];
+    size_t hb = (size_t)(in * in) * sizeof(float);
+    qs_linear_stats *ls = &o->stats[i];
+    float *hd = be->alloc(be->ctx, hb), *hwd = be->alloc(be->ctx, hb), *h = qs_malloc(hb);
+    qs_status rc = QS_OK;
+    if (!hd || !hwd || !h)
+        rc = qs_error_set(err, QS_ERR_NOMEM, "Hessian of %s (%lld × %lld) on %s", blk->lin[i].weight, (long long)in,
+                          (long long)in, be->name);
+    if (rc == QS_OK) {
+        qs_hessian_get_f32(hs, hd);
+        rc = be->copy(be->ctx, hwd, hd, hb, err);
+    }
+    if (rc == QS_OK) rc = be->copy(be->ctx, h, hd, hb, err);
+    if (rc == QS_OK) {
+        ls->samples = hs->count;
+        for (int64_t j = 0; j < in; j++) ls->h_trace += h[j * in + j];
+        rc = qs_quant_run(be, w->data, out, in, hwd, qo, &o->res[i], err);
+    }
+    if (rc == QS_OK) rc = qs_quant_hloss(be, w->data, o->res[i].q, out, in, hd, &ls->loss, err);
+    ls->loss_rtn = NAN;
+    if (rc == QS_OK && s->a->rtn_baseline) {
+        qs_quant_result rtn;
+        qs_quant_opts ro = *qo;
+        ro.method = QS_QUANT_METHOD_RTN;
+        ro.act_order = ro.static_groups = false;
+        rc = qs_quant_result_init(&rtn, out, in, &ro, err);
+        if (rc == QS_OK) rc = qs_quant_rtn(w->data, out, in, &ro, &rtn, err);
+        if (rc == QS_OK) rc = qs_quant_hloss(be, w->data, rtn.q, out, in, hd, &ls->loss_rtn, err);
+        qs_quant_result_free(&rtn);
+    }
+    if (hd) be->free(be->ctx, hd);
+    if (hwd) be->free(be->ctx, hwd);
+    qs_free(h);
+    return rc == QS_OK ? QS_OK : qs_error_prefix(err, "block %d", blk->layer);
+}
+
 /* Quantizes the linears of stage `st` of blk with the Hessian in cap (GPTQ) and
  * writes the dequantized weights back into the block. */
 static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_ctx *cap, qs_block_outcome *o,
@@ -259,7 +313,9 @@ static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_c
         QS_TRY(qs_quant_opts_check(&qo, out, in, err));
         QS_TRY(qs_quant_result_init(&o->res[i], out, in, &qo, err));
         qs_linear_stats *ls = &o->stats[i];
-        if (qo.method == QS_QUANT_METHOD_GPTQ) {
+        if (qo.method == QS_QUANT_METHOD_GPTQ && a->be->device) {
+            QS_TRY(quantize_gptq_device(s, blk, i, &cap->h[st], &qo, o, err));
+        } else if (qo.method == QS_QUANT_METHOD_GPTQ) {
             size_t hb = (size_t)(in * in);
             float *h = qs_malloc(hb * sizeof(float)), *hw = qs_malloc(hb * sizeof(float));
             if (!h || !hw) {
@@ -291,7 +347,7 @@ static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_c
             QS_TRY(qs_quant_rtn(w->data, out, in, &qo, &o->res[i], err));
         }
         memcpy(w->data, o->res[i].q, (size_t)(out * in) * sizeof(float));
-        qs_block_linear_sync(blk, i);
+        QS_TRY(qs_block_linear_sync(blk, i, err));
         ls->seconds = now() - t0;
     }
     return QS_OK;
@@ -447,7 +503,7 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
                                       layer, blk->lin[i].weight, (long long)o->res[i].rows, (long long)o->res[i].cols);
                 else {
                     memcpy(w->data, o->res[i].q, sizeof(float) * (size_t)(w->shape[0] * w->shape[1]));
-                    qs_block_linear_sync(blk, i);
+                    st = qs_block_linear_sync(blk, i, err);
                 }
             }
         }
@@ -468,7 +524,7 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
                     int64_t in = 0;
                     for (int i = 0; i < blk->n_linears; i++)
                         if (blk->lin[i].stage == x) in = blk->lin[i].in;
-                    if (in) st = qs_hessian_init(&cap->h[x], in, false, err);
+                    if (in) st = qs_hessian_init_on(&cap->h[x], a->be, in, false, err);
                 }
                 qs_block_hooks hooks = {on_capture, cap, a->true_sequential ? stg : -1, -1};
                 if (st == QS_OK && a->true_sequential && keep) {
@@ -614,7 +670,7 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
             int64_t in = 0;
             for (int i = 0; i < first.n_linears; i++)
                 if (first.lin[i].stage == 0) in = first.lin[i].in;
-            st = qs_hessian_init(&cap.h[0], in, false, err);
+            st = qs_hessian_init_on(&cap.h[0], a->be, in, false, err);
         }
         prefill_ctx pc = {&first, &cap};
         bool loaded = st == QS_OK;

@@ -284,19 +284,28 @@ cudaError_t cudaGetLastError(void)
     return e;
 }
 
+/* One device, or $QS_EMU_DEVICES (1..8: a node whose ranks each get one, for
+ * multi-rank runs through the emulator; each process emulates its own). */
+static int emu_devices(void)
+{
+    const char *v = getenv("QS_EMU_DEVICES");
+    int n = v && *v ? atoi(v) : 1;
+    return n < 1 ? 1 : n > 8 ? 8 : n;
+}
+
 cudaError_t cudaGetDeviceCount(int *n)
 {
     if (getenv("QS_EMU_NO_DEVICE")) {
         *n = 0;
         return g_last = cudaErrorNoDevice;
     }
-    *n = 1;
+    *n = emu_devices();
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
 {
-    if (dev != 0) return g_last = cudaErrorInvalidValue;
+    if (dev < 0 || dev >= emu_devices()) return g_last = cudaErrorInvalidValue;
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "qshard CUDA emulator (CPU)");
     p->major = 9, p->minor = 0, p->multiProcessorCount = 1;
@@ -311,7 +320,7 @@ cudaError_t cudaGetDevice(int *dev)
 }
 cudaError_t cudaSetDevice(int dev)
 {
-    if (dev != 0) return g_last = cudaErrorInvalidValue;
+    if (dev < 0 || dev >= emu_devices()) return g_last = cudaErrorInvalidValue;
     g_dev = dev;
     return cudaSuccess;
 }
@@ -320,10 +329,20 @@ cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int dev)
     *v = 227 * 1024;
     return cudaSuccess;
 }
+/* 64 GiB with 60 free, or what $QS_EMU_FREE_BYTES / $QS_EMU_TOTAL_BYTES say
+ * (the tests of the run's memory check make a device that is too small). */
+static size_t env_bytes(const char *name, size_t dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    char *end = NULL;
+    unsigned long long x = strtoull(v, &end, 10);
+    return end && *end == '\0' ? (size_t)x : dflt;
+}
 cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot)
 {
-    *tot = 64ull << 30;
-    *fr = 60ull << 30;
+    *tot = env_bytes("QS_EMU_TOTAL_BYTES", 64ull << 30);
+    *fr = env_bytes("QS_EMU_FREE_BYTES", 60ull << 30);
     return cudaSuccess;
 }
 

@@ -1,0 +1,145 @@
+"""`qshard run --device cuda` and `qshard eval --device cuda` end to end on
+tinystories-656K against `--device cpu` (label gpu on a real GPU; label
+cuda-emu with QS_CUDA_MODULE naming the emulated module of tests/gpu_emu).
+
+- run: the blocks' forward, Hessians and GPTQ on the device. The export's
+  GPTQ codes equal the CPU export's except near rounding ties: the first
+  stage of block 0 (q/k/v: the same Hessian up to ~1e-7) within 1% of the
+  codes, the fraction of every linear printed; the held-out NLL of the two
+  exports within 1% of each other.
+- eval: the same export scored on the device and on the CPU: NLL within
+  1e-4, logits within 1e-4 relative.
+- emulator only (a real GPU cannot be made smaller or doubled): 2 ranks with
+  a device each give byte-identical exports to 1 rank; a device with too
+  little free memory is refused before the run with exit 4 and one line.
+- OmniQuant on the device is refused (exit 2, one line); a work dir made on
+  the CPU is not resumed on the GPU (its numbers differ).
+Skips (77) without a GPU."""
+import glob
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qstest  # noqa: E402
+
+np = qstest.need("numpy")
+tokenizers = qstest.need("tokenizers")
+from safetensors import safe_open  # noqa: E402  (qstest.need checked numpy; safetensors comes with the venv)
+
+EMU = "gpu_emu" in os.environ.get("QS_CUDA_MODULE", "") or "cuda_emu" in os.environ.get("QS_CUDA_MODULE", "")
+M = qstest.source("jobs", "models", "tinystories-656K")
+tmp = qstest.tmpdir()
+
+
+def one_line_error(p, code, *words):
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    qstest.check(p.returncode == code, f"exit {p.returncode}, expected {code}: {p.stderr}")
+    qstest.check(len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{p.stderr}")
+    for w in words:
+        qstest.check(w in lines[0], f"'{w}' not in: {lines[0]}")
+    return lines[0]
+
+
+def tensors(d):
+    out = {}
+    for f in sorted(glob.glob(os.path.join(d, "*.safetensors"))):
+        with safe_open(f, "numpy") as g:
+            for k in g.keys():
+                if k.endswith((".qweight", ".g_idx", ".qzeros")):
+                    out[k] = g.get_tensor(k)
+    return out
+
+
+def codes(q):  # qweight [in/8, out] int32 → 4-bit codes [in, out]
+    q = q.view(np.uint32)
+    return np.stack([(q >> (4 * i)) & 15 for i in range(8)], 1).reshape(-1, q.shape[1])
+
+
+def files(d):
+    return {os.path.basename(f): open(f, "rb").read() for f in glob.glob(os.path.join(d, "*.safetensors"))}
+
+
+tok = tokenizers.Tokenizer.from_file(os.path.join(M, "tokenizer.json"))
+text = open(os.path.join(M, "README.md"), encoding="utf-8").read()
+shared_text = os.path.join(os.environ.get("QS_SHARED") or qstest.source("..", "shared"), "text",
+                           "tinystories_valid_head.txt")
+if os.path.exists(shared_text):  # else the model's README: fewer, but real, words
+    text = open(shared_text, encoding="utf-8").read()[:200000]
+ids = tok.encode(text).ids
+L = 64
+calib, heldout = os.path.join(tmp, "calib.npy"), os.path.join(tmp, "heldout.npy")
+qstest.check(len(ids) >= 12 * L, f"only {len(ids)} tokens of text")
+np.save(calib, np.array(ids[: 8 * L], dtype=np.int32).reshape(8, L))
+np.save(heldout, np.array(ids[8 * L: 12 * L], dtype=np.int32).reshape(4, L))
+
+
+def run(dev, work, out, *extra, np_=1, expect=0, env=None):
+    args = ["run", "--model", M, "--calib", calib, "--work", work, "--out", out, "--device", dev, "--bits", 4,
+            "--group-size", 32, "--act-order", "--compute-dtype", "f32", "--formats", "gptq", "--quiet", *extra]
+    e = dict(os.environ, **(env or {}))
+    if np_ == 1:
+        return qstest.run(args, expect=expect, env=e)
+    return qstest.mpirun(np_, args, expect=expect, env=e)
+
+
+p = run("cuda", os.path.join(tmp, "w-gpu"), os.path.join(tmp, "o-gpu"), expect=None)
+if p.returncode == 2 and "no CUDA device" in p.stderr:
+    qstest.skip(p.stderr.strip())
+qstest.check(p.returncode == 0, f"run --device cuda exited {p.returncode}: {p.stderr}")
+run("cpu", os.path.join(tmp, "w-cpu"), os.path.join(tmp, "o-cpu"))
+
+# --- the exports: codes equal but for rounding ties -------------------------------------------
+a, b = tensors(os.path.join(tmp, "o-cpu")), tensors(os.path.join(tmp, "o-gpu"))
+qstest.check(sorted(a) == sorted(b), "the two exports hold different tensors")
+for k in sorted(a):
+    if not k.endswith(".qweight"):
+        continue
+    frac = float(np.mean(codes(a[k]) != codes(b[k])))
+    print(f"{k}: {100 * frac:.3f}% of the codes differ from the CPU's")
+    if ".layers.0.self_attn." in k and k.split(".")[-2] in ("q_proj", "k_proj", "v_proj"):
+        qstest.check(frac <= 0.01, f"{k}: {100 * frac:.3f}% of the codes differ (expected <= 1%)")
+        g = k.replace(".qweight", ".g_idx")
+        qstest.check(np.array_equal(a[g], b[g]), f"{g}: act-order differs on the same Hessian")
+
+
+def evaluate(model, dev, logits):
+    p = qstest.run(["eval", "--model", model, "--tokens", heldout, "--json", "--compute-dtype", "f32", "--device", dev,
+                    "--dump-logits", logits])
+    import json
+    return json.loads(p.stdout.splitlines()[0])["nll"]
+
+
+nll_cpu_export = evaluate(os.path.join(tmp, "o-cpu"), "cpu", os.path.join(tmp, "l-cpu-cpu.npy"))
+nll_gpu_export = evaluate(os.path.join(tmp, "o-gpu"), "cpu", os.path.join(tmp, "l-gpu-cpu.npy"))
+print(f"held-out NLL: CPU export {nll_cpu_export:.6f}, GPU export {nll_gpu_export:.6f}")
+qstest.check(abs(nll_gpu_export - nll_cpu_export) <= 0.01 * nll_cpu_export, "the GPU export's NLL is off")
+
+# --- eval on the device: the same numbers -------------------------------------------------------
+nll_dev = evaluate(os.path.join(tmp, "o-gpu"), "cuda", os.path.join(tmp, "l-gpu-gpu.npy"))
+la, lb = np.load(os.path.join(tmp, "l-gpu-cpu.npy")), np.load(os.path.join(tmp, "l-gpu-gpu.npy"))
+rel = float(np.abs(la - lb).max() / np.abs(la).max())
+print(f"eval --device cuda: NLL {nll_dev:.9f} vs cpu {nll_gpu_export:.9f} (|diff| {abs(nll_dev - nll_gpu_export):.2e}), "
+      f"logits max relative difference {rel:.2e}")
+qstest.check(abs(nll_dev - nll_gpu_export) <= 1e-4, "eval --device cuda: NLL not within 1e-4 of the CPU's")
+qstest.check(rel <= 1e-4, "eval --device cuda: logits not within 1e-4 of the CPU's")
+
+# --- refusals -------------------------------------------------------------------------------------
+p = run("cuda", os.path.join(tmp, "w-omni"), os.path.join(tmp, "o-omni"), "--method", "omniquant", expect=None)
+one_line_error(p, 2, "OmniQuant")
+p = run("cuda", os.path.join(tmp, "w-cpu"), os.path.join(tmp, "o-cpu2"), expect=None)
+qstest.check(p.returncode == 2, f"a CPU work dir resumed on the GPU: exit {p.returncode}: {p.stderr}")
+print("refused: OmniQuant on the device; a CPU work dir on the GPU")
+
+if EMU:
+    # two ranks, a device each: the same bytes as one rank
+    run("cuda", os.path.join(tmp, "w-gpu2"), os.path.join(tmp, "o-gpu2"), np_=2, env={"QS_EMU_DEVICES": "2"})
+    qstest.check(files(os.path.join(tmp, "o-gpu")) == files(os.path.join(tmp, "o-gpu2")),
+                 "--device cuda: 2 ranks and 1 rank give different exports")
+    print("--device cuda: 1 and 2 ranks byte-identical")
+    # a device with 1 GiB free of 64: the plan does not fit, refused before the run
+    p = run("cuda", os.path.join(tmp, "w-small"), os.path.join(tmp, "o-small"), expect=None,
+            env={"QS_EMU_FREE_BYTES": str(1 << 30)})
+    line = one_line_error(p, 4, "needs", "of device memory", "free")
+    qstest.check(not os.path.exists(os.path.join(tmp, "o-small", "model.safetensors.index.json")),
+                 "a run that does not fit wrote an export")
+    print(f"too little device memory: exit 4: {line}")
