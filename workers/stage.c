@@ -45,6 +45,12 @@ typedef struct stage_state {
     /* OmniQuant's FP stream (NULL otherwise): this block's FP input, the next one's */
     float *fp_acts, *fp_next;
     qs_comm_request *fp_send_req;
+    /* On a device backend acts, next, carry (and the pipelined FP input) are
+     * device memory: the activations stay there from block to block, and
+     * `host` [rows, seq, hidden] stages what the transport and the embedding
+     * see (per micro-batch, at hand-off only). */
+    bool dev;
+    float *host;
 } stage_state;
 
 static int64_t mb_first(const stage_state *s, int64_t k) { return k * s->a->micro_batch; }
@@ -62,6 +68,48 @@ static size_t mb_bytes(const stage_state *s, int64_t k) { return (size_t)mb_rows
 static float *mb_carry(const stage_state *s, int64_t k, int64_t cols)
 {
     return s->carry + (size_t)mb_first(s, k) * (size_t)s->a->seq * (size_t)cols;
+}
+
+/* ---- the activation store: host memory, or the device's ----------------------------- */
+
+static float *act_alloc(const stage_state *s, size_t floats)
+{
+    const qs_backend_i *be = s->a->be;
+    return s->dev ? be->alloc(be->ctx, floats * sizeof(float)) : qs_malloc(floats * sizeof(float));
+}
+
+static void act_free(const stage_state *s, float *p)
+{
+    if (!p) return;
+    if (s->dev) s->a->be->free(s->a->be->ctx, p);
+    else qs_free(p);
+}
+
+static qs_status act_copy(const stage_state *s, float *dst, const float *src, size_t bytes, qs_error *err)
+{
+    if (s->dev) return s->a->be->copy(s->a->be->ctx, dst, src, bytes, err);
+    memcpy(dst, src, bytes);
+    return QS_OK;
+}
+
+/* Where micro-batch k of `buf` is sent from / received into: buf itself, or
+ * its slot of the host staging buffer on a device. */
+static float *xfer_ptr(const stage_state *s, float *buf, int64_t k) { return mb_ptr(s, s->dev ? s->host : buf, k); }
+
+/* Sends micro-batch k of buf (staged to the host first on a device). */
+static qs_status send_mb(stage_state *s, float *buf, int64_t k, int tag, qs_comm_request *req, qs_error *err)
+{
+    const qs_comm_i *c = s->a->comm;
+    if (s->dev) QS_TRY(act_copy(s, xfer_ptr(s, buf, k), mb_ptr(s, buf, k), mb_bytes(s, k), err));
+    return c->isend(c->ctx, xfer_ptr(s, buf, k), mb_bytes(s, k), s->a->next_rank, tag, req, err);
+}
+
+/* A span on micro-batch rows: its pointers are the store's (device memory on a device). */
+static qs_status span_mb(const stage_state *s, const qs_block *blk, int64_t rows, qs_block_span *sp,
+                         const qs_block_hooks *hooks, qs_error *err)
+{
+    if (s->dev) return qs_block_forward_span_on(blk, s->a->be, rows, s->a->seq, sp, hooks, err);
+    return qs_block_forward_span(blk, s->a->be, rows, s->a->seq, sp, hooks, err);
 }
 
 /* ---- Hessian capture --------------------------------------------------------- */
@@ -148,10 +196,10 @@ static qs_status receive_all(stage_state *s, float *acts, int tag_base,
 {
     const qs_comm_i *c = s->a->comm;
     qs_comm_request req[2] = {{0}, {0}};
-    QS_TRY(c->irecv(c->ctx, mb_ptr(s, acts, 0), mb_bytes(s, 0), s->a->prev_rank, tag_base, &req[0], err));
+    QS_TRY(c->irecv(c->ctx, xfer_ptr(s, acts, 0), mb_bytes(s, 0), s->a->prev_rank, tag_base, &req[0], err));
     for (int64_t k = 0; k < s->n_micro; k++) {
         if (k + 1 < s->n_micro)
-            QS_TRY(c->irecv(c->ctx, mb_ptr(s, acts, k + 1), mb_bytes(s, k + 1), s->a->prev_rank,
+            QS_TRY(c->irecv(c->ctx, xfer_ptr(s, acts, k + 1), mb_bytes(s, k + 1), s->a->prev_rank,
                             tag_base + (int)(k + 1), &req[(k + 1) % 2], err));
         double t0 = now();
         qs_status st = wait_or_stop(s, &req[k % 2], err);
@@ -161,6 +209,11 @@ static qs_status receive_all(stage_state *s, float *acts, int tag_base,
             c->cancel(c->ctx, &req[(k + 1) % 2]);
             if (st == QS_ERR_INTERRUPTED) return st;
             return qs_error_prefix(err, "receiving micro-batch %lld from rank %d", (long long)k, s->a->prev_rank);
+        }
+        if (s->dev) {
+            t0 = now();
+            QS_TRY(act_copy(s, mb_ptr(s, acts, k), xfer_ptr(s, acts, k), mb_bytes(s, k), err));
+            s->t->comm += now() - t0;
         }
         if (each) {
             t0 = now();
@@ -179,8 +232,12 @@ static qs_status embed_all(stage_state *s, float *acts, qs_error *err)
     s->t->io += now() - t0;
     t0 = now();
     for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++)
+    {
+        /* the embedding runs on the host; on a device its rows go there at once */
         st = qs_embed_stage_forward(&e, s->a->tokens + mb_first(s, k) * s->a->seq, mb_rows(s, k), s->a->seq,
-                                    mb_ptr(s, acts, k), err);
+                                    xfer_ptr(s, acts, k), err);
+        if (st == QS_OK && s->dev) st = act_copy(s, mb_ptr(s, acts, k), xfer_ptr(s, acts, k), mb_bytes(s, k), err);
+    }
     if (st == QS_OK) qs_embed_stage_free(&e);
     s->t->compute += now() - t0;
     s->t->forward += now() - t0;
@@ -199,7 +256,7 @@ static qs_status prefill_stage0(stage_state *s, float *acts, int64_t k, void *ct
     qs_block_hooks hooks = {on_capture, p->cap, 0, 0};
     double h0 = p->cap->seconds, t0 = now();
     qs_block_span sp = {.from = 0, .to = 0, .res_in = mb_ptr(s, acts, k)};
-    qs_status st = qs_block_forward_span(p->blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, &hooks, err);
+    qs_status st = span_mb(s, p->blk, mb_rows(s, k), &sp, &hooks, err);
     double h = p->cap->seconds - h0;
     s->t->hessian += h;
     s->t->forward += now() - t0 - h;
@@ -234,18 +291,16 @@ static qs_status load_block(stage_state *s, qs_block *blk, int layer, qs_error *
 static qs_status forward_all(stage_state *s, const qs_block *blk, float *in, float *out, bool send, int tag_base,
                              qs_error *err)
 {
-    const qs_comm_i *c = s->a->comm;
     for (int64_t k = 0; k < s->n_micro; k++) {
         double t0 = now();
         qs_block_span sp = {.from = 0, .to = QS_BLOCK_END, .res_in = mb_ptr(s, in, k), .res_out = mb_ptr(s, out, k)};
-        QS_TRY(qs_block_forward_span(blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, NULL, err));
+        QS_TRY(span_mb(s, blk, mb_rows(s, k), &sp, NULL, err));
         double dt = now() - t0;
         s->t->compute += dt;
         s->t->forward += dt;
         s->t->forward_flops += sp.flops;
         if (send)
-            QS_TRY(c->isend(c->ctx, mb_ptr(s, out, k), mb_bytes(s, k), s->a->next_rank, tag_base + (int)k,
-                            &s->send_req[k], err));
+            QS_TRY(send_mb(s, out, k, tag_base + (int)k, &s->send_req[k], err));
     }
     return QS_OK;
 }
@@ -364,7 +419,7 @@ static void carry_alloc(stage_state *s, const qs_block *blk)
     if (recompute && *recompute && strcmp(recompute, "0") != 0) return;
     int64_t c1 = qs_block_carry_cols(blk, 1), c3 = qs_block_carry_cols(blk, 3);
     size_t n = (size_t)s->a->rows * (size_t)s->a->seq * (size_t)(c1 > c3 ? c1 : c3);
-    s->carry = qs_malloc(n * sizeof(float));
+    s->carry = act_alloc(s, n);
     if (!s->carry)
         fprintf(stderr, "qshard run: warning: no memory to keep %zu MiB of stage inputs; every true-sequential "
                         "stage re-runs its block from the input (same result, ~2.4x the forward work)\n",
@@ -378,7 +433,6 @@ static void carry_alloc(stage_state *s, const qs_block *blk)
 static qs_status span_all(stage_state *s, const qs_block *blk, int from, int to, float **res,
                           const qs_block_hooks *hooks, capture_ctx *cap, bool send, int tag_base, qs_error *err)
 {
-    const qs_comm_i *c = s->a->comm;
     bool changes = (from <= 1 && to >= 2) || to == QS_BLOCK_END;
     int64_t cin = qs_block_carry_cols(blk, from), cout = s->carry ? qs_block_carry_cols(blk, to) : 0;
     for (int64_t k = 0; k < s->n_micro; k++) {
@@ -386,15 +440,14 @@ static qs_status span_all(stage_state *s, const qs_block *blk, int from, int to,
         qs_block_span sp = {.from = from, .to = to, .res_in = mb_ptr(s, *res, k),
                             .res_out = changes ? mb_ptr(s, s->next, k) : NULL,
                             .x_in = cin ? mb_carry(s, k, cin) : NULL, .x_out = cout ? mb_carry(s, k, cout) : NULL};
-        QS_TRY(qs_block_forward_span(blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, hooks, err));
+        QS_TRY(span_mb(s, blk, mb_rows(s, k), &sp, hooks, err));
         double dt = now() - t0, h = cap ? cap->seconds - h0 : 0;
         s->t->compute += dt;
         s->t->hessian += h;
         s->t->forward += dt - h;
         s->t->forward_flops += sp.flops;
         if (send)
-            QS_TRY(c->isend(c->ctx, mb_ptr(s, s->next, k), mb_bytes(s, k), s->a->next_rank, tag_base + (int)k,
-                            &s->send_req[k], err));
+            QS_TRY(send_mb(s, s->next, k, tag_base + (int)k, &s->send_req[k], err));
     }
     if (changes) *res = s->next;
     return QS_OK;
@@ -620,12 +673,15 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
     s.n_micro = (a->rows + a->micro_batch - 1) / a->micro_batch;
     uint64_t bytes0 = qs_st_bytes_read();
     size_t total = (size_t)a->rows * s.row_floats;
-    s.acts = qs_malloc(total * sizeof(float));
-    s.next = qs_malloc(total * sizeof(float));
+    /* the activations live in the backend's memory (OmniQuant trains on the host) */
+    s.dev = a->be->device && !is_omni(&s);
+    s.host = s.dev ? qs_malloc(total * sizeof(float)) : NULL;
+    s.acts = act_alloc(&s, total);
+    s.next = act_alloc(&s, total);
     s.send_req = calloc((size_t)s.n_micro, sizeof *s.send_req);
     float *fp_in = NULL;
     qs_status st = QS_OK;
-    if (!s.acts || !s.next || !s.send_req) {
+    if (!s.acts || !s.next || !s.send_req || (s.dev && !s.host)) {
         st = qs_error_set(err, QS_ERR_NOMEM, "activations: 2 × %zu floats", total);
         goto done;
     }
@@ -639,17 +695,19 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         }
     }
     if (a->schedule == QS_SCHEDULE_PIPELINED) {
-        fp_in = qs_malloc(total * sizeof(float));
+        fp_in = act_alloc(&s, total);
         if (!fp_in) {
             st = qs_error_set(err, QS_ERR_NOMEM, "FP activations: %zu floats", total);
             goto done;
         }
         st = fp_pass(&s, fp_in, err);
         if (st == QS_OK) {
-            memcpy(s.acts, fp_in, total * sizeof(float));
+            st = act_copy(&s, s.acts, fp_in, total * sizeof(float), err);
             if (s.fp_acts) memcpy(s.fp_acts, fp_in, total * sizeof(float)); /* OmniQuant's targets start there too */
-            qs_free(fp_in);
+            act_free(&s, fp_in);
             fp_in = NULL;
+        }
+        if (st == QS_OK) {
             st = quantize_blocks(&s, false, NULL, NULL, false, err);
         }
     } else if (a->embed) {
@@ -683,10 +741,11 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         }
     }
 done:
-    qs_free(fp_in);
-    qs_free(s.acts);
-    qs_free(s.next);
-    qs_free(s.carry);
+    act_free(&s, fp_in);
+    act_free(&s, s.acts);
+    act_free(&s, s.next);
+    act_free(&s, s.carry);
+    qs_free(s.host);
     free(s.send_req);
     qs_free(s.fp_acts);
     qs_free(s.fp_next);

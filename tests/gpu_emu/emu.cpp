@@ -508,8 +508,13 @@ cusolverStatus_t cusolverDnXpotrf(cusolverDnHandle_t h, cusolverDnParams_t p, cu
 {
     const char ul = uplo == CUBLAS_FILL_MODE_LOWER ? 'L' : 'U';
     if (!dev_matrix(a, n, n, lda, ta == CUDA_R_64F ? 8 : 4, "cusolverDnXpotrf A")) return CUSOLVER_STATUS_EXECUTION_FAILED;
+    /* one OpenBLAS thread: its potrf's bits depend on the thread count, cuSOLVER's do not
+     * (on one GPU model), and the device path's exports must not depend on the ranks' cores */
+    int threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     lapack_int r = ta == CUDA_R_64F ? LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, ul, (lapack_int)n, (double *)a, (lapack_int)lda)
                                     : LAPACKE_spotrf_work(LAPACK_COL_MAJOR, ul, (lapack_int)n, (float *)a, (lapack_int)lda);
+    openblas_set_num_threads(threads);
     return set_info(info, r);
 }
 

@@ -10,8 +10,10 @@ cuda-emu with QS_CUDA_MODULE naming the emulated module of tests/gpu_emu).
 - eval: the same export scored on the device and on the CPU: NLL within
   1e-4, logits within 1e-4 relative.
 - emulator only (a real GPU cannot be made smaller or doubled): 2 ranks with
-  a device each give byte-identical exports to 1 rank; a device with too
-  little free memory is refused before the run with exit 4 and one line.
+  a device each give byte-identical exports to 1 rank (activations handed
+  off through host staging); the pipelined schedule on 2 devices against
+  the CPU's (codes, NLL); a device with too little free memory is refused
+  before the run with exit 4 and one line.
 - OmniQuant on the device is refused (exit 2, one line); a work dir made on
   the CPU is not resumed on the GPU (its numbers differ).
 Skips (77) without a GPU."""
@@ -66,11 +68,11 @@ shared_text = os.path.join(os.environ.get("QS_SHARED") or qstest.source("..", "s
 if os.path.exists(shared_text):  # else the model's README: fewer, but real, words
     text = open(shared_text, encoding="utf-8").read()[:200000]
 ids = tok.encode(text).ids
-L = 64
+L = 32
 calib, heldout = os.path.join(tmp, "calib.npy"), os.path.join(tmp, "heldout.npy")
-qstest.check(len(ids) >= 12 * L, f"only {len(ids)} tokens of text")
-np.save(calib, np.array(ids[: 8 * L], dtype=np.int32).reshape(8, L))
-np.save(heldout, np.array(ids[8 * L: 12 * L], dtype=np.int32).reshape(4, L))
+qstest.check(len(ids) >= 24 * L, f"only {len(ids)} tokens of text")
+np.save(calib, np.array(ids[: 16 * L], dtype=np.int32).reshape(16, L))
+np.save(heldout, np.array(ids[16 * L: 24 * L], dtype=np.int32).reshape(8, L))
 
 
 def run(dev, work, out, *extra, np_=1, expect=0, env=None):
@@ -136,6 +138,18 @@ if EMU:
     qstest.check(files(os.path.join(tmp, "o-gpu")) == files(os.path.join(tmp, "o-gpu2")),
                  "--device cuda: 2 ranks and 1 rank give different exports")
     print("--device cuda: 1 and 2 ranks byte-identical")
+    # the pipelined schedule on 2 devices (FP pass, then both stages at once) against the CPU's
+    for dev in ("cuda", "cpu"):
+        run(dev, os.path.join(tmp, f"w-pipe-{dev}"), os.path.join(tmp, f"o-pipe-{dev}"), "--schedule", "pipelined",
+            np_=2, env={"QS_EMU_DEVICES": "2"})
+    pa, pb = tensors(os.path.join(tmp, "o-pipe-cpu")), tensors(os.path.join(tmp, "o-pipe-cuda"))
+    worst = max(float(np.mean(codes(pa[k]) != codes(pb[k]))) for k in pa if k.endswith(".qweight"))
+    nll_pc = evaluate(os.path.join(tmp, "o-pipe-cpu"), "cpu", os.path.join(tmp, "l-pc.npy"))
+    nll_pg = evaluate(os.path.join(tmp, "o-pipe-cuda"), "cpu", os.path.join(tmp, "l-pg.npy"))
+    print(f"pipelined on 2 devices: at most {100 * worst:.3f}% of a linear's codes differ from the CPU's; "
+          f"NLL {nll_pg:.6f} vs {nll_pc:.6f}")
+    qstest.check(worst <= 0.01, "pipelined: more than 1% of a linear's codes differ from the CPU's")
+    qstest.check(abs(nll_pg - nll_pc) <= 0.01 * nll_pc, "pipelined: the GPU export's NLL is off")
     # a device with 1 GiB free of 64: the plan does not fit, refused before the run
     p = run("cuda", os.path.join(tmp, "w-small"), os.path.join(tmp, "o-small"), expect=None,
             env={"QS_EMU_FREE_BYTES": str(1 << 30)})
