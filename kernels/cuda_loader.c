@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "kernels/cuda_module.h"
+#include "kernels/nccl.h"
 
 #ifdef QS_CUDA_MODULE_ENV_ONLY
 static const char no_cuda[] = "this qshard was built without CUDA: configure with -DQS_CUDA=ON where nvcc is installed";
@@ -117,4 +118,73 @@ void qs_backend_cuda_free(qs_backend_i *be)
     /* only a backend the module made has a device table; nothing to do otherwise */
     if (g_module && be && be->device) g_module->backend_free(be);
     else if (be) memset(be, 0, sizeof *be);
+}
+
+/* ---- NCCL (kernels/nccl.h): the module's, when it has it ---------------------------- */
+
+static const qs_cuda_module *nccl_module(qs_error *err)
+{
+    const qs_cuda_module *m = module();
+    if (!m) {
+        if (g_no_cuda) qs_error_set(err, QS_ERR_UNSUPPORTED, "NCCL: %s", no_cuda);
+        else qs_error_set(err, QS_ERR_UNSUPPORTED, "NCCL: the CUDA backend module did not load: %s", g_why);
+        return NULL;
+    }
+    if (!m->nccl_init) qs_error_set(err, QS_ERR_UNSUPPORTED, "NCCL: this CUDA module has none (the CUDA emulator)");
+    return m->nccl_init ? m : NULL;
+}
+
+qs_status qs_nccl_get_id(qs_nccl_id *id, qs_error *err)
+{
+    const qs_cuda_module *m = nccl_module(err);
+    return m ? m->nccl_get_id(id, err) : QS_ERR_UNSUPPORTED;
+}
+
+qs_status qs_nccl_init(qs_nccl **out, const qs_nccl_id *id, int rank, int size, int device, double timeout_s,
+                       qs_error *err)
+{
+    const qs_cuda_module *m = nccl_module(err);
+    *out = NULL;
+    return m ? m->nccl_init(out, id, rank, size, device, timeout_s, err) : QS_ERR_UNSUPPORTED;
+}
+
+/* the calls below take a communicator, which only a module with NCCL made */
+qs_status qs_nccl_send(qs_nccl *c, const void *buf, size_t bytes, int peer, qs_nccl_op **op, qs_error *err)
+{
+    return g_module->nccl_send(c, buf, bytes, peer, op, err);
+}
+
+qs_status qs_nccl_recv(qs_nccl *c, void *buf, size_t bytes, int peer, qs_nccl_op **op, qs_error *err)
+{
+    return g_module->nccl_recv(c, buf, bytes, peer, op, err);
+}
+
+qs_status qs_nccl_test(qs_nccl *c, qs_nccl_op *op, int *done, qs_error *err)
+{
+    return g_module->nccl_test(c, op, done, err);
+}
+
+qs_status qs_nccl_wait(qs_nccl *c, qs_nccl_op *op, double timeout_s, qs_error *err)
+{
+    return g_module->nccl_wait(c, op, timeout_s, err);
+}
+
+qs_status qs_nccl_allreduce_sum(qs_nccl *c, void *buf, size_t n, bool f64, double timeout_s, qs_error *err)
+{
+    return g_module->nccl_allreduce_sum(c, buf, n, f64, timeout_s, err);
+}
+
+void qs_nccl_abort(qs_nccl *c)
+{
+    if (c) g_module->nccl_abort(c);
+}
+
+void qs_nccl_op_free(qs_nccl_op *op)
+{
+    if (op) g_module->nccl_op_free(op);
+}
+
+void qs_nccl_free(qs_nccl *c)
+{
+    if (c) g_module->nccl_free(c);
 }

@@ -29,6 +29,7 @@
 #include "pipeline/progress.h"
 #include "pipeline/report.h"
 #include "schedulers/partition.h"
+#include "workers/comm_nccl.h"
 #include "workers/device_select.h"
 #include "workers/heartbeat.h"
 #include "workers/model.h"
@@ -618,6 +619,7 @@ static qs_status device_fit(const qs_run_options *o, const qs_comm_i *c, const s
     p.micro_batch = o->micro_batch;
     p.calib_rows = s->dims[0];
     p.calib_len = s->dims[1];
+    if (dev->kind != QS_DEVICE_CUDA) return QS_OK; /* a rank --device auto put on the CPU */
     qs_plan plan;
     QS_TRY(qs_plan_make(qs_manifest_config(s->m), &p, c->size, 1, 0, 0, &plan, err));
     qs_device_info now;
@@ -635,28 +637,69 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     return qs_run_on(o, c, NULL, stop_flag, NULL, err);
 }
 
-static qs_status run_with(const qs_run_options *o, const qs_comm_i *c, const qs_backend_i *be,
+static qs_status run_with(const qs_run_options *o, const qs_comm_i *c, const qs_comm_i *acts, const qs_backend_i *be,
                           const qs_device_choice *dev, volatile int *stop_flag, bool *nofit, qs_error *err);
+
+/* The activations' transport: NCCL when every rank computes on a GPU, there
+ * is more than one rank, --transport is not mpi and NCCL loads everywhere
+ * (with auto, a note and MPI when it does not); MPI otherwise. */
+static qs_status pick_transport(const qs_run_options *o, const qs_comm_i *c, const qs_device_choice *dev,
+                                qs_comm_i *nccl, bool *use_nccl, qs_error *err)
+{
+    *use_nccl = false;
+    int64_t not_gpu[1] = {dev->kind != QS_DEVICE_CUDA};
+    QS_TRY(c->allreduce_max_i64(c->ctx, not_gpu, 1, err));
+    bool want = !strcmp(o->transport, "nccl") || (!strcmp(o->transport, "auto") && c->size > 1);
+    if (!want) return QS_OK;
+    if (not_gpu[0])
+        return strcmp(o->transport, "nccl") ? QS_OK
+                                             : qs_error_set(err, QS_ERR_INPUT, "--transport nccl: not every rank has a "
+                                                                               "GPU (--device auto chose the CPU somewhere)");
+    qs_error nerr;
+    qs_status st = qs_comm_nccl_init(c, dev->index, o->heartbeat_timeout, nccl, &nerr);
+    if (st == QS_OK) {
+        *use_nccl = true;
+        return QS_OK;
+    }
+    if (!strcmp(o->transport, "nccl")) {
+        if (err) *err = nerr;
+        return st;
+    }
+    if (c->rank == 0 && !strstr(nerr.msg, "failed during set-up"))
+        fprintf(stderr, "qshard run: note: --transport auto: activations over MPI (%s)\n", nerr.msg);
+    return QS_OK;
+}
 
 qs_status qs_run_on(const qs_run_options *o, const qs_comm_i *c, const qs_device_choice *dev, volatile int *stop_flag,
                     bool *nofit, qs_error *err)
 {
     bool nf = false;
     if (nofit) *nofit = false;
-    if (!dev || dev->kind != QS_DEVICE_CUDA) return run_with(o, c, qs_backend_cpu(), NULL, stop_flag, &nf, err);
+    if (!dev) return run_with(o, c, c, qs_backend_cpu(), NULL, stop_flag, &nf, err);
     /* one GPU per rank: its backend (stream, cuBLAS, cuSOLVER) for the whole run;
-     * every rank agrees that it has one before anything is read */
+     * every rank agrees that it has one before anything is read (a rank that
+     * --device auto put on the CPU computes there) */
     qs_backend_i cuda;
+    memset(&cuda, 0, sizeof cuda);
+    const bool gpu = dev->kind == QS_DEVICE_CUDA;
     qs_cuda_opts co = {.tf32 = false};
-    qs_status st = agree(c, qs_backend_cuda_init(&cuda, dev->index, &co, err), err);
-    if (st != QS_OK) return st;
-    st = run_with(o, c, &cuda, dev, stop_flag, &nf, err);
+    qs_status st = agree(c, gpu ? qs_backend_cuda_init(&cuda, dev->index, &co, err) : QS_OK, err);
+    if (st != QS_OK) {
+        if (gpu) qs_backend_cuda_free(&cuda);
+        return st;
+    }
+    qs_comm_i nccl;
+    bool use_nccl = false;
+    st = agree(c, pick_transport(o, c, dev, &nccl, &use_nccl, err), err);
+    if (st == QS_OK)
+        st = run_with(o, c, use_nccl ? &nccl : c, gpu ? &cuda : qs_backend_cpu(), dev, stop_flag, &nf, err);
     if (nofit) *nofit = nf;
-    qs_backend_cuda_free(&cuda);
+    if (use_nccl) qs_comm_nccl_free(&nccl);
+    if (gpu) qs_backend_cuda_free(&cuda);
     return st;
 }
 
-static qs_status run_with(const qs_run_options *o, const qs_comm_i *c, const qs_backend_i *be,
+static qs_status run_with(const qs_run_options *o, const qs_comm_i *c, const qs_comm_i *acts, const qs_backend_i *be,
                           const qs_device_choice *dev, volatile int *stop_flag, bool *nofit, qs_error *err)
 {
     double t0 = now();
@@ -754,7 +797,7 @@ static qs_status run_with(const qs_run_options *o, const qs_comm_i *c, const qs_
         }
     qs_stage_args a;
     memset(&a, 0, sizeof a);
-    a.comm = c;
+    a.comm = acts; /* the activations' transport (NCCL or MPI); progress and agreement stay on MPI (c) */
     a.be = be;
     a.manifest = s.m;
     a.names = &s.names;

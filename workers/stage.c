@@ -92,15 +92,19 @@ static qs_status act_copy(const stage_state *s, float *dst, const float *src, si
     return QS_OK;
 }
 
-/* Where micro-batch k of `buf` is sent from / received into: buf itself, or
- * its slot of the host staging buffer on a device. */
-static float *xfer_ptr(const stage_state *s, float *buf, int64_t k) { return mb_ptr(s, s->dev ? s->host : buf, k); }
+/* Whether hand-offs go through the host: activations on a device and a
+ * transport of host buffers (MPI; NCCL takes the device's own). */
+static bool staged(const stage_state *s) { return s->dev && !s->a->comm->device_buffers; }
 
-/* Sends micro-batch k of buf (staged to the host first on a device). */
+/* Where micro-batch k of `buf` is sent from / received into: buf itself, or
+ * its slot of the host staging buffer. */
+static float *xfer_ptr(const stage_state *s, float *buf, int64_t k) { return mb_ptr(s, staged(s) ? s->host : buf, k); }
+
+/* Sends micro-batch k of buf (staged to the host first where it must be). */
 static qs_status send_mb(stage_state *s, float *buf, int64_t k, int tag, qs_comm_request *req, qs_error *err)
 {
     const qs_comm_i *c = s->a->comm;
-    if (s->dev) QS_TRY(act_copy(s, xfer_ptr(s, buf, k), mb_ptr(s, buf, k), mb_bytes(s, k), err));
+    if (staged(s)) QS_TRY(act_copy(s, xfer_ptr(s, buf, k), mb_ptr(s, buf, k), mb_bytes(s, k), err));
     return c->isend(c->ctx, xfer_ptr(s, buf, k), mb_bytes(s, k), s->a->next_rank, tag, req, err);
 }
 
@@ -210,7 +214,7 @@ static qs_status receive_all(stage_state *s, float *acts, int tag_base,
             if (st == QS_ERR_INTERRUPTED) return st;
             return qs_error_prefix(err, "receiving micro-batch %lld from rank %d", (long long)k, s->a->prev_rank);
         }
-        if (s->dev) {
+        if (staged(s)) {
             t0 = now();
             QS_TRY(act_copy(s, mb_ptr(s, acts, k), xfer_ptr(s, acts, k), mb_bytes(s, k), err));
             s->t->comm += now() - t0;
@@ -234,9 +238,9 @@ static qs_status embed_all(stage_state *s, float *acts, qs_error *err)
     for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++)
     {
         /* the embedding runs on the host; on a device its rows go there at once */
-        st = qs_embed_stage_forward(&e, s->a->tokens + mb_first(s, k) * s->a->seq, mb_rows(s, k), s->a->seq,
-                                    xfer_ptr(s, acts, k), err);
-        if (st == QS_OK && s->dev) st = act_copy(s, mb_ptr(s, acts, k), xfer_ptr(s, acts, k), mb_bytes(s, k), err);
+        float *h = mb_ptr(s, s->dev ? s->host : acts, k);
+        st = qs_embed_stage_forward(&e, s->a->tokens + mb_first(s, k) * s->a->seq, mb_rows(s, k), s->a->seq, h, err);
+        if (st == QS_OK && s->dev) st = act_copy(s, mb_ptr(s, acts, k), h, mb_bytes(s, k), err);
     }
     if (st == QS_OK) qs_embed_stage_free(&e);
     s->t->compute += now() - t0;
@@ -675,13 +679,14 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
     size_t total = (size_t)a->rows * s.row_floats;
     /* the activations live in the backend's memory (OmniQuant trains on the host) */
     s.dev = a->be->device && !is_omni(&s);
-    s.host = s.dev ? qs_malloc(total * sizeof(float)) : NULL;
+    bool need_host = s.dev && (!a->comm->device_buffers || a->embed); /* hand-offs through the host, the embedding */
+    s.host = need_host ? qs_malloc(total * sizeof(float)) : NULL;
     s.acts = act_alloc(&s, total);
     s.next = act_alloc(&s, total);
     s.send_req = calloc((size_t)s.n_micro, sizeof *s.send_req);
     float *fp_in = NULL;
     qs_status st = QS_OK;
-    if (!s.acts || !s.next || !s.send_req || (s.dev && !s.host)) {
+    if (!s.acts || !s.next || !s.send_req || (need_host && !s.host)) {
         st = qs_error_set(err, QS_ERR_NOMEM, "activations: 2 × %zu floats", total);
         goto done;
     }

@@ -142,7 +142,8 @@ int qs_cmd_run(int argc, char **argv)
         }
     }
     bool nofit = false;
-    st = qs_run_on(&o, &comm, &dev, &g_stop, &nofit, &err);
+    /* --device cpu: the run as it always was (no device agreement, no CUDA module) */
+    st = qs_run_on(&o, &comm, strcmp(o.device, "cpu") ? &dev : NULL, &g_stop, &nofit, &err);
     if (st == QS_ERR_INTERRUPTED) {
         qs_heartbeat_stop(0);
         /* cancelled transfers may keep MPI_Finalize waiting: leave now, state is durable */

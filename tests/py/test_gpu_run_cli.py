@@ -15,7 +15,8 @@ cuda-emu with QS_CUDA_MODULE naming the emulated module of tests/gpu_emu).
   the CPU's (codes, NLL); a device with too little free memory is refused
   before the run with exit 4 and one line.
 - OmniQuant on the device is refused (exit 2, one line); a work dir made on
-  the CPU is not resumed on the GPU (its numbers differ).
+  the CPU is not resumed on the GPU (its numbers differ); --transport nccl
+  where NCCL cannot run (the emulator has none) or without a GPU: exit 2.
 Skips (77) without a GPU."""
 import glob
 import os
@@ -157,3 +158,9 @@ if EMU:
     qstest.check(not os.path.exists(os.path.join(tmp, "o-small", "model.safetensors.index.json")),
                  "a run that does not fit wrote an export")
     print(f"too little device memory: exit 4: {line}")
+    # --transport nccl where NCCL cannot run (the emulator has none): one line, exit 2, before any work
+    p = run("cuda", os.path.join(tmp, "w-nccl"), os.path.join(tmp, "o-nccl"), "--transport", "nccl", np_=2,
+            expect=None, env={"QS_EMU_DEVICES": "2"})
+    print(f"--transport nccl without NCCL: {one_line_error(p, 2, 'NCCL')}")
+p = run("cpu", os.path.join(tmp, "w-nccl-cpu"), os.path.join(tmp, "o-nccl-cpu"), "--transport", "nccl", expect=None)
+one_line_error(p, 2, "--transport nccl needs --device cuda")
