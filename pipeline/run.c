@@ -758,6 +758,9 @@ static qs_status run_with(const qs_run_options *o, const qs_comm_i *c, const qs_
                         qs_compute_dtype_name((qs_compute_dtype)s.compute), s.compute == QS_COMPUTE_BF16 ? " (" : "",
                         s.compute == QS_COMPUTE_BF16 ? qs_backend_cpu()->bf16_kernel(qs_backend_cpu()->ctx) : "",
                         s.compute == QS_COMPUTE_BF16 ? ")" : "", s.resuming ? " (resuming)" : "");
+    if (be->device)
+        qs_progress_message(&pg, "qshard run: a GPU per rank (rank 0: %s, %s), activations handed off over %s",
+                            be->name, dev->info.name, acts->device_buffers ? "nccl (GPU to GPU)" : "mpi (through host memory)");
     if ((st = report_cores(c, &s.plan, &pg, err)) != QS_OK) goto out;
 
     run_ctx rc;

@@ -25,14 +25,14 @@ if(TARGET qshard_lib AND CMAKE_CXX_COMPILER)
   add_library(qs_cuda_emu STATIC
     ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu.cpp ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_backend.cpp
     ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_gptq.cpp ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_ops.cpp
-    ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_quant.cpp)
+    ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_quant.cpp ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_nccl.cpp)
   target_include_directories(qs_cuda_emu BEFORE PUBLIC ${PROJECT_SOURCE_DIR}/tests/gpu_emu)
   target_compile_definitions(qs_cuda_emu PUBLIC QS_CUDA_EMU=1)
   target_compile_options(qs_cuda_emu PRIVATE -ffp-contract=off)
   if(QS_SANITIZE) # the kernels' memory accesses under ASan + UBSan too (scripts/test.sh runs label cuda-emu there)
     target_compile_options(qs_cuda_emu PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer)
   endif()
-  target_link_libraries(qs_cuda_emu PUBLIC qs_kernels_c PkgConfig::QS_BLAS PkgConfig::QS_LAPACKE)
+  target_link_libraries(qs_cuda_emu PUBLIC qs_kernels_c PkgConfig::QS_BLAS PkgConfig::QS_LAPACKE MPI::MPI_C)
   set_target_properties(qs_cuda_emu PROPERTIES POSITION_INDEPENDENT_CODE ON)
   # The emulated backend as qshard's CUDA module (kernels/cuda/module.c on the
   # emulator): QS_CUDA_MODULE=build/libqshard_cuda_emu.so qshard run --device

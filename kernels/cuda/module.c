@@ -9,7 +9,6 @@ static const qs_cuda_module module = {
     .device_info = qs_cuda_device_info,
     .backend_init = qs_backend_cuda_init,
     .backend_free = qs_backend_cuda_free,
-#ifndef QS_CUDA_EMU /* the emulator has no NCCL */
     .nccl_get_id = qs_nccl_get_id,
     .nccl_init = qs_nccl_init,
     .nccl_send = qs_nccl_send,
@@ -20,7 +19,6 @@ static const qs_cuda_module module = {
     .nccl_abort = qs_nccl_abort,
     .nccl_op_free = qs_nccl_op_free,
     .nccl_free = qs_nccl_free,
-#endif
 };
 
 const qs_cuda_module *qs_cuda_module_v1(void);

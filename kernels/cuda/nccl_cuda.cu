@@ -79,6 +79,17 @@ static struct {
 
 static bool nccl_load(qs_error *err)
 {
+#ifdef QS_CUDA_EMU /* the emulator's NCCL (tests/gpu_emu/emu_nccl.cpp) is linked in */
+    if (!L.tried) {
+        L.tried = true;
+        L.lib = (void *)&L;
+        L.GetUniqueId = ncclGetUniqueId, L.CommInitRankConfig = ncclCommInitRankConfig;
+        L.CommGetAsyncError = ncclCommGetAsyncError, L.CommAbort = ncclCommAbort;
+        L.CommFinalize = ncclCommFinalize, L.CommDestroy = ncclCommDestroy, L.Send = ncclSend, L.Recv = ncclRecv;
+        L.AllReduce = ncclAllReduce, L.GroupStart = ncclGroupStart, L.GroupEnd = ncclGroupEnd;
+        L.GetErrorString = ncclGetErrorString, L.GetLastError = ncclGetLastError;
+    }
+#else
     if (!L.tried) {
         L.tried = true;
         const char *names[] = {"libnccl.so.2", "libnccl.so"};
@@ -108,6 +119,7 @@ static bool nccl_load(qs_error *err)
         QS_NCCL_SYM(GetLastError, "ncclGetLastError")
 #undef QS_NCCL_SYM
     }
+#endif
     if (!L.lib) qs_error_set(err, QS_ERR_UNSUPPORTED, "%s", L.why);
     return L.lib != NULL;
 }

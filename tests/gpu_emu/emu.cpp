@@ -271,6 +271,7 @@ const char *cudaGetErrorName(cudaError_t e)
     case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     }
     return "cudaError(other)";
 }
@@ -347,11 +348,19 @@ cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot)
 }
 
 struct qs_emu_stream {
-    int unused;
+    std::vector<qs_emu_async> pending;
 };
 struct qs_emu_event {
     double t;
+    std::vector<qs_emu_async> pending;
 };
+void qs_emu_stream_add_async(cudaStream_t s, qs_emu_async a) { s->pending.push_back(a); }
+bool qs_emu_is_device(const void *p, size_t bytes) { return is_device(p, bytes); }
+static void drop_all(std::vector<qs_emu_async> &v)
+{
+    for (auto &a : v) a.drop(a.arg);
+    v.clear();
+}
 static double now_s(void)
 {
     struct timespec ts;
@@ -365,23 +374,49 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s)
 {
+    drop_all(s->pending);
     delete s;
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s)
+{
+    if (!s) return cudaSuccess;
+    for (auto &a : s->pending) a.wait(a.arg);
+    drop_all(s->pending); /* complete: drop only frees */
+    return cudaSuccess;
+}
 cudaError_t cudaEventCreate(cudaEvent_t *e)
 {
     *e = new qs_emu_event();
     return cudaSuccess;
 }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e)
 {
+    drop_all(e->pending);
     delete e;
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
     e->t = now_s();
+    if (s) { /* the event completes when what the stream has in flight does */
+        e->pending.insert(e->pending.end(), s->pending.begin(), s->pending.end());
+        s->pending.clear();
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e)
+{
+    for (auto &a : e->pending)
+        if (!a.test(a.arg)) return cudaErrorNotReady;
+    drop_all(e->pending);
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e)
+{
+    for (auto &a : e->pending) a.wait(a.arg);
+    drop_all(e->pending);
     return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)

@@ -10,13 +10,15 @@ cuda-emu with QS_CUDA_MODULE naming the emulated module of tests/gpu_emu).
 - eval: the same export scored on the device and on the CPU: NLL within
   1e-4, logits within 1e-4 relative.
 - emulator only (a real GPU cannot be made smaller or doubled): 2 ranks with
-  a device each give byte-identical exports to 1 rank (activations handed
-  off through host staging); the pipelined schedule on 2 devices against
+  a device each give byte-identical exports to 1 rank, with the activations
+  handed off through host memory (MPI) and as device buffers through the
+  NCCL transport (the emulator's NCCL runs on MPI); the pipelined schedule
+  on 2 devices (NCCL, picked by --transport auto) against
   the CPU's (codes, NLL); a device with too little free memory is refused
   before the run with exit 4 and one line.
 - OmniQuant on the device is refused (exit 2, one line); a work dir made on
   the CPU is not resumed on the GPU (its numbers differ); --transport nccl
-  where NCCL cannot run (the emulator has none) or without a GPU: exit 2.
+  without a GPU: exit 2.
 Skips (77) without a GPU."""
 import glob
 import os
@@ -34,8 +36,10 @@ M = qstest.source("jobs", "models", "tinystories-656K")
 tmp = qstest.tmpdir()
 
 
-def one_line_error(p, code, *words):
+def one_line_error(p, code, *words, mpi=False):
     lines = [l for l in p.stderr.splitlines() if l.strip()]
+    if mpi:  # mpirun adds its own report of a rank's exit code
+        lines = [l for l in lines if l.startswith("qshard")]
     qstest.check(p.returncode == code, f"exit {p.returncode}, expected {code}: {p.stderr}")
     qstest.check(len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{p.stderr}")
     for w in words:
@@ -76,9 +80,11 @@ np.save(calib, np.array(ids[: 16 * L], dtype=np.int32).reshape(16, L))
 np.save(heldout, np.array(ids[16 * L: 24 * L], dtype=np.int32).reshape(8, L))
 
 
-def run(dev, work, out, *extra, np_=1, expect=0, env=None):
+def run(dev, work, out, *extra, np_=1, expect=0, env=None, quiet=True):
     args = ["run", "--model", M, "--calib", calib, "--work", work, "--out", out, "--device", dev, "--bits", 4,
-            "--group-size", 32, "--act-order", "--compute-dtype", "f32", "--formats", "gptq", "--quiet", *extra]
+            "--group-size", 32, "--act-order", "--compute-dtype", "f32", "--formats", "gptq", *extra]
+    if quiet:
+        args.append("--quiet")
     e = dict(os.environ, **(env or {}))
     if np_ == 1:
         return qstest.run(args, expect=expect, env=e)
@@ -86,7 +92,7 @@ def run(dev, work, out, *extra, np_=1, expect=0, env=None):
 
 
 p = run("cuda", os.path.join(tmp, "w-gpu"), os.path.join(tmp, "o-gpu"), expect=None)
-if p.returncode == 2 and "no CUDA device" in p.stderr:
+if p.returncode == 2 and "no CUDA device" in p.stderr and not EMU:  # the emulated device is always there
     qstest.skip(p.stderr.strip())
 qstest.check(p.returncode == 0, f"run --device cuda exited {p.returncode}: {p.stderr}")
 run("cpu", os.path.join(tmp, "w-cpu"), os.path.join(tmp, "o-cpu"))
@@ -134,13 +140,17 @@ qstest.check(p.returncode == 2, f"a CPU work dir resumed on the GPU: exit {p.ret
 print("refused: OmniQuant on the device; a CPU work dir on the GPU")
 
 if EMU:
-    # two ranks, a device each: the same bytes as one rank
-    run("cuda", os.path.join(tmp, "w-gpu2"), os.path.join(tmp, "o-gpu2"), np_=2, env={"QS_EMU_DEVICES": "2"})
-    qstest.check(files(os.path.join(tmp, "o-gpu")) == files(os.path.join(tmp, "o-gpu2")),
-                 "--device cuda: 2 ranks and 1 rank give different exports")
-    print("--device cuda: 1 and 2 ranks byte-identical")
+    # two ranks, a device each: the same bytes as one rank, over MPI (through host memory) and over the
+    # emulated NCCL (device buffers handed to the transport; tests/gpu_emu/emu_nccl.cpp, MPI underneath)
+    for transport in ("mpi", "nccl"):
+        p = run("cuda", os.path.join(tmp, f"w-gpu2-{transport}"), os.path.join(tmp, f"o-gpu2-{transport}"),
+                "--transport", transport, np_=2, env={"QS_EMU_DEVICES": "2"}, quiet=False)
+        qstest.check(f"activations handed off over {transport}" in p.stdout, f"not over {transport}:\n{p.stdout}")
+        qstest.check(files(os.path.join(tmp, "o-gpu")) == files(os.path.join(tmp, f"o-gpu2-{transport}")),
+                     f"--device cuda --transport {transport}: 2 ranks and 1 rank give different exports")
+        print(f"--device cuda: 1 rank and 2 ranks over {transport} byte-identical")
     # the pipelined schedule on 2 devices (FP pass, then both stages at once) against the CPU's
-    for dev in ("cuda", "cpu"):
+    for dev in ("cuda", "cpu"):  # cuda: --transport auto, NCCL with every rank on a device
         run(dev, os.path.join(tmp, f"w-pipe-{dev}"), os.path.join(tmp, f"o-pipe-{dev}"), "--schedule", "pipelined",
             np_=2, env={"QS_EMU_DEVICES": "2"})
     pa, pb = tensors(os.path.join(tmp, "o-pipe-cpu")), tensors(os.path.join(tmp, "o-pipe-cuda"))
@@ -158,9 +168,9 @@ if EMU:
     qstest.check(not os.path.exists(os.path.join(tmp, "o-small", "model.safetensors.index.json")),
                  "a run that does not fit wrote an export")
     print(f"too little device memory: exit 4: {line}")
-    # --transport nccl where NCCL cannot run (the emulator has none): one line, exit 2, before any work
-    p = run("cuda", os.path.join(tmp, "w-nccl"), os.path.join(tmp, "o-nccl"), "--transport", "nccl", np_=2,
-            expect=None, env={"QS_EMU_DEVICES": "2"})
-    print(f"--transport nccl without NCCL: {one_line_error(p, 2, 'NCCL')}")
+    # --transport nccl where --device auto found no GPU: one line, exit 2, before any work
+    p = run("auto", os.path.join(tmp, "w-nccl"), os.path.join(tmp, "o-nccl"), "--transport", "nccl", np_=2,
+            expect=None, env={"QS_EMU_NO_DEVICE": "1"})
+    print(f"--transport nccl without GPUs: {one_line_error(p, 2, 'not every rank has a GPU', mpi=True)}")
 p = run("cpu", os.path.join(tmp, "w-nccl-cpu"), os.path.join(tmp, "o-nccl-cpu"), "--transport", "nccl", expect=None)
 one_line_error(p, 2, "--transport nccl needs --device cuda")
