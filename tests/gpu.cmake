@@ -92,5 +92,10 @@ if(TARGET qshard_lib)
     # whole commands through the emulated module: run/eval --device cuda vs cpu, the memory check
     qs_add_py_test(emu_run_cli tests/py/test_gpu_run_cli.py LABELS cuda-emu TIMEOUT 900)
     set_property(TEST emu_run_cli APPEND PROPERTY ENVIRONMENT "QS_CUDA_MODULE=$<TARGET_FILE:qshard_cuda_emu>")
+    # 2 ranks with a device each: hand-offs over MPI and over the emulated NCCL
+    add_test(NAME emu_run_ranks COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/py/test_gpu_run_cli.py --ranks)
+    get_test_property(emu_run_cli ENVIRONMENT QS_EMU_ENV)
+    set_tests_properties(emu_run_ranks PROPERTIES LABELS "cuda-emu;mpi" TIMEOUT 900 SKIP_RETURN_CODE 77
+      ENVIRONMENT "${QS_EMU_ENV}")
   endif()
 endif()

@@ -9,13 +9,19 @@ cuda-emu with QS_CUDA_MODULE naming the emulated module of tests/gpu_emu).
   exports within 1% of each other.
 - eval: the same export scored on the device and on the CPU: NLL within
   1e-4, logits within 1e-4 relative.
-- emulator only (a real GPU cannot be made smaller or doubled): 2 ranks with
+- `--ranks` (emulator only: a real GPU cannot be doubled): 2 ranks with
   a device each give byte-identical exports to 1 rank, with the activations
   handed off through host memory (MPI) and as device buffers through the
   NCCL transport (the emulator's NCCL runs on MPI); the pipelined schedule
-  on 2 devices (NCCL, picked by --transport auto) against
-  the CPU's (codes, NLL); a device with too little free memory is refused
-  before the run with exit 4 and one line.
+  on 2 devices over NCCL (picked by --transport auto) against the same over
+  MPI, byte for byte — on 64 calibration tokens (a device run against a
+  device run needs no well-conditioned Hessian). Emulator only too: a device
+  with too little free memory is refused before the run with exit 4 and one
+  line.
+Under the sanitizers (CI runs label cuda-emu there) the qshard processes run
+without leak detection: Open MPI and hwloc leave their allocations at exit;
+the emulated kernels' memory accesses are still checked. Times here (2
+cores): ~2 min each part, ~4 min under ASan.
 - OmniQuant on the device is refused (exit 2, one line); a work dir made on
   the CPU is not resumed on the GPU (its numbers differ); --transport nccl
   without a GPU: exit 2.
@@ -31,15 +37,19 @@ np = qstest.need("numpy")
 tokenizers = qstest.need("tokenizers")
 from safetensors import safe_open  # noqa: E402  (qstest.need checked numpy; safetensors comes with the venv)
 
-EMU = "gpu_emu" in os.environ.get("QS_CUDA_MODULE", "") or "cuda_emu" in os.environ.get("QS_CUDA_MODULE", "")
+EMU = "cuda_emu" in os.environ.get("QS_CUDA_MODULE", "")
+RANKS = "--ranks" in sys.argv
+if RANKS and not EMU:
+    qstest.skip("--ranks needs the emulator (QS_CUDA_MODULE=libqshard_cuda_emu.so): one GPU cannot host 2 ranks")
+# Open MPI and hwloc leave allocations behind at exit: no leak report from the qshard processes
+os.environ["ASAN_OPTIONS"] = ":".join(x for x in (os.environ.get("ASAN_OPTIONS", ""), "detect_leaks=0") if x)
 M = qstest.source("jobs", "models", "tinystories-656K")
 tmp = qstest.tmpdir()
 
 
-def one_line_error(p, code, *words, mpi=False):
-    lines = [l for l in p.stderr.splitlines() if l.strip()]
-    if mpi:  # mpirun adds its own report of a rank's exit code
-        lines = [l for l in lines if l.startswith("qshard")]
+def one_line_error(p, code, *words):
+    # qshard's lines (mpirun adds its report of a rank's exit code, ASan its warnings)
+    lines = [l for l in p.stderr.splitlines() if l.startswith("qshard")]
     qstest.check(p.returncode == code, f"exit {p.returncode}, expected {code}: {p.stderr}")
     qstest.check(len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{p.stderr}")
     for w in words:
@@ -73,11 +83,15 @@ shared_text = os.path.join(os.environ.get("QS_SHARED") or qstest.source("..", "s
 if os.path.exists(shared_text):  # else the model's README: fewer, but real, words
     text = open(shared_text, encoding="utf-8").read()[:200000]
 ids = tok.encode(text).ids
-L = 32
+L = 16  # short rows: the emulated attention's cost grows with L²
 calib, heldout = os.path.join(tmp, "calib.npy"), os.path.join(tmp, "heldout.npy")
-qstest.check(len(ids) >= 24 * L, f"only {len(ids)} tokens of text")
-np.save(calib, np.array(ids[: 16 * L], dtype=np.int32).reshape(16, L))
-np.save(heldout, np.array(ids[16 * L: 24 * L], dtype=np.int32).reshape(8, L))
+qstest.check(len(ids) >= 48 * L, f"only {len(ids)} tokens of text")
+# 512 calibration tokens: more than the 384 inputs of down_proj (fewer make its Hessian singular but for the damping,
+# and GPTQ chaotic: rounding-level differences then change many codes at the same quality, docs/gpu.md)
+np.save(calib, np.array(ids[: 32 * L], dtype=np.int32).reshape(32, L))
+np.save(heldout, np.array(ids[32 * L: 48 * L], dtype=np.int32).reshape(16, L))
+if RANKS:
+    np.save(calib, np.array(ids[: 4 * 16], dtype=np.int32).reshape(4, 16))
 
 
 def run(dev, work, out, *extra, np_=1, expect=0, env=None, quiet=True):
@@ -95,6 +109,33 @@ p = run("cuda", os.path.join(tmp, "w-gpu"), os.path.join(tmp, "o-gpu"), expect=N
 if p.returncode == 2 and "no CUDA device" in p.stderr and not EMU:  # the emulated device is always there
     qstest.skip(p.stderr.strip())
 qstest.check(p.returncode == 0, f"run --device cuda exited {p.returncode}: {p.stderr}")
+
+if RANKS:
+    # two ranks, a device each: the same bytes as one rank, over MPI (through host memory) and over the
+    # emulated NCCL (device buffers handed to the transport; tests/gpu_emu/emu_nccl.cpp, MPI underneath)
+    for transport in ("mpi", "nccl"):
+        p = run("cuda", os.path.join(tmp, f"w-gpu2-{transport}"), os.path.join(tmp, f"o-gpu2-{transport}"),
+                "--transport", transport, np_=2, env={"QS_EMU_DEVICES": "2"}, quiet=False)
+        qstest.check(f"activations handed off over {transport}" in p.stdout, f"not over {transport}:\n{p.stdout}")
+        qstest.check(files(os.path.join(tmp, "o-gpu")) == files(os.path.join(tmp, f"o-gpu2-{transport}")),
+                     f"--device cuda --transport {transport}: 2 ranks and 1 rank give different exports")
+        print(f"--device cuda: 1 rank and 2 ranks over {transport} byte-identical")
+    # the pipelined schedule on 2 devices (FP pass, then both stages at once): NCCL (--transport auto
+    # picks it, every rank having a device) and MPI hand off the same numbers
+    for transport in ("auto", "mpi"):
+        p = run("cuda", os.path.join(tmp, f"w-pipe-{transport}"), os.path.join(tmp, f"o-pipe-{transport}"),
+                "--schedule", "pipelined", "--transport", transport, np_=2, env={"QS_EMU_DEVICES": "2"}, quiet=False)
+        want = "nccl" if transport == "auto" else "mpi"
+        qstest.check(f"activations handed off over {want}" in p.stdout, f"pipelined, not over {want}:\n{p.stdout}")
+    qstest.check(files(os.path.join(tmp, "o-pipe-auto")) == files(os.path.join(tmp, "o-pipe-mpi")),
+                 "pipelined on 2 devices: NCCL and MPI hand-offs give different exports")
+    print("pipelined on 2 devices: --transport auto picks NCCL; the same bytes as over MPI")
+    # --transport nccl where --device auto found no GPU: one line, exit 2, before any work
+    p = run("auto", os.path.join(tmp, "w-nccl"), os.path.join(tmp, "o-nccl"), "--transport", "nccl", np_=2,
+            expect=None, env={"QS_EMU_NO_DEVICE": "1"})
+    print(f"--transport nccl without GPUs: {one_line_error(p, 2, 'not every rank has a GPU')}")
+    sys.exit(0)
+
 run("cpu", os.path.join(tmp, "w-cpu"), os.path.join(tmp, "o-cpu"))
 
 # --- the exports: codes equal but for rounding ties -------------------------------------------
@@ -140,27 +181,6 @@ qstest.check(p.returncode == 2, f"a CPU work dir resumed on the GPU: exit {p.ret
 print("refused: OmniQuant on the device; a CPU work dir on the GPU")
 
 if EMU:
-    # two ranks, a device each: the same bytes as one rank, over MPI (through host memory) and over the
-    # emulated NCCL (device buffers handed to the transport; tests/gpu_emu/emu_nccl.cpp, MPI underneath)
-    for transport in ("mpi", "nccl"):
-        p = run("cuda", os.path.join(tmp, f"w-gpu2-{transport}"), os.path.join(tmp, f"o-gpu2-{transport}"),
-                "--transport", transport, np_=2, env={"QS_EMU_DEVICES": "2"}, quiet=False)
-        qstest.check(f"activations handed off over {transport}" in p.stdout, f"not over {transport}:\n{p.stdout}")
-        qstest.check(files(os.path.join(tmp, "o-gpu")) == files(os.path.join(tmp, f"o-gpu2-{transport}")),
-                     f"--device cuda --transport {transport}: 2 ranks and 1 rank give different exports")
-        print(f"--device cuda: 1 rank and 2 ranks over {transport} byte-identical")
-    # the pipelined schedule on 2 devices (FP pass, then both stages at once) against the CPU's
-    for dev in ("cuda", "cpu"):  # cuda: --transport auto, NCCL with every rank on a device
-        run(dev, os.path.join(tmp, f"w-pipe-{dev}"), os.path.join(tmp, f"o-pipe-{dev}"), "--schedule", "pipelined",
-            np_=2, env={"QS_EMU_DEVICES": "2"})
-    pa, pb = tensors(os.path.join(tmp, "o-pipe-cpu")), tensors(os.path.join(tmp, "o-pipe-cuda"))
-    worst = max(float(np.mean(codes(pa[k]) != codes(pb[k]))) for k in pa if k.endswith(".qweight"))
-    nll_pc = evaluate(os.path.join(tmp, "o-pipe-cpu"), "cpu", os.path.join(tmp, "l-pc.npy"))
-    nll_pg = evaluate(os.path.join(tmp, "o-pipe-cuda"), "cpu", os.path.join(tmp, "l-pg.npy"))
-    print(f"pipelined on 2 devices: at most {100 * worst:.3f}% of a linear's codes differ from the CPU's; "
-          f"NLL {nll_pg:.6f} vs {nll_pc:.6f}")
-    qstest.check(worst <= 0.01, "pipelined: more than 1% of a linear's codes differ from the CPU's")
-    qstest.check(abs(nll_pg - nll_pc) <= 0.01 * nll_pc, "pipelined: the GPU export's NLL is off")
     # a device with 1 GiB free of 64: the plan does not fit, refused before the run
     p = run("cuda", os.path.join(tmp, "w-small"), os.path.join(tmp, "o-small"), expect=None,
             env={"QS_EMU_FREE_BYTES": str(1 << 30)})
@@ -168,9 +188,5 @@ if EMU:
     qstest.check(not os.path.exists(os.path.join(tmp, "o-small", "model.safetensors.index.json")),
                  "a run that does not fit wrote an export")
     print(f"too little device memory: exit 4: {line}")
-    # --transport nccl where --device auto found no GPU: one line, exit 2, before any work
-    p = run("auto", os.path.join(tmp, "w-nccl"), os.path.join(tmp, "o-nccl"), "--transport", "nccl", np_=2,
-            expect=None, env={"QS_EMU_NO_DEVICE": "1"})
-    print(f"--transport nccl without GPUs: {one_line_error(p, 2, 'not every rank has a GPU', mpi=True)}")
 p = run("cpu", os.path.join(tmp, "w-nccl-cpu"), os.path.join(tmp, "o-nccl-cpu"), "--transport", "nccl", expect=None)
 one_line_error(p, 2, "--transport nccl needs --device cuda")
