@@ -235,8 +235,7 @@ static qs_status embed_all(stage_state *s, float *acts, qs_error *err)
     qs_status st = qs_embed_stage_load(&e, s->a->manifest, s->a->names, err);
     s->t->io += now() - t0;
     t0 = now();
-    for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++)
-    {
+    for (int64_t k = 0; k < s->n_micro && st == QS_OK; k++) {
         /* the embedding runs on the host; on a device its rows go there at once */
         float *h = mb_ptr(s, s->dev ? s->host : acts, k);
         st = qs_embed_stage_forward(&e, s->a->tokens + mb_first(s, k) * s->a->seq, mb_rows(s, k), s->a->seq, h, err);
