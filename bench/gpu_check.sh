@@ -4,8 +4,8 @@
 # CMake >= 3.18, the CUDA libraries and a C compiler; no Debian packages, no
 # network. It builds what it needs (-DQS_GPU_STANDALONE=ON: the kernels, the
 # gpu tests and the GPU benchmark, on the CUDA toolkit and libc alone), runs
-# the gpu tests (every CUDA kernel and backend call against the CPU backend)
-# and the benchmark (TF/s against the device's own SGEMM rate, same run), and
+# the gpu tests (every CUDA kernel and backend call against the CPU backend,
+# and a one-rank NCCL communicator: one GPU allows no more) and the benchmark (TF/s against the device's own SGEMM rate, same run), and
 # writes what it saw to RESULTS_DIR. Meant to finish in well under 6 minutes.
 #
 #   bench/gpu_check.sh [--dry-run] [--quick] [RESULTS_DIR]
@@ -73,11 +73,22 @@ say "device     $device"
 say "toolchain  nvcc $nvcc_v, cmake $cmake_v, $(cc --version 2>/dev/null | head -n1)"
 say "arch       sm_$arch"
 
+# ---- NCCL: the toolkit's, or pip's nvidia-nccl (torch's) for the one-rank check -----------
+nccl_args=()
+if [ ! -f "$(dirname "$(command -v nvcc)")/../include/nccl.h" ]; then
+  ndir=$(python3 -c 'import nvidia.nccl; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)
+  if [ -n "$ndir" ] && [ -f "$ndir/include/nccl.h" ]; then
+    nccl_args=(-DQS_NCCL_INCLUDE_DIR="$ndir/include")
+    export LD_LIBRARY_PATH="$ndir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+fi
+say "nccl       $([ ${#nccl_args[@]} = 0 ] && echo "the toolkit's (or none: gpu_nccl then skips)" || echo "pip's: ${nccl_args[0]#*=}")"
+
 # ---- build -----------------------------------------------------------------------------------
 bdir=$root/build-gpu-check
 t0=$(date +%s)
 if cmake -S "$root" -B "$bdir" -DQS_GPU_STANDALONE=ON -DCMAKE_BUILD_TYPE=Release \
-     -DCMAKE_CUDA_ARCHITECTURES="$arch" > "$results/build.log" 2>&1 &&
+     -DCMAKE_CUDA_ARCHITECTURES="$arch" "${nccl_args[@]}" > "$results/build.log" 2>&1 &&
    cmake --build "$bdir" -j"$(nproc)" >> "$results/build.log" 2>&1; then
   say "build      ok ($(( $(date +%s) - t0 )) s; build.log)"
 else
@@ -95,7 +106,7 @@ skipped=$(grep -cE 'Test +#[0-9]+: .*Skipped' "$results/ctest.txt" || true)
 failed=$(grep -cE 'Test +#[0-9]+: .*\*\*\*(Failed|Timeout|Exception)' "$results/ctest.txt" || true)
 say "tests      $passed passed, $failed failed, $skipped skipped ($(( $(date +%s) - t0 )) s; ctest.txt)"
 # what the tests measured: the GPTQ code agreement and the largest differences
-grep -E '^[0-9]+: (gpu |sgemm|ssyrk|spotr|dpotr|hessian|rtn|rmsnorm|layernorm|rope|attention|add|scale|silu|relu|gelu|embed|nll|cuda:0|SKIP|FAIL)' \
+grep -E '^[0-9]+: (gpu |gpu_nccl|sgemm|ssyrk|spotr|dpotr|hessian|rtn|rmsnorm|layernorm|rope|attention|add|scale|silu|relu|gelu|embed|nll|cuda:0|SKIP|FAIL)' \
   "$results/ctest.txt" | sed 's/^[0-9]*: /  /' | tee -a "$summary"
 
 # ---- the benchmark ------------------------------------------------------------------------------

@@ -27,7 +27,9 @@ qs_status qs_quant_run(const qs_backend_i *be, const float *w, int64_t rows, int
                        const qs_quant_opts *o, qs_quant_result *res, qs_error *err);
 
 /* The H-weighted error tr((W - Q) H (W - Q)ᵀ) with H [cols, cols] symmetric
- * and full (both triangles). Uses be->sgemm; accumulates in double. */
+ * and full (both triangles). Uses be->sgemm; accumulates in double. w and q
+ * are host memory, h is be's memory (a device backend gets D's row panels
+ * copied over and D·H back). */
 qs_status qs_quant_hloss(const qs_backend_i *be, const float *w, const float *q, int64_t rows, int64_t cols,
                          const float *h, double *loss, qs_error *err);
 

@@ -68,7 +68,8 @@ qs_status qs_eval_run(const qs_eval_opts *o, const qs_backend_i *be, qs_eval_res
     if ((s = qs_model_load_file(&model, o->model_dir, o->file, err)) != QS_OK) goto done;
     have_model = true;
     if ((s = qs_compute_dtype_resolve(o->compute_dtype, model.manifest, &model.names, be, &r->compute, err)) != QS_OK ||
-        (s = qs_model_set_compute(&model, r->compute, err)) != QS_OK)
+        (s = qs_model_set_compute(&model, r->compute, err)) != QS_OK ||
+        (s = qs_model_to_device(&model, be, err)) != QS_OK)
         goto done;
     const int64_t V = model.cfg.vocab;
     /* logits are batch·L·V floats (twice with --ref): keep them under ~1 GiB so a
@@ -77,7 +78,9 @@ qs_status qs_eval_run(const qs_eval_opts *o, const qs_backend_i *be, qs_eval_res
     if (o->ref_dir) {
         if ((s = qs_model_load(&ref, o->ref_dir, err)) != QS_OK) goto done;
         have_ref = true;
-        if ((s = qs_model_set_compute(&ref, r->compute, err)) != QS_OK) goto done;
+        if ((s = qs_model_set_compute(&ref, r->compute, err)) != QS_OK ||
+            (s = qs_model_to_device(&ref, be, err)) != QS_OK)
+            goto done;
         if (ref.cfg.vocab != V) {
             s = qs_error_set(err, QS_ERR_INPUT, "%s: vocabulary %d differs from the model's %lld (%s)", o->ref_dir,
                              ref.cfg.vocab, (long long)V, o->model_dir);

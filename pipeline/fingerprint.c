@@ -103,6 +103,8 @@ qs_status qs_fingerprint_make(const qs_run_options *o, const qs_manifest *m, con
     cJSON_AddStringToObject(op, "hessian_sum", "chunk_tree");
     /* the resolved compute dtype (run.c); f32 leaves the record as it always was */
     if (!strcmp(o->compute_dtype, "bf16")) cJSON_AddStringToObject(op, "compute_dtype", "bf16");
+    /* the resolved device (run.c): the CPU leaves the record as it always was */
+    if (!strcmp(o->device, "cuda")) cJSON_AddStringToObject(op, "device", "cuda");
     cJSON_AddStringToObject(op, "schedule", o->schedule == QS_SCHEDULE_EXACT ? "exact" : "pipelined");
     if (o->schedule == QS_SCHEDULE_PIPELINED) cJSON_AddNumberToObject(op, "ranks", ranks);
     if (o->method == QS_METHOD_OMNIQUANT) {

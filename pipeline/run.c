@@ -32,6 +32,8 @@
 #include "pipeline/progress.h"
 #include "pipeline/report.h"
 #include "schedulers/partition.h"
+#include "workers/comm_nccl.h"
+#include "workers/device_select.h"
 #include "workers/heartbeat.h"
 #include "workers/model.h"
 #include "workers/stage.h"
@@ -399,9 +401,16 @@ static qs_status check_paths(const qs_run_options *o, qs_error *err)
  * check (options, model, tensors, calibration, ranks, plan, exports, paths)
  * before the first file is created; then the directories, the work dir's
  * lock, a write probe, the fingerprint. */
-static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s, qs_error *err)
+static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, const qs_backend_i *be, setup *s,
+                          qs_error *err)
 {
     QS_TRY(qs_run_options_validate(o, err));
+    if (be->device && o->method == QS_METHOD_OMNIQUANT)
+        return qs_error_set(err, QS_ERR_UNSUPPORTED, "--device cuda: OmniQuant trains on the CPU only so far "
+                                                     "(use --device cpu, docs/gpu.md)");
+    if (be->device && o->replicas > 1)
+        return qs_error_set(err, QS_ERR_UNSUPPORTED, "--device cuda: replicas (--replicas %d) run on the CPU only so "
+                                                     "far (use --replicas 1 or --device cpu, docs/gpu.md)", o->replicas);
     QS_TRY(qs_manifest_open(o->model, &s->m, err));
     const qs_model_config *cfg = qs_manifest_config(s->m);
     QS_TRY(qs_model_names_from_manifest(s->m, &s->names, err));
@@ -422,7 +431,7 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
          * OmniQuant trains in f32 */
         qs_compute_dtype cd = QS_COMPUTE_F32;
         if (o->method != QS_METHOD_OMNIQUANT)
-            QS_TRY(qs_compute_dtype_resolve(o->compute_dtype, s->m, &s->names, qs_backend_cpu(), &cd, err));
+            QS_TRY(qs_compute_dtype_resolve(o->compute_dtype, s->m, &s->names, be, &cd, err));
         else if (!strcmp(o->compute_dtype, "bf16"))
             return qs_error_set(err, QS_ERR_INPUT, "--compute-dtype bf16: OmniQuant computes in f32 (use f32 or auto)");
         s->compute = cd;
@@ -496,6 +505,8 @@ static qs_status do_setup(const qs_run_options *o, const qs_comm_i *c, setup *s,
     if (!fo) return qs_error_set(err, QS_ERR_NOMEM, "run options");
     *fo = *o;
     snprintf(fo->compute_dtype, sizeof fo->compute_dtype, "%s", qs_compute_dtype_name((qs_compute_dtype)s->compute));
+    /* the resolved device: a GPU's numbers are not the CPU's (docs/gpu.md) */
+    snprintf(fo->device, sizeof fo->device, "%s", be->device ? "cuda" : "cpu");
     qs_status fst = qs_fingerprint_make(fo, s->m, &s->tokens, c->size, &s->fp, err);
     free(fo);
     QS_TRY(fst);
@@ -695,7 +706,100 @@ static void write_report(const qs_run_options *o, char *path, size_t cap)
     }
 }
 
+/* With a GPU: this rank's blocks (the plan for this calibration set) against
+ * what the device has free now; *nofit says the plan does not fit. */
+static qs_status device_fit(const qs_run_options *o, const qs_comm_i *c, const setup *s, const qs_device_choice *dev,
+                            bool *nofit, qs_error *err)
+{
+    qs_cost_params p;
+    qs_cost_params_default(&p);
+    p.schedule = o->schedule;
+    p.true_sequential = o->true_sequential;
+    p.micro_batch = o->micro_batch;
+    p.calib_rows = s->dims[0];
+    p.calib_len = s->dims[1];
+    if (dev->kind != QS_DEVICE_CUDA) return QS_OK; /* a rank --device auto put on the CPU */
+    qs_plan plan;
+    QS_TRY(qs_plan_make(qs_manifest_config(s->m), &p, c->size, s->replicas, 0, 0, &plan, err));
+    qs_device_info now;
+    qs_status st = qs_cuda_device_info(dev->index, &now, err);
+    if (st == QS_OK) {
+        st = qs_device_check_plan(&plan, c->rank, &now, err);
+        *nofit = st != QS_OK;
+    }
+    qs_plan_free(&plan);
+    return st;
+}
+
 qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop_flag, qs_error *err)
+{
+    return qs_run_on(o, c, NULL, stop_flag, NULL, err);
+}
+
+static qs_status run_with(const qs_run_options *o, const qs_comm_i *c, const qs_comm_i *acts, const qs_backend_i *be,
+                          const qs_device_choice *dev, volatile int *stop_flag, bool *nofit, qs_error *err);
+
+/* The activations' transport: NCCL when every rank computes on a GPU, there
+ * is more than one rank, --transport is not mpi and NCCL loads everywhere
+ * (with auto, a note and MPI when it does not); MPI otherwise. */
+static qs_status pick_transport(const qs_run_options *o, const qs_comm_i *c, const qs_device_choice *dev,
+                                qs_comm_i *nccl, bool *use_nccl, qs_error *err)
+{
+    *use_nccl = false;
+    int64_t not_gpu[1] = {dev->kind != QS_DEVICE_CUDA};
+    QS_TRY(c->allreduce_max_i64(c->ctx, not_gpu, 1, err));
+    bool want = !strcmp(o->transport, "nccl") || (!strcmp(o->transport, "auto") && c->size > 1);
+    if (!want) return QS_OK;
+    if (not_gpu[0])
+        return strcmp(o->transport, "nccl") ? QS_OK
+                                             : qs_error_set(err, QS_ERR_INPUT, "--transport nccl: not every rank has a "
+                                                                               "GPU (--device auto chose the CPU somewhere)");
+    qs_error nerr;
+    qs_status st = qs_comm_nccl_init(c, dev->index, o->heartbeat_timeout, nccl, &nerr);
+    if (st == QS_OK) {
+        *use_nccl = true;
+        return QS_OK;
+    }
+    if (!strcmp(o->transport, "nccl")) {
+        if (err) *err = nerr;
+        return st;
+    }
+    if (c->rank == 0 && !strstr(nerr.msg, "failed during set-up"))
+        fprintf(stderr, "qshard run: note: --transport auto: activations over MPI (%s)\n", nerr.msg);
+    return QS_OK;
+}
+
+qs_status qs_run_on(const qs_run_options *o, const qs_comm_i *c, const qs_device_choice *dev, volatile int *stop_flag,
+                    bool *nofit, qs_error *err)
+{
+    bool nf = false;
+    if (nofit) *nofit = false;
+    if (!dev) return run_with(o, c, c, qs_backend_cpu(), NULL, stop_flag, &nf, err);
+    /* one GPU per rank: its backend (stream, cuBLAS, cuSOLVER) for the whole run;
+     * every rank agrees that it has one before anything is read (a rank that
+     * --device auto put on the CPU computes there) */
+    qs_backend_i cuda;
+    memset(&cuda, 0, sizeof cuda);
+    const bool gpu = dev->kind == QS_DEVICE_CUDA;
+    qs_cuda_opts co = {.tf32 = false};
+    qs_status st = agree(c, gpu ? qs_backend_cuda_init(&cuda, dev->index, &co, err) : QS_OK, err);
+    if (st != QS_OK) {
+        if (gpu) qs_backend_cuda_free(&cuda);
+        return st;
+    }
+    qs_comm_i nccl;
+    bool use_nccl = false;
+    st = agree(c, pick_transport(o, c, dev, &nccl, &use_nccl, err), err);
+    if (st == QS_OK)
+        st = run_with(o, c, use_nccl ? &nccl : c, gpu ? &cuda : qs_backend_cpu(), dev, stop_flag, &nf, err);
+    if (nofit) *nofit = nf;
+    if (use_nccl) qs_comm_nccl_free(&nccl);
+    if (gpu) qs_backend_cuda_free(&cuda);
+    return st;
+}
+
+static qs_status run_with(const qs_run_options *o, const qs_comm_i *c, const qs_comm_i *acts, const qs_backend_i *be,
+                          const qs_device_choice *dev, volatile int *stop_flag, bool *nofit, qs_error *err)
 {
     double t0 = now();
     double rss_start = (double)qs_mem_rss();
@@ -706,7 +810,7 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
     memset(&pg, 0, sizeof pg); /* mode QUIET until set up: prints nothing */
     qs_plan pred;
     memset(&pred, 0, sizeof pred);
-    qs_status st = agree(c, do_setup(o, c, &s, err), err);
+    qs_status st = agree(c, do_setup(o, c, be, &s, err), err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.dims, sizeof s.dims, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, &s.compute, sizeof s.compute, 0, err);
     if (st == QS_OK) st = c->bcast(c->ctx, s.fp_id, sizeof s.fp_id, 0, err);
@@ -720,6 +824,14 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         }
         if (st == QS_OK)
             st = c->bcast(c->ctx, s.tokens.data, (size_t)(s.dims[0] * s.dims[1]) * sizeof(int32_t), 0, err);
+    }
+    if (st == QS_OK && dev) {
+        /* the plan's device bytes against cudaMemGetInfo, before any block is read */
+        bool mine_nofit = false;
+        st = agree(c, device_fit(o, c, &s, dev, &mine_nofit, err), err);
+        int64_t any[1] = {mine_nofit};
+        qs_error aerr;
+        if (c->allreduce_max_i64(c->ctx, any, 1, &aerr) == QS_OK) *nofit = any[0] != 0;
     }
     if (st != QS_OK) goto out;
     const qs_stage_plan *mine = &s.by_rank[c->rank];
@@ -764,6 +876,9 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
                         qs_compute_dtype_name((qs_compute_dtype)s.compute), s.compute == QS_COMPUTE_BF16 ? " (" : "",
                         s.compute == QS_COMPUTE_BF16 ? qs_backend_cpu()->bf16_kernel(qs_backend_cpu()->ctx) : "",
                         s.compute == QS_COMPUTE_BF16 ? ")" : "", s.resuming ? " (resuming)" : "");
+    if (be->device)
+        qs_progress_message(&pg, "qshard run: a GPU per rank (rank 0: %s, %s), activations handed off over %s",
+                            be->name, dev->info.name, acts->device_buffers ? "nccl (GPU to GPU)" : "mpi (through host memory)");
     if ((st = report_cores(c, s.by_rank, s.replicas, &pg, err)) != QS_OK) goto out;
 
     run_ctx rc;
@@ -803,8 +918,8 @@ qs_status qs_run(const qs_run_options *o, const qs_comm_i *c, volatile int *stop
         }
     qs_stage_args a;
     memset(&a, 0, sizeof a);
-    a.comm = c;
-    a.be = qs_backend_cpu();
+    a.comm = acts; /* the activations' transport (NCCL or MPI); progress and agreement stay on MPI (c) */
+    a.be = be;
     a.manifest = s.m;
     a.names = &s.names;
     a.quant = quant_opts(o);

@@ -20,6 +20,7 @@
 
 #include "pipeline/run_options.h"
 #include "workers/comm.h"
+#include "workers/device_select.h"
 
 /* On failure on any rank during set-up, every rank returns the error (the
  * lowest failing rank's message is in err on that rank; others get a short
@@ -27,5 +28,14 @@
 /* stop_flag: set from a signal handler; the run stops at the next block
  * boundary and returns QS_ERR_INTERRUPTED (exit code 3, resumable). */
 qs_status qs_run(const qs_run_options *o, const qs_comm_i *comm, volatile int *stop_flag, qs_error *err);
+
+/* The same on this rank's device (workers/device_select.h; NULL or a CPU
+ * choice: qs_run). On a GPU the rank's blocks run there (docs/gpu.md), and
+ * before any block is read every rank checks the plan's device bytes for
+ * this calibration set against the free memory of its GPU: when a rank's
+ * blocks do not fit, all ranks fail with that rank's one line and *nofit
+ * set (the command exits 4, a plan that does not fit). nofit may be NULL. */
+qs_status qs_run_on(const qs_run_options *o, const qs_comm_i *comm, const qs_device_choice *dev,
+                    volatile int *stop_flag, bool *nofit, qs_error *err);
 
 #endif

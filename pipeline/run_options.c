@@ -26,6 +26,7 @@ void qs_run_options_default(qs_run_options *o)
     o->block_size = 128;
     strcpy(o->compute_dtype, "auto");
     strcpy(o->device, "cpu");
+    strcpy(o->transport, "auto");
     o->schedule = QS_SCHEDULE_EXACT;
     o->micro_batch = 8;
     o->lwc = true;
@@ -92,6 +93,7 @@ static const key_def keys[] = {
     {"omni-seed", K_INT, F(omni_seed), 0, 0x7fffffff, "S      omniquant: seed of the row order (0)"},
     {"omni-cosine", K_BOOL, F(omni_cosine), 0, 0, "    omniquant: learning rates decay to 0 along a cosine over a block's steps (default on; false: constant)"},
     {"device", K_STR, F(device), 0, 0, "cpu|cuda|auto  where each rank computes: one GPU per rank (default cpu)"},
+    {"transport", K_STR, F(transport), 0, 0, "auto|mpi|nccl  activations between GPUs: auto is NCCL when every rank has a GPU and NCCL loads, else MPI"},
     {"schedule", K_SPECIAL, 0, 0, 0, 0, "exact|pipelined (default exact)"},
     {"micro-batch", K_INT, F(micro_batch), 1, 1 << 20, "M    rows per activation hand-off (8)"},
     {"replicas", K_INT, F(replicas), 1, 1 << 20, "D       data-parallel replicas per stage: ranks = stages × D (1)"},
@@ -408,6 +410,10 @@ qs_status qs_run_options_validate(const qs_run_options *o, qs_error *err)
                             o->heartbeat_timeout);
     qs_device_kind dk;
     QS_TRY(qs_device_parse(o->device, "--device", &dk, err));
+    if (strcmp(o->transport, "auto") && strcmp(o->transport, "mpi") && strcmp(o->transport, "nccl"))
+        return qs_error_set(err, QS_ERR_INPUT, "--transport: expected auto, mpi or nccl, got '%s'", o->transport);
+    if (!strcmp(o->transport, "nccl") && dk == QS_DEVICE_CPU)
+        return qs_error_set(err, QS_ERR_INPUT, "--transport nccl needs --device cuda");
     if (strcmp(o->gguf_fallback, "none") && strcmp(o->gguf_fallback, "f16"))
         return qs_error_set(err, QS_ERR_INPUT, "--gguf-fallback: expected none or f16, got '%s'", o->gguf_fallback);
     int n_formats = 0;

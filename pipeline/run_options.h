@@ -69,6 +69,7 @@ typedef struct qs_run_options {
     bool omni_cosine;       /* cosine learning-rate decay over each block's steps (default on) */
     /* run */
     char device[8];         /* "cpu", "cuda" or "auto" (kernels/device.h; docs/gpu.md) */
+    char transport[8];      /* "auto", "mpi" or "nccl": how activations move between GPUs (docs/gpu.md) */
     qs_schedule_kind schedule;
     int micro_batch;
     int replicas;           /* data-parallel replicas per stage; 0: not given (the plan chooses; run: 1) */

@@ -11,7 +11,8 @@ if(QS_HAVE_CUDA)
   add_executable(qs_gpu_test ${PROJECT_SOURCE_DIR}/tests/gpu/gpu_test.c ${PROJECT_SOURCE_DIR}/tests/gpu/gpu_cases.c)
   target_link_libraries(qs_gpu_test PRIVATE qs_kernels_cuda)
   qs_target_warnings(qs_gpu_test)
-  foreach(t ${QS_GPU_TESTS})
+  # nccl: a one-rank communicator (one GPU allows no more; not in the emulator)
+  foreach(t ${QS_GPU_TESTS} nccl)
     add_test(NAME gpu_${t} COMMAND qs_gpu_test ${t} ${QS_GPU_FIXTURES})
     set_tests_properties(gpu_${t} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300)
   endforeach()
@@ -24,14 +25,25 @@ if(TARGET qshard_lib AND CMAKE_CXX_COMPILER)
   add_library(qs_cuda_emu STATIC
     ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu.cpp ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_backend.cpp
     ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_gptq.cpp ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_ops.cpp
-    ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_quant.cpp)
+    ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_quant.cpp ${PROJECT_SOURCE_DIR}/tests/gpu_emu/emu_nccl.cpp)
   target_include_directories(qs_cuda_emu BEFORE PUBLIC ${PROJECT_SOURCE_DIR}/tests/gpu_emu)
   target_compile_definitions(qs_cuda_emu PUBLIC QS_CUDA_EMU=1)
   target_compile_options(qs_cuda_emu PRIVATE -ffp-contract=off)
   if(QS_SANITIZE) # the kernels' memory accesses under ASan + UBSan too (scripts/test.sh runs label cuda-emu there)
     target_compile_options(qs_cuda_emu PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer)
   endif()
-  target_link_libraries(qs_cuda_emu PUBLIC qs_kernels_c PkgConfig::QS_BLAS PkgConfig::QS_LAPACKE)
+  target_link_libraries(qs_cuda_emu PUBLIC qs_kernels_c PkgConfig::QS_BLAS PkgConfig::QS_LAPACKE MPI::MPI_C)
+  set_target_properties(qs_cuda_emu PROPERTIES POSITION_INDEPENDENT_CODE ON)
+  # The emulated backend as qshard's CUDA module (kernels/cuda/module.c on the
+  # emulator): QS_CUDA_MODULE=build/libqshard_cuda_emu.so qshard run --device
+  # cuda runs whole commands through the CUDA code paths on the CPU.
+  add_library(qshard_cuda_emu MODULE ${PROJECT_SOURCE_DIR}/kernels/cuda/module.c)
+  target_link_libraries(qshard_cuda_emu PRIVATE qs_cuda_emu)
+  target_link_options(qshard_cuda_emu PRIVATE
+    -Wl,--version-script=${PROJECT_SOURCE_DIR}/kernels/cuda/module.map -Wl,-Bsymbolic)
+  set_target_properties(qshard_cuda_emu PROPERTIES OUTPUT_NAME qshard_cuda_emu
+    LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR} LINKER_LANGUAGE CXX)
+  qs_target_warnings(qshard_cuda_emu)
   add_executable(qs_gpu_test_emu ${PROJECT_SOURCE_DIR}/tests/gpu/gpu_test.c ${PROJECT_SOURCE_DIR}/tests/gpu/gpu_cases.c)
   target_link_libraries(qs_gpu_test_emu PRIVATE qs_cuda_emu)
   set_target_properties(qs_gpu_test_emu PROPERTIES LINKER_LANGUAGE CXX)
@@ -63,4 +75,27 @@ if(TARGET qshard_lib)
   qs_add_py_test(device_cli tests/py/test_device_cli.py LABELS "e2e;mpi" TIMEOUT 120)
   # `qshard layer --device cuda` against --device cpu, end to end (needs a GPU).
   qs_add_py_test(gpu_layer_cli tests/py/test_gpu_layer_cli.py LABELS gpu TIMEOUT 300)
+  # The block forward on the device against the CPU's (workers/block.c through
+  # be->ops): on a GPU (label gpu) and through the emulator (label cuda-emu).
+  add_executable(test_block_device ${PROJECT_SOURCE_DIR}/tests/unit/test_block_device.c)
+  target_link_libraries(test_block_device PRIVATE qshard_lib PkgConfig::QS_CMOCKA)
+  qs_target_warnings(test_block_device)
+  set(QS_GPU_TEST_ENV "OMP_NUM_THREADS=2;OPENBLAS_NUM_THREADS=2;OMP_WAIT_POLICY=passive")
+  add_test(NAME gpu_block_forward COMMAND test_block_device)
+  set_tests_properties(gpu_block_forward PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300
+    ENVIRONMENT "${QS_GPU_TEST_ENV}")
+  qs_add_py_test(gpu_run_cli tests/py/test_gpu_run_cli.py LABELS gpu TIMEOUT 600)
+  if(TARGET qshard_cuda_emu)
+    add_test(NAME emu_block_forward COMMAND test_block_device)
+    set_tests_properties(emu_block_forward PROPERTIES LABELS cuda-emu TIMEOUT 600
+      ENVIRONMENT "${QS_GPU_TEST_ENV};QS_CUDA_MODULE=$<TARGET_FILE:qshard_cuda_emu>")
+    # whole commands through the emulated module: run/eval --device cuda vs cpu, the memory check
+    qs_add_py_test(emu_run_cli tests/py/test_gpu_run_cli.py LABELS cuda-emu TIMEOUT 900)
+    set_property(TEST emu_run_cli APPEND PROPERTY ENVIRONMENT "QS_CUDA_MODULE=$<TARGET_FILE:qshard_cuda_emu>")
+    # 2 ranks with a device each: hand-offs over MPI and over the emulated NCCL
+    add_test(NAME emu_run_ranks COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/py/test_gpu_run_cli.py --ranks)
+    get_test_property(emu_run_cli ENVIRONMENT QS_EMU_ENV)
+    set_tests_properties(emu_run_ranks PROPERTIES LABELS "cuda-emu;mpi" TIMEOUT 900 SKIP_RETURN_CODE 77
+      ENVIRONMENT "${QS_EMU_ENV}")
+  endif()
 endif()

@@ -1,7 +1,11 @@
 /* block.c — a transformer block's weights (loaded per layer from a model dir)
  * and its forward for llama / opt / bloom with capture-and-stop hooks for
- * true-sequential GPTQ. Element-wise work is kernels/cpu/ops.c; GEMMs go
- * through the backend's sgemm. */
+ * true-sequential GPTQ. Every op of the forward goes through the backend:
+ * GEMMs through be->sgemm, norms, RoPE, attention, activations and
+ * residuals through be->ops (kernels/ops_table.h; on the CPU the loops of
+ * kernels/cpu/ops.c), buffers through be->alloc — so the same code runs on
+ * host memory and, with the block's tensors copied by qs_block_to_device,
+ * on a device backend's memory (docs/gpu.md). */
 #include "workers/block.h"
 
 #include <math.h>
@@ -14,6 +18,7 @@
 #include "kernels/cpu/ops_cpu.h"
 #include "kernels/gptq_pack.h"
 #include "kernels/ops.h"
+#include "kernels/ops_table.h"
 
 /* ============================================================ loading ==== */
 
@@ -256,9 +261,12 @@ qs_status qs_block_init(qs_block *blk, const qs_model_config *cfg, const qs_mode
     return s;
 }
 
+static void device_free(qs_block *blk);
+
 void qs_block_free(qs_block *blk)
 {
     if (!blk) return;
+    device_free(blk);
     for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) {
         qs_tensor_free(&blk->weight[i]);
         qs_tensor_free(&blk->bias[i]);
@@ -296,21 +304,87 @@ qs_status qs_block_set_compute(qs_block *blk, qs_compute_dtype dt, qs_error *err
     }
     blk->compute = dt;
     if (dt != QS_COMPUTE_BF16) return QS_OK;
+    if (blk->dev)
+        return qs_error_set(err, QS_ERR_UNSUPPORTED, "block %d: bf16 compute on %s (no bf16 GEMM there)", blk->layer,
+                            blk->dev->name);
     for (int i = 0; i < blk->n_linears; i++) {
         blk->weight_bf16[i] = qs_malloc(sizeof(uint16_t) * (size_t)(blk->lin[i].out * blk->lin[i].in));
         if (!blk->weight_bf16[i]) {
             qs_block_set_compute(blk, QS_COMPUTE_F32, err);
             return qs_error_set(err, QS_ERR_NOMEM, "block %d: bf16 copy of %s", blk->layer, blk->lin[i].weight);
         }
-        qs_block_linear_sync(blk, i);
+        qs_cpu_to_bf16(blk->weight[i].data, blk->weight_bf16[i], blk->lin[i].out * blk->lin[i].in);
     }
     return QS_OK;
 }
 
-void qs_block_linear_sync(qs_block *blk, int idx)
+qs_status qs_block_linear_sync(qs_block *blk, int idx, qs_error *err)
 {
-    if (idx < 0 || idx >= blk->n_linears || !blk->weight_bf16[idx]) return;
-    qs_cpu_to_bf16(blk->weight[idx].data, blk->weight_bf16[idx], blk->lin[idx].out * blk->lin[idx].in);
+    if (idx < 0 || idx >= blk->n_linears) return QS_OK;
+    const int64_t n = blk->lin[idx].out * blk->lin[idx].in;
+    if (blk->weight_bf16[idx]) qs_cpu_to_bf16(blk->weight[idx].data, blk->weight_bf16[idx], n);
+    if (blk->dev && blk->d_weight[idx]) {
+        qs_status s = blk->dev->copy(blk->dev->ctx, blk->d_weight[idx], blk->weight[idx].data,
+                                     sizeof(float) * (size_t)n, err);
+        if (s != QS_OK) return qs_error_prefix(err, "block %d: %s to %s", blk->layer, blk->lin[idx].weight,
+                                               blk->dev->name);
+    }
+    return QS_OK;
+}
+
+/* ============================================================ device ===== */
+
+/* One host tensor's copy in the device backend's memory (NULL for a tensor
+ * without data). */
+static qs_status upload(const qs_backend_i *be, const qs_tensor *t, float **out, const char *what, int layer,
+                        qs_error *err)
+{
+    *out = NULL;
+    if (!t->data) return QS_OK;
+    size_t bytes = sizeof(float) * (size_t)qs_tensor_numel(t);
+    *out = be->alloc(be->ctx, bytes);
+    if (!*out)
+        return qs_error_set(err, QS_ERR_NOMEM, "block %d: %s (%zu bytes) does not fit in %s's memory", layer, what,
+                            bytes, be->name);
+    return be->copy(be->ctx, *out, t->data, bytes, err);
+}
+
+static void device_free(qs_block *blk)
+{
+    const qs_backend_i *be = blk->dev;
+    if (!be) return;
+    for (int i = 0; i < QS_MAX_BLOCK_LINEARS; i++) {
+        if (blk->d_weight[i]) be->free(be->ctx, blk->d_weight[i]);
+        if (blk->d_bias[i]) be->free(be->ctx, blk->d_bias[i]);
+        blk->d_weight[i] = blk->d_bias[i] = NULL;
+    }
+    float **v[4] = {&blk->d_attn_norm_w, &blk->d_attn_norm_b, &blk->d_mlp_norm_w, &blk->d_mlp_norm_b};
+    for (int i = 0; i < 4; i++) {
+        if (*v[i]) be->free(be->ctx, *v[i]);
+        *v[i] = NULL;
+    }
+    blk->dev = NULL;
+}
+
+qs_status qs_block_to_device(qs_block *blk, const qs_backend_i *be, qs_error *err)
+{
+    if (!be || !be->device || blk->dev == be) return QS_OK;
+    if (blk->compute == QS_COMPUTE_BF16)
+        return qs_error_set(err, QS_ERR_UNSUPPORTED, "block %d: bf16 compute on %s (no bf16 GEMM there)", blk->layer,
+                            be->name);
+    device_free(blk);
+    blk->dev = be;
+    qs_status s = QS_OK;
+    for (int i = 0; i < blk->n_linears && s == QS_OK; i++) {
+        s = upload(be, &blk->weight[i], &blk->d_weight[i], blk->lin[i].weight, blk->layer, err);
+        if (s == QS_OK) s = upload(be, &blk->bias[i], &blk->d_bias[i], blk->lin[i].bias, blk->layer, err);
+    }
+    if (s == QS_OK) s = upload(be, &blk->attn_norm_w, &blk->d_attn_norm_w, "attention norm", blk->layer, err);
+    if (s == QS_OK) s = upload(be, &blk->attn_norm_b, &blk->d_attn_norm_b, "attention norm bias", blk->layer, err);
+    if (s == QS_OK) s = upload(be, &blk->mlp_norm_w, &blk->d_mlp_norm_w, "MLP norm", blk->layer, err);
+    if (s == QS_OK) s = upload(be, &blk->mlp_norm_b, &blk->d_mlp_norm_b, "MLP norm bias", blk->layer, err);
+    if (s != QS_OK) device_free(blk);
+    return s;
 }
 
 int64_t qs_block_carry_cols(const qs_block *blk, int boundary)
@@ -329,6 +403,62 @@ double qs_block_forward_flops(const qs_block *blk, int64_t batch, int64_t seq)
                    (double)blk->cfg.head_dim;
 }
 
+/* ============================================================ forward ==== */
+
+/* What one forward computes with: the backend, its ops table and the block's
+ * tensors in the backend's memory (the host tensors on the CPU, the device
+ * copies of qs_block_to_device on a device backend). */
+typedef struct fwd {
+    const qs_backend_i *be;
+    const qs_ops_i *ops;
+    const qs_block *blk;
+    const float *w[QS_MAX_BLOCK_LINEARS], *b[QS_MAX_BLOCK_LINEARS];
+    const float *anw, *anb, *mnw, *mnb;
+} fwd;
+
+static float *falloc(const fwd *f, int64_t n)
+{
+    return f->be->alloc ? f->be->alloc(f->be->ctx, sizeof(float) * (size_t)n) : qs_malloc(sizeof(float) * (size_t)n);
+}
+
+static void ffree(const fwd *f, void *p)
+{
+    if (!p) return;
+    if (f->be->free) f->be->free(f->be->ctx, p);
+    else qs_free(p);
+}
+
+static qs_status fcopy(const fwd *f, void *dst, const void *src, size_t bytes, qs_error *err)
+{
+    if (f->be->copy) return f->be->copy(f->be->ctx, dst, src, bytes, err);
+    if (bytes) memmove(dst, src, bytes);
+    return QS_OK;
+}
+
+static qs_status fwd_init(fwd *f, const qs_block *blk, const qs_backend_i *be, qs_error *err)
+{
+    memset(f, 0, sizeof *f);
+    f->be = be;
+    f->blk = blk;
+    f->ops = be->ops ? be->ops : &qs_ops_cpu_table;
+    if (be->device) {
+        if (blk->dev != be)
+            return qs_error_set(err, QS_ERR_INTERNAL, "block %d: its weights are not on %s (qs_block_to_device)",
+                                blk->layer, be->name);
+        if (blk->compute == QS_COMPUTE_BF16)
+            return qs_error_set(err, QS_ERR_UNSUPPORTED, "block %d: bf16 compute on %s (no bf16 GEMM there)",
+                                blk->layer, be->name);
+        for (int i = 0; i < blk->n_linears; i++) f->w[i] = blk->d_weight[i], f->b[i] = blk->d_bias[i];
+        f->anw = blk->d_attn_norm_w, f->anb = blk->d_attn_norm_b;
+        f->mnw = blk->d_mlp_norm_w, f->mnb = blk->d_mlp_norm_b;
+    } else {
+        for (int i = 0; i < blk->n_linears; i++) f->w[i] = blk->weight[i].data, f->b[i] = blk->bias[i].data;
+        f->anw = blk->attn_norm_w.data, f->anb = blk->attn_norm_b.data;
+        f->mnw = blk->mlp_norm_w.data, f->mnb = blk->mlp_norm_b.data;
+    }
+    return QS_OK;
+}
+
 /* The input of one stage's linears: f32, and its bf16 rounding in bf16 compute
  * (made once, read by every linear of the stage and by the capture). */
 typedef struct stage_in {
@@ -338,32 +468,34 @@ typedef struct stage_in {
 } stage_in;
 
 /* y[rows, out] = x · Wᵀ + b */
-static qs_status linear(const qs_backend_i *be, const qs_block *blk, int idx, const stage_in *in, int64_t rows,
-                        float *y, double *flops, qs_error *err)
+static qs_status linear(const fwd *f, int idx, const stage_in *in, int64_t rows, float *y, double *flops,
+                        qs_error *err)
 {
+    const qs_backend_i *be = f->be;
+    const qs_block *blk = f->blk;
     const qs_block_linear *l = &blk->lin[idx];
     if (blk->compute == QS_COMPUTE_BF16) {
         qs_status s = be->gemm_bf16(be->ctx, false, true, rows, l->out, l->in, 1.0f, in->xb, l->in,
                                     blk->weight_bf16[idx], l->in, 0.0f, y, l->out, err);
         if (s != QS_OK) return qs_error_prefix(err, "block %d: %s", blk->layer, l->weight);
     } else {
-        be->sgemm(be->ctx, false, true, rows, l->out, l->in, 1.0f, in->x, l->in, blk->weight[idx].data, l->in, 0.0f,
-                  y, l->out);
+        be->sgemm(be->ctx, false, true, rows, l->out, l->in, 1.0f, in->x, l->in, f->w[idx], l->in, 0.0f, y, l->out);
     }
-    if (blk->bias[idx].data) qs_cpu_add_bias(y, blk->bias[idx].data, rows, l->out);
+    if (f->b[idx]) QS_TRY(f->ops->add_bias(be->ctx, y, f->b[idx], rows, l->out, err));
     *flops += 2.0 * (double)rows * (double)l->out * (double)l->in;
     return QS_OK;
 }
 
-static void norm(const qs_block *blk, const qs_tensor *w, const qs_tensor *b, const float *x, float *y, int64_t rows)
+static qs_status norm(const fwd *f, const float *w, const float *b, const float *x, float *y, int64_t rows,
+                      qs_error *err)
 {
-    const qs_model_config *c = &blk->cfg;
-    if (c->norm == QS_NORM_RMS) qs_cpu_rmsnorm(x, w->data, y, rows, c->hidden, (float)c->norm_eps);
-    else qs_cpu_layernorm(x, w->data, b->data, y, rows, c->hidden, (float)c->norm_eps);
+    const qs_model_config *c = &f->blk->cfg;
+    if (c->norm == QS_NORM_RMS) return f->ops->rmsnorm(f->be->ctx, x, w, y, rows, c->hidden, (float)c->norm_eps, err);
+    return f->ops->layernorm(f->be->ctx, x, w, b, y, rows, c->hidden, (float)c->norm_eps, err);
 }
 
 /* Makes stage s's input: x [rows, cols] plus, in bf16 compute, its rounding
- * into xb_buf; then runs the capture hook on it. */
+ * into xb_buf (host only); then runs the capture hook on it. */
 static qs_status stage(const qs_block *blk, const qs_block_hooks *hk, int s, const float *x, int64_t rows,
                        int64_t cols, uint16_t *xb_buf, stage_in *in, qs_error *err)
 {
@@ -389,8 +521,8 @@ qs_status qs_block_forward(const qs_block *blk, const qs_backend_i *be, const fl
     return qs_block_forward_span(blk, be, batch, seq, &sp, hooks, err);
 }
 
-qs_status qs_block_forward_span(const qs_block *blk, const qs_backend_i *be, int64_t batch, int64_t seq,
-                                qs_block_span *sp, const qs_block_hooks *hooks, qs_error *err)
+qs_status qs_block_forward_span_on(const qs_block *blk, const qs_backend_i *be, int64_t batch, int64_t seq,
+                                   qs_block_span *sp, const qs_block_hooks *hooks, qs_error *err)
 {
     const qs_model_config *c = &blk->cfg;
     const int64_t R = batch * seq, H = c->hidden;
@@ -408,32 +540,37 @@ qs_status qs_block_forward_span(const qs_block *blk, const qs_backend_i *be, int
         return qs_error_set(err, QS_ERR_INTERNAL, "block %d: a span from boundary %d needs its stage input",
                             blk->layer, from);
     if (R <= 0) return QS_OK;
+    fwd F;
+    QS_TRY(fwd_init(&F, blk, be, err));
+    const fwd *f = &F;
+    const qs_ops_i *ops = f->ops;
+    void *ctx = be->ctx;
 
     /* what this span needs: q/k/v only when it runs attention (0 → 1), the
      * MLP's hidden only when it runs gate/up (2 → 3) */
     const bool run_attn = from == 0 && to >= 1, run_up = from <= 2 && to >= 3;
     const int64_t widest = ffn > qd ? (ffn > H ? ffn : H) : (qd > H ? qd : H);
-    float *res = qs_malloc(sizeof(float) * (size_t)(R * H));
-    float *nrm = qs_malloc(sizeof(float) * (size_t)(R * H));
+    float *res = falloc(f, R * H);
+    float *nrm = falloc(f, R * H);
     const bool own_att = run_attn && !(to == 1 && sp->x_out), own_f1 = run_up && !(to == 3 && sp->x_out);
-    float *att = own_att ? qs_malloc(sizeof(float) * (size_t)(R * qd)) : NULL;
+    float *att = own_att ? falloc(f, R * qd) : NULL;
     /* q/k/v: bloom's fused [R, 3·qd], else q [R, qd] then k, v [R, kvd] in one buffer */
-    float *qkv = run_attn ? qs_malloc(sizeof(float) * (size_t)(R * (bloom ? 3 * qd : qd + 2 * kvd))) : NULL;
-    float *f1 = own_f1 ? qs_malloc(sizeof(float) * (size_t)(R * ffn)) : NULL;
-    float *f2 = run_up && c->arch == QS_ARCH_LLAMA ? qs_malloc(sizeof(float) * (size_t)(R * ffn)) : NULL;
+    float *qkv = run_attn ? falloc(f, R * (bloom ? 3 * qd : qd + 2 * kvd)) : NULL;
+    float *f1 = own_f1 ? falloc(f, R * ffn) : NULL;
+    float *f2 = run_up && c->arch == QS_ARCH_LLAMA ? falloc(f, R * ffn) : NULL;
     uint16_t *xb = bf16 ? qs_malloc(sizeof(uint16_t) * (size_t)(R * widest)) : NULL;
-    float *cs = NULL, *sn = NULL;
+    float *cs = NULL, *sn = NULL, *d_cs = NULL, *d_sn = NULL;
     double *inv = NULL;
-    float *slopes = NULL;
+    float *slopes = NULL, *d_slopes = NULL;
     qs_status s = QS_OK;
     stage_in in;
     if (!res || !nrm || (own_att && !att) || (run_attn && !qkv) || (own_f1 && !f1) ||
         (run_up && c->arch == QS_ARCH_LLAMA && !f2) || (bf16 && !xb)) {
-        s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of memory for activations of %lld tokens", blk->layer,
-                         (long long)R);
+        s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of %s memory for activations of %lld tokens", blk->layer,
+                         be->device ? be->name : "host", (long long)R);
         goto done;
     }
-    memcpy(res, sp->res_in, sizeof(float) * (size_t)(R * H));
+    if ((s = fcopy(f, res, sp->res_in, sizeof(float) * (size_t)(R * H), err)) != QS_OK) goto done;
     if (from == QS_BLOCK_END) goto done;
     /* where the attention output and the MLP hidden live in this span */
     if (to == 1 && sp->x_out) att = sp->x_out;
@@ -445,7 +582,7 @@ qs_status qs_block_forward_span(const qs_block *blk, const qs_backend_i *be, int
     if (from == 0) {
         const float *a_in = res;
         if (!post_ln) {
-            norm(blk, &blk->attn_norm_w, &blk->attn_norm_b, res, nrm, R);
+            if ((s = norm(f, f->anw, f->anb, res, nrm, R, err)) != QS_OK) goto done;
             a_in = nrm;
         }
         if ((s = stage(blk, hooks, 0, a_in, R, H, xb, &in, err)) != QS_OK || to == 0) goto done;
@@ -454,46 +591,56 @@ qs_status qs_block_forward_span(const qs_block *blk, const qs_backend_i *be, int
                            .head_dim = hd, .scale = (float)(1.0 / sqrt((double)hd)), .causal = true,
                            .out = att, .o_tok = qd, .o_head = hd};
         if (bloom) {
-            if ((s = linear(be, blk, qs_block_find(blk, QS_LIN_QKV), &in, R, qkv, &sp->flops, err)) != QS_OK)
-                goto done;
+            if ((s = linear(f, qs_block_find(blk, QS_LIN_QKV), &in, R, qkv, &sp->flops, err)) != QS_OK) goto done;
             /* fused rows are [heads, 3, head_dim]: head h's q, k, v are consecutive */
             aa.q = qkv, aa.k = qkv + hd, aa.v = qkv + 2 * hd;
             aa.q_tok = aa.k_tok = aa.v_tok = 3 * qd;
             aa.q_head = aa.k_head = aa.v_head = 3 * hd;
         } else {
             float *q = qkv, *k = qkv + R * qd, *v = k + R * kvd;
-            if ((s = linear(be, blk, qs_block_find(blk, QS_LIN_Q), &in, R, q, &sp->flops, err)) != QS_OK ||
-                (s = linear(be, blk, qs_block_find(blk, QS_LIN_K), &in, R, k, &sp->flops, err)) != QS_OK ||
-                (s = linear(be, blk, qs_block_find(blk, QS_LIN_V), &in, R, v, &sp->flops, err)) != QS_OK)
+            if ((s = linear(f, qs_block_find(blk, QS_LIN_Q), &in, R, q, &sp->flops, err)) != QS_OK ||
+                (s = linear(f, qs_block_find(blk, QS_LIN_K), &in, R, k, &sp->flops, err)) != QS_OK ||
+                (s = linear(f, qs_block_find(blk, QS_LIN_V), &in, R, v, &sp->flops, err)) != QS_OK)
                 goto done;
             aa.q = q, aa.k = k, aa.v = v;
             aa.q_tok = qd, aa.k_tok = aa.v_tok = kvd;
             aa.q_head = aa.k_head = aa.v_head = hd;
         }
         if (c->pos == QS_POS_ROPE) {
+            /* the tables are made on the host and copied to backend memory */
             int h2 = hd / 2;
             inv = qs_malloc(sizeof(double) * (size_t)h2);
             cs = qs_malloc(sizeof(float) * (size_t)(seq * h2));
             sn = qs_malloc(sizeof(float) * (size_t)(seq * h2));
-            if (!inv || !cs || !sn) {
+            d_cs = be->device ? falloc(f, seq * h2) : cs;
+            d_sn = be->device ? falloc(f, seq * h2) : sn;
+            if (!inv || !cs || !sn || !d_cs || !d_sn) {
                 s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of memory for RoPE tables", blk->layer);
                 goto done;
             }
             qs_cpu_rope_inv_freq(hd, c->rope_theta, (int)c->rope_scaling, c->rope_factor, c->rope_low_freq_factor,
                                  c->rope_high_freq_factor, (double)c->rope_original_max_positions, inv);
             qs_cpu_rope_tables(inv, hd, 0, seq, cs, sn);
-            qs_cpu_rope((float *)aa.q, batch, seq, nh, hd, aa.q_tok, aa.q_head, cs, sn);
-            qs_cpu_rope((float *)aa.k, batch, seq, nkv, hd, aa.k_tok, aa.k_head, cs, sn);
+            if (be->device && ((s = fcopy(f, d_cs, cs, sizeof(float) * (size_t)(seq * h2), err)) != QS_OK ||
+                               (s = fcopy(f, d_sn, sn, sizeof(float) * (size_t)(seq * h2), err)) != QS_OK))
+                goto done;
+            if ((s = ops->rope(ctx, (float *)aa.q, batch, seq, nh, hd, aa.q_tok, aa.q_head, d_cs, d_sn, err)) !=
+                    QS_OK ||
+                (s = ops->rope(ctx, (float *)aa.k, batch, seq, nkv, hd, aa.k_tok, aa.k_head, d_cs, d_sn, err)) !=
+                    QS_OK)
+                goto done;
         } else if (c->pos == QS_POS_ALIBI) {
             slopes = qs_malloc(sizeof(float) * (size_t)nh);
-            if (!slopes) {
+            d_slopes = be->device ? falloc(f, nh) : slopes;
+            if (!slopes || !d_slopes) {
                 s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of memory", blk->layer);
                 goto done;
             }
             for (int h = 0; h < nh; h++) slopes[h] = (float)qs_op_alibi_slope(h, nh);
-            aa.alibi = slopes;
+            if (be->device && (s = fcopy(f, d_slopes, slopes, sizeof(float) * (size_t)nh, err)) != QS_OK) goto done;
+            aa.alibi = d_slopes;
         }
-        if ((s = qs_cpu_attention(&aa, err)) != QS_OK) goto done;
+        if ((s = ops->attention(ctx, &aa, err)) != QS_OK) goto done;
         /* QKᵀ and AV over the causal half of the seq × seq square (as qs_block_forward_flops) */
         sp->flops += 2.0 * (double)batch * (double)seq * (double)(seq + 1) * (double)nh * (double)hd;
     }
@@ -501,56 +648,103 @@ qs_status qs_block_forward_span(const qs_block *blk, const qs_backend_i *be, int
     /* ---- boundary 1 → 2: o, residual ---- */
     if (from <= 1) {
         if ((s = stage(blk, hooks, 1, att_in, R, qd, xb, &in, err)) != QS_OK || to == 1) goto done;
-        if ((s = linear(be, blk, i_o, &in, R, nrm, &sp->flops, err)) != QS_OK) goto done;
-        qs_cpu_add(res, nrm, R * H);
-        if (post_ln) norm(blk, &blk->attn_norm_w, &blk->attn_norm_b, res, res, R);
+        if ((s = linear(f, i_o, &in, R, nrm, &sp->flops, err)) != QS_OK) goto done;
+        if ((s = ops->add(ctx, res, nrm, R * H, err)) != QS_OK) goto done;
+        if (post_ln && (s = norm(f, f->anw, f->anb, res, res, R, err)) != QS_OK) goto done;
     }
 
     /* ---- boundary 2 → 3: the MLP up to its activated hidden ---- */
     if (from <= 2) {
         const float *m_in = res;
         if (!post_ln) {
-            norm(blk, &blk->mlp_norm_w, &blk->mlp_norm_b, res, nrm, R);
+            if ((s = norm(f, f->mnw, f->mnb, res, nrm, R, err)) != QS_OK) goto done;
             m_in = nrm;
         }
         if ((s = stage(blk, hooks, 2, m_in, R, H, xb, &in, err)) != QS_OK || to == 2) goto done;
         if (c->arch == QS_ARCH_LLAMA) {
-            if ((s = linear(be, blk, qs_block_find(blk, QS_LIN_GATE), &in, R, f1, &sp->flops, err)) != QS_OK ||
-                (s = linear(be, blk, qs_block_find(blk, QS_LIN_UP), &in, R, f2, &sp->flops, err)) != QS_OK)
+            if ((s = linear(f, qs_block_find(blk, QS_LIN_GATE), &in, R, f1, &sp->flops, err)) != QS_OK ||
+                (s = linear(f, qs_block_find(blk, QS_LIN_UP), &in, R, f2, &sp->flops, err)) != QS_OK ||
+                (s = ops->silu_mul(ctx, f1, f2, R * ffn, err)) != QS_OK)
                 goto done;
-            qs_cpu_silu_mul(f1, f2, R * ffn);
         } else {
-            if ((s = linear(be, blk, qs_block_find(blk, QS_LIN_FC1), &in, R, f1, &sp->flops, err)) != QS_OK) goto done;
-            if (c->act == QS_ACT_RELU) qs_cpu_relu(f1, R * ffn);
-            else if (c->act == QS_ACT_GELU_TANH) qs_cpu_gelu_tanh(f1, R * ffn);
-            else {
+            if ((s = linear(f, qs_block_find(blk, QS_LIN_FC1), &in, R, f1, &sp->flops, err)) != QS_OK) goto done;
+            if (c->act == QS_ACT_RELU) s = ops->relu(ctx, f1, R * ffn, err);
+            else if (c->act == QS_ACT_GELU_TANH) s = ops->gelu_tanh(ctx, f1, R * ffn, err);
+            else
                 s = qs_error_set(err, QS_ERR_UNSUPPORTED, "block %d: activation %d for %s", blk->layer, (int)c->act,
                                  qs_arch_name(c->arch));
-                goto done;
-            }
+            if (s != QS_OK) goto done;
         }
     }
 
     /* ---- boundary 3 → 4: down, residual ---- */
     if ((s = stage(blk, hooks, 3, f1_in, R, ffn, xb, &in, err)) != QS_OK || to == 3) goto done;
-    if ((s = linear(be, blk, qs_block_find(blk, c->arch == QS_ARCH_LLAMA ? QS_LIN_DOWN : QS_LIN_FC2), &in, R, nrm,
+    if ((s = linear(f, qs_block_find(blk, c->arch == QS_ARCH_LLAMA ? QS_LIN_DOWN : QS_LIN_FC2), &in, R, nrm,
                     &sp->flops, err)) != QS_OK)
         goto done;
-    qs_cpu_add(res, nrm, R * H);
-    if (post_ln) norm(blk, &blk->mlp_norm_w, &blk->mlp_norm_b, res, res, R);
+    if ((s = ops->add(ctx, res, nrm, R * H, err)) != QS_OK) goto done;
+    if (post_ln && (s = norm(f, f->mnw, f->mnb, res, res, R, err)) != QS_OK) goto done;
 
 done:
-    if (s == QS_OK && sp->res_out) memcpy(sp->res_out, res, sizeof(float) * (size_t)(R * H));
-    qs_free(res);
-    qs_free(nrm);
-    if (own_att) qs_free(att);
-    qs_free(qkv);
-    if (own_f1) qs_free(f1);
-    qs_free(f2);
+    if (s == QS_OK && sp->res_out) s = fcopy(f, sp->res_out, res, sizeof(float) * (size_t)(R * H), err);
+    /* a device's queued work fails late: the span reports it (buffers are freed only after it is done) */
+    if (be->device && be->sync) {
+        qs_error serr;
+        qs_status ss = be->sync(ctx, &serr);
+        if (s == QS_OK && ss != QS_OK) {
+            if (err) *err = serr;
+            s = qs_error_prefix(err, "block %d", blk->layer);
+        }
+    }
+    ffree(f, res);
+    ffree(f, nrm);
+    if (own_att) ffree(f, att);
+    ffree(f, qkv);
+    if (own_f1) ffree(f, f1);
+    ffree(f, f2);
     qs_free(xb);
+    if (be->device) {
+        ffree(f, d_cs);
+        ffree(f, d_sn);
+        ffree(f, d_slopes);
+    }
     qs_free(cs);
     qs_free(sn);
     qs_free(inv);
     qs_free(slopes);
+    return s;
+}
+
+/* ---- host activations on a device backend: staged through device buffers -- */
+
+qs_status qs_block_forward_span(const qs_block *blk, const qs_backend_i *be, int64_t batch, int64_t seq,
+                                qs_block_span *sp, const qs_block_hooks *hooks, qs_error *err)
+{
+    if (!be->device) return qs_block_forward_span_on(blk, be, batch, seq, sp, hooks, err);
+    /* the span's inputs and outputs are host memory: one copy each way */
+    const int64_t R = batch * seq, H = blk->cfg.hidden;
+    if (R <= 0) return QS_OK;
+    const int64_t cin = sp->x_in ? qs_block_carry_cols(blk, sp->from) : 0;
+    const int64_t cout = sp->x_out ? qs_block_carry_cols(blk, sp->to) : 0;
+    fwd F;
+    QS_TRY(fwd_init(&F, blk, be, err));
+    float *d_in = falloc(&F, R * H), *d_out = sp->res_out ? falloc(&F, R * H) : NULL;
+    float *d_xin = cin ? falloc(&F, R * cin) : NULL, *d_xout = cout ? falloc(&F, R * cout) : NULL;
+    qs_status s = QS_OK;
+    if (!d_in || (sp->res_out && !d_out) || (cin && !d_xin) || (cout && !d_xout))
+        s = qs_error_set(err, QS_ERR_NOMEM, "block %d: out of %s memory for activations of %lld tokens", blk->layer,
+                         be->name, (long long)R);
+    if (s == QS_OK) s = fcopy(&F, d_in, sp->res_in, sizeof(float) * (size_t)(R * H), err);
+    if (s == QS_OK && cin) s = fcopy(&F, d_xin, sp->x_in, sizeof(float) * (size_t)(R * cin), err);
+    qs_block_span dsp = *sp;
+    dsp.res_in = d_in, dsp.res_out = d_out, dsp.x_in = d_xin, dsp.x_out = d_xout;
+    if (s == QS_OK) s = qs_block_forward_span_on(blk, be, batch, seq, &dsp, hooks, err);
+    sp->flops = dsp.flops;
+    if (s == QS_OK && d_out) s = fcopy(&F, sp->res_out, d_out, sizeof(float) * (size_t)(R * H), err);
+    if (s == QS_OK && cout) s = fcopy(&F, sp->x_out, d_xout, sizeof(float) * (size_t)(R * cout), err);
+    ffree(&F, d_in);
+    ffree(&F, d_out);
+    ffree(&F, d_xin);
+    ffree(&F, d_xout);
     return s;
 }

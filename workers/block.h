@@ -57,6 +57,13 @@ typedef struct qs_block {
     qs_tensor mlp_norm_w, mlp_norm_b;
     qs_compute_dtype compute;                  /* QS_COMPUTE_F32 unless qs_block_set_compute said otherwise */
     uint16_t *weight_bf16[QS_MAX_BLOCK_LINEARS]; /* bf16 copies of weight[] when compute is BF16 */
+    /* Device copies (qs_block_to_device): the tensors above in dev's memory,
+     * what a forward on dev computes with. dev NULL: none. The host tensors
+     * stay the block's own (GPTQ, checkpoints and exports read them);
+     * qs_block_linear_sync copies a changed weight again. */
+    const qs_backend_i *dev;
+    float *d_weight[QS_MAX_BLOCK_LINEARS], *d_bias[QS_MAX_BLOCK_LINEARS];
+    float *d_attn_norm_w, *d_attn_norm_b, *d_mlp_norm_w, *d_mlp_norm_b;
 } qs_block;
 
 /* Reads linear weight `weight_name` ([out, in]) from a model directory as f32.
@@ -86,14 +93,22 @@ int qs_block_find(const qs_block *blk, qs_linear_role role);
  * calls qs_block_linear_sync. */
 qs_tensor *qs_block_linear_weight(qs_block *blk, int idx);
 
-/* Re-derives what the forward uses from weight[idx] (its bf16 copy). */
-void qs_block_linear_sync(qs_block *blk, int idx);
+/* Re-derives what the forward uses from weight[idx]: its bf16 copy, its
+ * device copy (a failed copy to the device is the error). */
+qs_status qs_block_linear_sync(qs_block *blk, int idx, qs_error *err);
+
+/* Copies the block's tensors into the memory of device backend `be` (a
+ * no-op for a host backend, or when they are there already); a forward on
+ * `be` needs them there. bf16 compute is refused (no device bf16 GEMM yet).
+ * qs_block_free frees them. */
+qs_status qs_block_to_device(qs_block *blk, const qs_backend_i *be, qs_error *err);
 
 /* Chooses the compute dtype of the block's GEMMs (bf16 copies of the weights
  * are made here; QS_COMPUTE_F32 drops them). */
 qs_status qs_block_set_compute(qs_block *blk, qs_compute_dtype dt, qs_error *err);
 
-/* Called with the input of linear `idx` (blk->lin[idx]): x is [rows, in] with
+/* Called with the input of linear `idx` (blk->lin[idx]): x is [rows, in] (in
+ * the forward's backend memory: device memory on a device backend) with
  * rows = batch · seq; xb is the same input as the bf16 the GEMMs read (NULL
  * in f32 compute). Linears of the same stage are called one after another
  * with the same pointers, so a callee may accumulate one Hessian per stage.
@@ -138,8 +153,21 @@ double qs_block_forward_flops(const qs_block *blk, int64_t batch, int64_t seq);
 
 /* Runs the span. Captures (hooks->capture, filtered by capture_stage) happen
  * at every boundary b with from <= b <= to, b < QS_BLOCK_END;
- * hooks->stop_after_stage is ignored (`to` says where to stop). */
+ * hooks->stop_after_stage is ignored (`to` says where to stop).
+ *
+ * The span's pointers (res_in, res_out, x_in, x_out, and x, out of
+ * qs_block_forward) are host memory. On a device backend (be->device; the
+ * block on it by qs_block_to_device) they are copied to device buffers and
+ * back, one copy each way per span, and everything in between — the
+ * weights, every intermediate activation, the captures' x — is device
+ * memory: a capture hook gets device pointers then (qs_hessian_init_on(be)
+ * Hessians take them). */
 qs_status qs_block_forward_span(const qs_block *blk, const qs_backend_i *be, int64_t batch, int64_t seq,
                                 qs_block_span *sp, const qs_block_hooks *hooks, qs_error *err);
+
+/* The same with the span's pointers in be's memory (device memory on a
+ * device backend): no staging. */
+qs_status qs_block_forward_span_on(const qs_block *blk, const qs_backend_i *be, int64_t batch, int64_t seq,
+                                   qs_block_span *sp, const qs_block_hooks *hooks, qs_error *err);
 
 #endif

@@ -1,8 +1,9 @@
 /* comm.h — the activation transport between ranks (`struct qs_comm_i`).
  *
  * A transport is a table of function pointers with a context pointer. The MPI
- * transport (workers/comm_mpi.c) moves host buffers; an NCCL transport will
- * move device buffers through the same table. Point-to-point calls are
+ * transport (workers/comm_mpi.c) moves host buffers; the NCCL transport
+ * (workers/comm_nccl.c) moves device buffers through the same table
+ * (device_buffers), with the control messages over MPI. Point-to-point calls are
  * non-blocking so a stage can post the receive of micro-batch i+1 while it
  * computes micro-batch i (double buffering); collectives are blocking.
  *
@@ -12,6 +13,7 @@
 #ifndef QS_COMM_H
 #define QS_COMM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +34,7 @@ typedef struct qs_comm_i {
     int size;
     int node_rank;  /* this rank among the ranks on its node (host) */
     int node_size;  /* ranks on this rank's node */
+    bool device_buffers; /* isend/irecv take device memory (NCCL); false: host memory (MPI) */
 
     qs_status (*isend)(void *ctx, const void *buf, size_t bytes, int dst, int tag, qs_comm_request *req,
                        qs_error *err);
@@ -49,8 +52,11 @@ typedef struct qs_comm_i {
     void (*announce_stop)(void *ctx);
     int (*stop_requested)(void *ctx);
 
-    /* In-place sum over all ranks. */
+    /* In-place sum over all ranks (host memory). */
     qs_status (*allreduce_sum_f64)(void *ctx, double *buf, size_t n, qs_error *err);
+    /* In-place sum over all ranks of n floats (f64: doubles) of device memory
+     * (the replicas' Hessians); NULL where the transport has none (MPI). */
+    qs_status (*allreduce_sum_dev)(void *ctx, void *buf, size_t n, bool f64, qs_error *err);
     /* In-place max over all ranks (used to agree on stop flags and errors). */
     qs_status (*allreduce_max_i64)(void *ctx, int64_t *buf, size_t n, qs_error *err);
     qs_status (*bcast)(void *ctx, void *buf, size_t bytes, int root, qs_error *err);

@@ -222,13 +222,36 @@ qs_status qs_compute_dtype_resolve(const char *option, const qs_manifest *m, con
     return QS_OK;
 }
 
+qs_status qs_model_to_device(qs_model *model, const qs_backend_i *be, qs_error *err)
+{
+    for (int l = 0; l < model->cfg.n_layers; l++) QS_TRY(qs_block_to_device(&model->blocks[l], be, err));
+    return QS_OK;
+}
+
 qs_status qs_model_forward(const qs_model *model, const qs_backend_i *be, const int32_t *ids, int64_t batch,
                            int64_t seq, float *logits, qs_error *err)
 {
     const int64_t R = batch * seq;
-    float *x = qs_malloc(sizeof(float) * (size_t)(R * model->cfg.hidden));
+    const size_t xb = sizeof(float) * (size_t)(R * model->cfg.hidden);
+    float *x = qs_malloc(xb);
     if (!x) return qs_error_set(err, QS_ERR_NOMEM, "forward: out of memory for %lld tokens", (long long)R);
     qs_status s = qs_embed_stage_forward(&model->embed, ids, batch, seq, x, err);
+    if (be->device) {
+        /* the blocks on the device: the activations go there once and stay
+         * across blocks; the embedding and the head run on the CPU */
+        float *d = be->alloc(be->ctx, xb);
+        if (!d) s = qs_error_set(err, QS_ERR_NOMEM, "forward: %zu bytes of activations on %s", xb, be->name);
+        if (s == QS_OK) s = be->copy(be->ctx, d, x, xb, err);
+        for (int l = 0; s == QS_OK && l < model->cfg.n_layers; l++) {
+            qs_block_span sp = {.from = 0, .to = QS_BLOCK_END, .res_in = d, .res_out = d};
+            s = qs_block_forward_span_on(&model->blocks[l], be, batch, seq, &sp, NULL, err);
+        }
+        if (s == QS_OK) s = be->copy(be->ctx, x, d, xb, err);
+        if (d) be->free(be->ctx, d);
+        if (s == QS_OK) s = qs_head_stage_forward(&model->head, qs_backend_cpu(), x, R, logits, err);
+        qs_free(x);
+        return s;
+    }
     for (int l = 0; s == QS_OK && l < model->cfg.n_layers; l++)
         s = qs_block_forward(&model->blocks[l], be, x, batch, seq, x, NULL, err);
     if (s == QS_OK) s = qs_head_stage_forward(&model->head, be, x, R, logits, err);

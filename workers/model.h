@@ -82,7 +82,14 @@ qs_status qs_model_set_compute(qs_model *model, qs_compute_dtype dt, qs_error *e
 qs_status qs_compute_dtype_resolve(const char *option, const qs_manifest *m, const qs_model_names *names,
                                    const qs_backend_i *be, qs_compute_dtype *out, qs_error *err);
 
-/* ids [batch, seq] → logits [batch, seq, vocab]. */
+/* Copies every block into device backend be's memory (a no-op on the CPU):
+ * what qs_model_forward on be needs. */
+qs_status qs_model_to_device(qs_model *model, const qs_backend_i *be, qs_error *err);
+
+/* ids [batch, seq] → logits [batch, seq, vocab]. On a device backend the
+ * blocks run there (qs_model_to_device first) with the activations kept on
+ * the device from the first block to the last; the embedding and the head
+ * run on the CPU. */
 qs_status qs_model_forward(const qs_model *model, const qs_backend_i *be, const int32_t *ids, int64_t batch,
                            int64_t seq, float *logits, qs_error *err);
 

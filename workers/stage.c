@@ -49,6 +49,17 @@ typedef struct stage_state {
     /* OmniQuant's FP stream (NULL otherwise): this block's FP input, the next one's */
     float *fp_acts, *fp_next;
     qs_comm_request *fp_send_req;
+    /* On a device backend acts, next, carry (and the pipelined FP input) are
+     * device memory: the activations stay there from block to block, and
+     * `host` [rows, seq, hidden] stages what the transport and the embedding
+     * see (per micro-batch, at hand-off only). */
+    bool dev;
+    float *host;
+    /* On a device: a linear's captured input copied to the host, where the
+     * Hessian's chunk tree is summed (every run sums it there: the bytes'
+     * independence of the decomposition rests on that one order). */
+    float *cap_host;
+    size_t cap_host_floats;
 } stage_state;
 
 static int64_t mb_first(const stage_state *s, int64_t k) { return k * s->a->micro_batch; }
@@ -69,6 +80,52 @@ static float *mb_carry(const stage_state *s, int64_t k, int64_t cols)
     return s->carry + (size_t)(mb_first(s, k) - mb_first(s, s->k0)) * (size_t)s->a->seq * (size_t)cols;
 }
 
+/* ---- the activation store: host memory, or the device's ----------------------------- */
+
+static float *act_alloc(const stage_state *s, size_t floats)
+{
+    const qs_backend_i *be = s->a->be;
+    return s->dev ? be->alloc(be->ctx, floats * sizeof(float)) : qs_malloc(floats * sizeof(float));
+}
+
+static void act_free(const stage_state *s, float *p)
+{
+    if (!p) return;
+    if (s->dev) s->a->be->free(s->a->be->ctx, p);
+    else qs_free(p);
+}
+
+static qs_status act_copy(const stage_state *s, float *dst, const float *src, size_t bytes, qs_error *err)
+{
+    if (s->dev) return s->a->be->copy(s->a->be->ctx, dst, src, bytes, err);
+    memcpy(dst, src, bytes);
+    return QS_OK;
+}
+
+/* Whether hand-offs go through the host: activations on a device and a
+ * transport of host buffers (MPI; NCCL takes the device's own). */
+static bool staged(const stage_state *s) { return s->dev && !s->a->comm->device_buffers; }
+
+/* Where micro-batch k of `buf` is sent from / received into: buf itself, or
+ * its slot of the host staging buffer. */
+static float *xfer_ptr(const stage_state *s, float *buf, int64_t k) { return mb_ptr(s, staged(s) ? s->host : buf, k); }
+
+/* Sends micro-batch k of buf (staged to the host first where it must be). */
+static qs_status send_mb(stage_state *s, float *buf, int64_t k, int tag, qs_comm_request *req, qs_error *err)
+{
+    const qs_comm_i *c = s->a->comm;
+    if (staged(s)) QS_TRY(act_copy(s, xfer_ptr(s, buf, k), mb_ptr(s, buf, k), mb_bytes(s, k), err));
+    return c->isend(c->ctx, xfer_ptr(s, buf, k), mb_bytes(s, k), s->a->next_rank, tag, req, err);
+}
+
+/* A span on micro-batch rows: its pointers are the store's (device memory on a device). */
+static qs_status span_mb(const stage_state *s, const qs_block *blk, int64_t rows, qs_block_span *sp,
+                         const qs_block_hooks *hooks, qs_error *err)
+{
+    if (s->dev) return qs_block_forward_span_on(blk, s->a->be, rows, s->a->seq, sp, hooks, err);
+    return qs_block_forward_span(blk, s->a->be, rows, s->a->seq, sp, hooks, err);
+}
+
 /* ---- Hessian capture --------------------------------------------------------- */
 
 /* Each stage's Hessian is a sum over calibration chunks along a fixed tree
@@ -77,9 +134,17 @@ static float *mb_carry(const stage_state *s, int64_t k, int64_t cols)
 typedef struct capture_ctx {
     qs_chunk_sum h[QS_BLOCK_STAGES];
     int64_t chunk;              /* the micro-batch the forward is running on */
-    const qs_backend_i *be;
+    const qs_backend_i *be;     /* the host backend the chunk sums are computed with */
+    stage_state *s;             /* on a device: where the captured input is copied to the host */
     double seconds;             /* spent in Hessian updates (for the per-block timing) */
 } capture_ctx;
+
+static void capture_init(capture_ctx *c, stage_state *s)
+{
+    memset(c, 0, sizeof *c);
+    c->be = s->dev ? qs_backend_cpu() : s->a->be;
+    c->s = s;
+}
 
 /* Linears of one stage share their input: accumulate once, on the first. In
  * bf16 compute the Hessian is made of the bf16 input the GEMMs read. */
@@ -91,6 +156,21 @@ static qs_status on_capture(void *ctx, const qs_block *blk, int idx, const float
     for (int j = 0; j < idx; j++)
         if (blk->lin[j].stage == st) return QS_OK;
     double t0 = now();
+    stage_state *s = c->s;
+    if (s && s->dev) {
+        /* x is device memory (bf16 compute is refused on a device, so no xb) */
+        size_t n = (size_t)(rows * in);
+        if (n > s->cap_host_floats) {
+            qs_free(s->cap_host);
+            s->cap_host = qs_malloc(n * sizeof(float));
+            s->cap_host_floats = s->cap_host ? n : 0;
+            if (!s->cap_host)
+                return qs_error_set(err, QS_ERR_NOMEM, "host copy of the input of %s (%lld × %lld)", blk->lin[idx].weight,
+                                    (long long)rows, (long long)in);
+        }
+        QS_TRY(s->a->be->copy(s->a->be->ctx, s->cap_host, x, n * sizeof(float), err));
+        x = s->cap_host;
+    }
     qs_status rc = xb ? qs_chunk_sum_add_bf16(&c->h[st], c->be, c->chunk, xb, rows, in, err)
                       : qs_chunk_sum_add(&c->h[st], c->be, c->chunk, x, rows, in, err);
     c->seconds += now() - t0;
@@ -161,10 +241,10 @@ static qs_status receive_all(stage_state *s, float *acts, int tag_base,
     const qs_comm_i *c = s->a->comm;
     qs_comm_request req[2] = {{0}, {0}};
     const int64_t k0 = s->k0;
-    QS_TRY(c->irecv(c->ctx, mb_ptr(s, acts, k0), mb_bytes(s, k0), s->a->prev_rank, tag_base + (int)k0, &req[0], err));
+    QS_TRY(c->irecv(c->ctx, xfer_ptr(s, acts, k0), mb_bytes(s, k0), s->a->prev_rank, tag_base + (int)k0, &req[0], err));
     for (int64_t k = k0; k < s->k1; k++) {
         if (k + 1 < s->k1)
-            QS_TRY(c->irecv(c->ctx, mb_ptr(s, acts, k + 1), mb_bytes(s, k + 1), s->a->prev_rank,
+            QS_TRY(c->irecv(c->ctx, xfer_ptr(s, acts, k + 1), mb_bytes(s, k + 1), s->a->prev_rank,
                             tag_base + (int)(k + 1), &req[(k + 1 - k0) % 2], err));
         double t0 = now();
         qs_status st = wait_or_stop(s, &req[(k - k0) % 2], err);
@@ -174,6 +254,11 @@ static qs_status receive_all(stage_state *s, float *acts, int tag_base,
             c->cancel(c->ctx, &req[(k + 1 - k0) % 2]);
             if (st == QS_ERR_INTERRUPTED) return st;
             return qs_error_prefix(err, "receiving micro-batch %lld from rank %d", (long long)k, s->a->prev_rank);
+        }
+        if (staged(s)) {
+            t0 = now();
+            QS_TRY(act_copy(s, mb_ptr(s, acts, k), xfer_ptr(s, acts, k), mb_bytes(s, k), err));
+            s->t->comm += now() - t0;
         }
         if (each) {
             t0 = now();
@@ -191,9 +276,12 @@ static qs_status embed_all(stage_state *s, float *acts, qs_error *err)
     qs_status st = qs_embed_stage_load(&e, s->a->manifest, s->a->names, err);
     s->t->io += now() - t0;
     t0 = now();
-    for (int64_t k = s->k0; k < s->k1 && st == QS_OK; k++)
-        st = qs_embed_stage_forward(&e, s->a->tokens + mb_first(s, k) * s->a->seq, mb_rows(s, k), s->a->seq,
-                                    mb_ptr(s, acts, k), err);
+    for (int64_t k = s->k0; k < s->k1 && st == QS_OK; k++) {
+        /* the embedding runs on the host; on a device its rows go there at once */
+        float *h = mb_ptr(s, s->dev ? s->host : acts, k);
+        st = qs_embed_stage_forward(&e, s->a->tokens + mb_first(s, k) * s->a->seq, mb_rows(s, k), s->a->seq, h, err);
+        if (st == QS_OK && s->dev) st = act_copy(s, mb_ptr(s, acts, k), h, mb_bytes(s, k), err);
+    }
     if (st == QS_OK) qs_embed_stage_free(&e);
     s->t->compute += now() - t0;
     s->t->forward += now() - t0;
@@ -213,7 +301,7 @@ static qs_status prefill_stage0(stage_state *s, float *acts, int64_t k, void *ct
     qs_block_hooks hooks = {on_capture, p->cap, 0, 0};
     double h0 = p->cap->seconds, t0 = now();
     qs_block_span sp = {.from = 0, .to = 0, .res_in = mb_ptr(s, acts, k)};
-    qs_status st = qs_block_forward_span(p->blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, &hooks, err);
+    qs_status st = span_mb(s, p->blk, mb_rows(s, k), &sp, &hooks, err);
     double h = p->cap->seconds - h0;
     s->t->hessian += h;
     s->t->forward += now() - t0 - h;
@@ -233,6 +321,13 @@ static qs_status load_block(stage_state *s, qs_block *blk, int layer, qs_error *
         s->t->compute += now() - t0;
         if (st != QS_OK) qs_block_free(blk);
     }
+    if (st == QS_OK && s->a->be->device) {
+        /* a device backend: the block's weights live in its memory (docs/gpu.md) */
+        t0 = now();
+        st = qs_block_to_device(blk, s->a->be, err);
+        s->t->io += now() - t0;
+        if (st != QS_OK) qs_block_free(blk);
+    }
     return st;
 }
 
@@ -241,18 +336,16 @@ static qs_status load_block(stage_state *s, qs_block *blk, int layer, qs_error *
 static qs_status forward_all(stage_state *s, const qs_block *blk, float *in, float *out, bool send, int tag_base,
                              qs_error *err)
 {
-    const qs_comm_i *c = s->a->comm;
     for (int64_t k = s->k0; k < s->k1; k++) {
         double t0 = now();
         qs_block_span sp = {.from = 0, .to = QS_BLOCK_END, .res_in = mb_ptr(s, in, k), .res_out = mb_ptr(s, out, k)};
-        QS_TRY(qs_block_forward_span(blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, NULL, err));
+        QS_TRY(span_mb(s, blk, mb_rows(s, k), &sp, NULL, err));
         double dt = now() - t0;
         s->t->compute += dt;
         s->t->forward += dt;
         s->t->forward_flops += sp.flops;
         if (send)
-            QS_TRY(c->isend(c->ctx, mb_ptr(s, out, k), mb_bytes(s, k), s->a->next_rank, tag_base + (int)k,
-                            &s->send_req[k], err));
+            QS_TRY(send_mb(s, out, k, tag_base + (int)k, &s->send_req[k], err));
     }
     return QS_OK;
 }
@@ -292,6 +385,49 @@ static qs_status gptq_rows(stage_state *s, const float *w, int64_t r0, int64_t r
     return QS_OK;
 }
 
+/* GPTQ of linear i on a device backend. H is the host's, summed over the
+ * chunk tree like every run's (the bytes' independence of the decomposition
+ * rests on it); it goes to the device once, kept there for the losses while a
+ * copy is consumed by the backend's GPTQ (be->gptq); W is the block's host
+ * weight (the backend copies it); the loss D·H·Dᵀ is a device GEMM per row
+ * panel (qs_quant_hloss with H in backend memory). */
+static qs_status quantize_gptq_device(stage_state *s, qs_block *blk, int i, const float *h, int64_t samples,
+                                      const qs_quant_opts *qo, qs_block_outcome *o, qs_error *err)
+{
+    const qs_backend_i *be = s->a->be;
+    const qs_tensor *w = qs_block_linear_weight(blk, i);
+    int64_t out = w->shape[0], in = w->shape[1];
+    size_t hb = (size_t)(in * in) * sizeof(float);
+    qs_linear_stats *ls = &o->stats[i];
+    float *hd = be->alloc(be->ctx, hb), *hwd = be->alloc(be->ctx, hb);
+    qs_status rc = QS_OK;
+    if (!hd || !hwd)
+        rc = qs_error_set(err, QS_ERR_NOMEM, "Hessian of %s (%lld × %lld) on %s", blk->lin[i].weight, (long long)in,
+                          (long long)in, be->name);
+    if (rc == QS_OK) rc = be->copy(be->ctx, hd, h, hb, err);
+    if (rc == QS_OK) rc = be->copy(be->ctx, hwd, hd, hb, err);
+    if (rc == QS_OK) {
+        ls->samples = samples;
+        for (int64_t j = 0; j < in; j++) ls->h_trace += h[j * in + j];
+        rc = qs_quant_run(be, w->data, out, in, hwd, qo, &o->res[i], err);
+    }
+    if (rc == QS_OK) rc = qs_quant_hloss(be, w->data, o->res[i].q, out, in, hd, &ls->loss, err);
+    ls->loss_rtn = NAN;
+    if (rc == QS_OK && s->a->rtn_baseline) {
+        qs_quant_result rtn;
+        qs_quant_opts ro = *qo;
+        ro.method = QS_QUANT_METHOD_RTN;
+        ro.act_order = ro.static_groups = false;
+        rc = qs_quant_result_init(&rtn, out, in, &ro, err);
+        if (rc == QS_OK) rc = qs_quant_rtn(w->data, out, in, &ro, &rtn, err);
+        if (rc == QS_OK) rc = qs_quant_hloss(be, w->data, rtn.q, out, in, hd, &ls->loss_rtn, err);
+        qs_quant_result_free(&rtn);
+    }
+    if (hd) be->free(be->ctx, hd);
+    if (hwd) be->free(be->ctx, hwd);
+    return rc == QS_OK ? QS_OK : qs_error_prefix(err, "block %d", blk->layer);
+}
+
 /* Quantizes the linears of stage `st` of blk with the Hessian in cap (GPTQ) and
  * writes the dequantized weights back into the block. With replicas the
  * Hessian's chunk tree is completed across them first, and each replica
@@ -327,6 +463,11 @@ static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_c
                 rc = qs_chunk_sum_finish(&cap->h[st], replicated(s) ? &s->grp : NULL, REPLICA_TAG_HESSIAN, h, &samples,
                                          err);
                 if (rc != QS_OK) break;
+            }
+            if (a->be->device) {
+                rc = quantize_gptq_device(s, blk, i, h, samples, &qo, o, err);
+                if (rc != QS_OK) break;
+                goto write_back;
             }
             memcpy(hw, h, hb * sizeof(float));
             ls->samples = samples;
@@ -364,8 +505,9 @@ static qs_status quantize_stage(stage_state *s, qs_block *blk, int st, capture_c
             rc = qs_quant_rtn(w->data, out, in, &qo, &o->res[i], err);
         }
         if (rc != QS_OK) break;
+    write_back:
         memcpy(w->data, o->res[i].q, (size_t)(out * in) * sizeof(float));
-        qs_block_linear_sync(blk, i);
+        QS_TRY(qs_block_linear_sync(blk, i, err));
         ls->seconds = now() - t0;
     }
     qs_free(h), qs_free(hw);
@@ -383,7 +525,7 @@ static void carry_alloc(stage_state *s, const qs_block *blk)
     if (recompute && *recompute && strcmp(recompute, "0") != 0) return;
     int64_t c1 = qs_block_carry_cols(blk, 1), c3 = qs_block_carry_cols(blk, 3);
     size_t n = (size_t)s->rows_local * (size_t)s->a->seq * (size_t)(c1 > c3 ? c1 : c3);
-    s->carry = qs_malloc(n * sizeof(float));
+    s->carry = act_alloc(s, n);
     if (!s->carry)
         fprintf(stderr, "qshard run: warning: no memory to keep %zu MiB of stage inputs; every true-sequential "
                         "stage re-runs its block from the input (same result, ~2.4x the forward work)\n",
@@ -397,7 +539,6 @@ static void carry_alloc(stage_state *s, const qs_block *blk)
 static qs_status span_all(stage_state *s, const qs_block *blk, int from, int to, float **res,
                           const qs_block_hooks *hooks, capture_ctx *cap, bool send, int tag_base, qs_error *err)
 {
-    const qs_comm_i *c = s->a->comm;
     bool changes = (from <= 1 && to >= 2) || to == QS_BLOCK_END;
     int64_t cin = qs_block_carry_cols(blk, from), cout = s->carry ? qs_block_carry_cols(blk, to) : 0;
     for (int64_t k = s->k0; k < s->k1; k++) {
@@ -406,15 +547,14 @@ static qs_status span_all(stage_state *s, const qs_block *blk, int from, int to,
         qs_block_span sp = {.from = from, .to = to, .res_in = mb_ptr(s, *res, k),
                             .res_out = changes ? mb_ptr(s, s->next, k) : NULL,
                             .x_in = cin ? mb_carry(s, k, cin) : NULL, .x_out = cout ? mb_carry(s, k, cout) : NULL};
-        QS_TRY(qs_block_forward_span(blk, s->a->be, mb_rows(s, k), s->a->seq, &sp, hooks, err));
+        QS_TRY(span_mb(s, blk, mb_rows(s, k), &sp, hooks, err));
         double dt = now() - t0, h = cap ? cap->seconds - h0 : 0;
         s->t->compute += dt;
         s->t->hessian += h;
         s->t->forward += dt - h;
         s->t->forward_flops += sp.flops;
         if (send)
-            QS_TRY(c->isend(c->ctx, mb_ptr(s, s->next, k), mb_bytes(s, k), s->a->next_rank, tag_base + (int)k,
-                            &s->send_req[k], err));
+            QS_TRY(send_mb(s, s->next, k, tag_base + (int)k, &s->send_req[k], err));
     }
     if (changes) *res = s->next;
     return QS_OK;
@@ -489,8 +629,7 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
             blk = first;
             cap = first_cap;
         } else {
-            memset(&cap_local, 0, sizeof cap_local);
-            cap_local.be = a->be;
+            capture_init(&cap_local, s);
             QS_TRY(load_block(s, blk, layer, err));
         }
         qs_block_outcome *o = calloc(1, sizeof *o);
@@ -539,7 +678,7 @@ static qs_status quantize_blocks(stage_state *s, bool prefilled_first, qs_block 
                                       layer, blk->lin[i].weight, (long long)o->res[i].rows, (long long)o->res[i].cols);
                 else {
                     memcpy(w->data, o->res[i].q, sizeof(float) * (size_t)(w->shape[0] * w->shape[1]));
-                    qs_block_linear_sync(blk, i);
+                    st = qs_block_linear_sync(blk, i, err);
                 }
             }
         }
@@ -672,12 +811,16 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
     s.rows_local = (s.k1 < s.n_micro ? mb_first(&s, s.k1) : a->rows) - mb_first(&s, s.k0);
     uint64_t bytes0 = qs_st_bytes_read();
     size_t total = (size_t)s.rows_local * s.row_floats;
-    s.acts = qs_malloc(total * sizeof(float));
-    s.next = qs_malloc(total * sizeof(float));
+    /* the activations live in the backend's memory (OmniQuant trains on the host) */
+    s.dev = a->be->device && !is_omni(&s);
+    bool need_host = s.dev && (!a->comm->device_buffers || a->embed); /* hand-offs through the host, the embedding */
+    s.host = need_host ? qs_malloc(total * sizeof(float)) : NULL;
+    s.acts = act_alloc(&s, total);
+    s.next = act_alloc(&s, total);
     s.send_req = calloc((size_t)s.n_micro, sizeof *s.send_req);
     float *fp_in = NULL;
     qs_status st = QS_OK;
-    if (!s.acts || !s.next || !s.send_req) {
+    if (!s.acts || !s.next || !s.send_req || (need_host && !s.host)) {
         st = qs_error_set(err, QS_ERR_NOMEM, "activations: 2 × %zu floats", total);
         goto done;
     }
@@ -691,17 +834,19 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         }
     }
     if (a->schedule == QS_SCHEDULE_PIPELINED) {
-        fp_in = qs_malloc(total * sizeof(float));
+        fp_in = act_alloc(&s, total);
         if (!fp_in) {
             st = qs_error_set(err, QS_ERR_NOMEM, "FP activations: %zu floats", total);
             goto done;
         }
         st = fp_pass(&s, fp_in, err);
         if (st == QS_OK) {
-            memcpy(s.acts, fp_in, total * sizeof(float));
+            st = act_copy(&s, s.acts, fp_in, total * sizeof(float), err);
             if (s.fp_acts) memcpy(s.fp_acts, fp_in, total * sizeof(float)); /* OmniQuant's targets start there too */
-            qs_free(fp_in);
+            act_free(&s, fp_in);
             fp_in = NULL;
+        }
+        if (st == QS_OK) {
             st = quantize_blocks(&s, false, NULL, NULL, false, err);
         }
     } else if (a->embed) {
@@ -712,8 +857,8 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         /* Load the first block while nothing has arrived yet, then collect its
          * first Hessian as micro-batches come in. */
         qs_block first;
-        capture_ctx cap = {0};
-        cap.be = a->be;
+        capture_ctx cap;
+        capture_init(&cap, &s);
         /* the first Hessian can be collected on arrival only when stage 0 is
          * collected on its own (true-sequential) */
         bool gptq = a->quant.method == QS_QUANT_METHOD_GPTQ && a->true_sequential;
@@ -735,10 +880,12 @@ qs_status qs_stage_run(const qs_stage_args *a, qs_stage_timing *t, qs_error *err
         }
     }
 done:
-    qs_free(fp_in);
-    qs_free(s.acts);
-    qs_free(s.next);
-    qs_free(s.carry);
+    act_free(&s, fp_in);
+    act_free(&s, s.acts);
+    act_free(&s, s.next);
+    act_free(&s, s.carry);
+    qs_free(s.host);
+    qs_free(s.cap_host);
     free(s.send_req);
     qs_free(s.fp_acts);
     qs_free(s.fp_next);

@@ -32,8 +32,8 @@ static void usage(FILE *f)
             "  --compute-dtype D  GEMMs of the forwards (model and --ref): f32, or bf16 operands with\n"
             "                   f32 sums; auto (default): bf16 when the CPU has bf16 instructions and\n"
             "                   the model stores bf16/fp16 weights, f32 otherwise\n"
-            "  --device D       cpu, cuda or auto (default cpu; the forward runs on the CPU until\n"
-            "                   the GPU forward is built: cuda is refused, auto takes the CPU)\n"
+            "  --device D       cpu, cuda or auto (default cpu): the blocks' forward on the GPU with\n"
+            "                   cuda (the embedding, head and statistics on the CPU; f32 only)\n"
             "  --json           one JSON object per token set, one per line: nll, ppl, tokens\n"
             "                   (+ kl_mean, kl_p99, top1)\n"
             "  --report WORK    add a row per token set to the eval table of the run in WORK and\n"
@@ -113,6 +113,9 @@ static int run_generate(const char *model_dir, const char *file, const char *pro
     return rc;
 }
 
+static int eval_sets(qs_eval_opts *o_, const qs_backend_i *be, char **token_sets, int n_sets, bool json,
+                     const char *report);
+
 int qs_cmd_eval(int argc, char **argv)
 {
     if (qs_cli_wants_help(argc, argv)) {
@@ -182,8 +185,10 @@ int qs_cmd_eval(int argc, char **argv)
     if (optind < argc) return qs_cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
     if (!o.model_dir) return qs_cli_usage_error("eval", "--model DIR is required");
     qs_device_choice dev;
-    int dcode = qs_cli_device("eval", device, NULL, false, &dev);
+    int dcode = qs_cli_device("eval", device, NULL, true, &dev);
     if (dcode >= 0) return dcode;
+    if (generate >= 0 && dev.kind == QS_DEVICE_CUDA)
+        return qs_cli_usage_error("eval", "--generate runs on the CPU (use --device cpu)");
     if (generate >= 0) return run_generate(o.model_dir, o.file, prompt, generate, json);
     if (n_sets == 0) return qs_cli_usage_error("eval", "--tokens T.npy|T.h5 is required");
     if (report) {
@@ -195,11 +200,30 @@ int qs_cmd_eval(int argc, char **argv)
             return qs_cli_usage_error("eval", "--report %s: not the work dir of a qshard run (no events.jsonl)", report);
     }
     if (o.dump_logits && n_sets > 1) return qs_cli_usage_error("eval", "--dump-logits takes one token set");
+    /* on a GPU: the blocks' forward there (the embedding, head and statistics on the CPU) */
+    qs_backend_i cuda;
+    const qs_backend_i *be = qs_backend_cpu();
+    if (dev.kind == QS_DEVICE_CUDA) {
+        qs_cuda_opts co = {.tf32 = false};
+        if (qs_backend_cuda_init(&cuda, dev.index, &co, &err) != QS_OK) return qs_cli_report("eval", &err);
+        be = &cuda;
+    }
+    int rc = eval_sets(&o, be, token_sets, n_sets, json, report);
+    if (be->device) qs_backend_cuda_free(&cuda);
+    return rc;
+}
+
+/* Runs every token set on be and prints (and reports) its result. */
+static int eval_sets(qs_eval_opts *o_, const qs_backend_i *be, char **token_sets, int n_sets, bool json,
+                     const char *report)
+{
+    qs_eval_opts o = *o_;
+    qs_error err;
 
     for (int k = 0; k < n_sets; k++) {
         o.tokens_path = token_sets[k];
         qs_eval_result r;
-        if (qs_eval_run(&o, qs_backend_cpu(), &r, &err) != QS_OK) return qs_cli_report("eval", &err);
+        if (qs_eval_run(&o, be, &r, &err) != QS_OK) return qs_cli_report("eval", &err);
         if (json) {
             printf("{\"nll\": %.17g, \"ppl\": %.17g, \"tokens\": %lld, \"rows\": %lld, \"seq_len\": %lld", r.nll,
                    r.ppl, (long long)r.tokens, (long long)r.rows, (long long)r.seq_len);

@@ -117,7 +117,7 @@ int qs_cmd_run(int argc, char **argv)
     }
     /* Each rank's device; agreed by all ranks before anything is read. */
     qs_device_choice dev;
-    code = qs_cli_device("run", o.device, &comm, false, &dev);
+    code = qs_cli_device("run", o.device, &comm, true, &dev);
     if (code >= 0) {
         qs_comm_mpi_finalize(&comm);
         return code;
@@ -141,7 +141,9 @@ int qs_cmd_run(int argc, char **argv)
             return code ? code : 1;
         }
     }
-    st = qs_run(&o, &comm, &g_stop, &err);
+    bool nofit = false;
+    /* --device cpu: the run as it always was (no device agreement, no CUDA module) */
+    st = qs_run_on(&o, &comm, strcmp(o.device, "cpu") ? &dev : NULL, &g_stop, &nofit, &err);
     if (st == QS_ERR_INTERRUPTED) {
         qs_heartbeat_stop(0);
         /* cancelled transfers may keep MPI_Finalize waiting: leave now, state is durable */
@@ -154,6 +156,7 @@ int qs_cmd_run(int argc, char **argv)
         /* every rank knows set-up failed; the rank that failed says why */
         if (strstr(err.msg, "failed during set-up") == NULL || comm.size == 1) code = qs_cli_report("run", &err);
         else code = qs_status_exit_code(st) ? qs_status_exit_code(st) : 1;
+        if (nofit) code = 4; /* the plan does not fit the GPU's memory (as qshard plan says it) */
     }
     free(cmdline);
     qs_heartbeat_stop(0);

@@ -796,6 +796,57 @@ static int test_ops_nll_kl(void)
     return 0;
 }
 
+/* ================================================================ nccl == */
+
+#ifndef QS_CUDA_EMU /* the emulator has no NCCL */
+#include "kernels/nccl.h"
+
+/* A one-rank NCCL communicator — all that one GPU allows (NCCL refuses two
+ * ranks on one device): the id, the non-blocking init, an all-reduce of f32
+ * and f64 device buffers (the sum over one rank is the input, bit for bit),
+ * a clean finalize; then a two-rank communicator whose second rank never
+ * comes: the init times out after 3 s and is aborted, with one line. */
+static int test_nccl(void)
+{
+    qs_nccl_id id;
+    qs_error_clear(&E);
+    if (qs_nccl_get_id(&id, &E) == QS_ERR_UNSUPPORTED) {
+        printf("SKIP gpu_nccl: %s\n", E.msg);
+        return 77;
+    }
+    qs_nccl *c = NULL;
+    TRY(qs_nccl_init(&c, &id, 0, 1, 0, 60.0, &E));
+    enum { N = 4099 };
+    float *hf = malloc(sizeof(float) * N), *rf = malloc(sizeof(float) * N);
+    double *hd = malloc(sizeof(double) * N), *rd = malloc(sizeof(double) * N);
+    for (int i = 0; i < N; i++) hf[i] = frand(), hd[i] = (double)frand() / 3.0;
+    float *df = be->alloc(be->ctx, sizeof(float) * N);
+    double *dd = be->alloc(be->ctx, sizeof(double) * N);
+    CHECK(df && dd, "device buffers");
+    TRY(be->copy(be->ctx, df, hf, sizeof(float) * N, &E));
+    TRY(be->copy(be->ctx, dd, hd, sizeof(double) * N, &E));
+    TRY(qs_nccl_allreduce_sum(c, df, N, false, 60.0, &E));
+    TRY(qs_nccl_allreduce_sum(c, dd, N, true, 60.0, &E));
+    TRY(be->copy(be->ctx, rf, df, sizeof(float) * N, &E));
+    TRY(be->copy(be->ctx, rd, dd, sizeof(double) * N, &E));
+    CHECK(!memcmp(hf, rf, sizeof(float) * N) && !memcmp(hd, rd, sizeof(double) * N),
+          "a one-rank all-reduce changed its input");
+    be->free(be->ctx, df), be->free(be->ctx, dd);
+    free(hf), free(rf), free(hd), free(rd);
+    qs_nccl_free(c);
+
+    /* rank 0 of 2 alone: a timeout and an abort, not a hang */
+    TRY(qs_nccl_get_id(&id, &E));
+    c = NULL;
+    qs_error_clear(&E);
+    qs_status s = qs_nccl_init(&c, &id, 0, 2, 0, 3.0, &E);
+    CHECK(s == QS_ERR_IO && c == NULL, "init of 2 ranks with one present: %s (%s)", qs_status_name(s), E.msg);
+    CHECK(strstr(E.msg, "did not complete in 3 s") && strstr(E.msg, "aborted"), "the timeout's message: %s", E.msg);
+    printf("gpu_nccl: one-rank all-reduce exact; a missing rank: %s\n", E.msg);
+    return 0;
+}
+#endif
+
 /* ================================================================= main == */
 
 static const struct {
@@ -807,6 +858,9 @@ static const struct {
     {"rtn_pack", test_rtn_pack},     {"ops_norm", test_ops_norm},     {"ops_rope", test_ops_rope},
     {"ops_attention", test_ops_attention}, {"ops_elementwise", test_ops_elementwise},
     {"ops_nll_kl", test_ops_nll_kl},
+#ifndef QS_CUDA_EMU
+    {"nccl", test_nccl},
+#endif
 };
 
 int main(int argc, char **argv)
@@ -836,6 +890,10 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc = tests[t].fn();
+    if (rc == 77) {
+        qs_backend_cuda_free(&g_cuda);
+        return 77;
+    }
     if (rc == 0) {
         qs_error_clear(&E);
         if (be->sync(be->ctx, &E) != QS_OK) {

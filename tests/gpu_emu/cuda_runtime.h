@@ -88,6 +88,7 @@ typedef enum cudaError {
     cudaErrorInsufficientDriver = 35,
     cudaErrorNoDevice = 100,
     cudaErrorInvalidConfiguration = 9,
+    cudaErrorNotReady = 600,
 } cudaError_t;
 
 typedef enum cudaMemcpyKind {
@@ -123,6 +124,21 @@ typedef enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_64F = 1 } cudaDataType;
 typedef struct qs_emu_stream *cudaStream_t;
 typedef struct qs_emu_event *cudaEvent_t;
 #define cudaStreamNonBlocking 0x01
+#define cudaEventDisableTiming 0x02
+
+/* Emulator extension: work that completes asynchronously on a stream (the
+ * emulated NCCL's MPI requests). An event recorded on the stream takes it
+ * over: cudaEventQuery tests it, cudaEventSynchronize waits for it,
+ * destroying the event (or the stream) drops what did not complete. */
+typedef struct qs_emu_async {
+    int (*test)(void *arg); /* 1 when complete */
+    void (*wait)(void *arg);
+    void (*drop)(void *arg); /* frees arg; cancels first when not complete */
+    void *arg;
+} qs_emu_async;
+void qs_emu_stream_add_async(cudaStream_t s, qs_emu_async a);
+/* Whether [p, p + bytes) is emulated device memory. */
+bool qs_emu_is_device(const void *p, size_t bytes);
 
 const char *cudaGetErrorName(cudaError_t e);
 const char *cudaGetErrorString(cudaError_t e);
@@ -144,6 +160,9 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
 cudaError_t cudaEventCreate(cudaEvent_t *e);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
+cudaError_t cudaEventQuery(cudaEvent_t e);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b);

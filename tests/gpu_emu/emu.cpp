@@ -271,6 +271,7 @@ const char *cudaGetErrorName(cudaError_t e)
     case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     }
     return "cudaError(other)";
 }
@@ -284,19 +285,28 @@ cudaError_t cudaGetLastError(void)
     return e;
 }
 
+/* One device, or $QS_EMU_DEVICES (1..8: a node whose ranks each get one, for
+ * multi-rank runs through the emulator; each process emulates its own). */
+static int emu_devices(void)
+{
+    const char *v = getenv("QS_EMU_DEVICES");
+    int n = v && *v ? atoi(v) : 1;
+    return n < 1 ? 1 : n > 8 ? 8 : n;
+}
+
 cudaError_t cudaGetDeviceCount(int *n)
 {
     if (getenv("QS_EMU_NO_DEVICE")) {
         *n = 0;
         return g_last = cudaErrorNoDevice;
     }
-    *n = 1;
+    *n = emu_devices();
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int dev)
 {
-    if (dev != 0) return g_last = cudaErrorInvalidValue;
+    if (dev < 0 || dev >= emu_devices()) return g_last = cudaErrorInvalidValue;
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "qshard CUDA emulator (CPU)");
     p->major = 9, p->minor = 0, p->multiProcessorCount = 1;
@@ -311,7 +321,7 @@ cudaError_t cudaGetDevice(int *dev)
 }
 cudaError_t cudaSetDevice(int dev)
 {
-    if (dev != 0) return g_last = cudaErrorInvalidValue;
+    if (dev < 0 || dev >= emu_devices()) return g_last = cudaErrorInvalidValue;
     g_dev = dev;
     return cudaSuccess;
 }
@@ -320,19 +330,37 @@ cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int dev)
     *v = 227 * 1024;
     return cudaSuccess;
 }
+/* 64 GiB with 60 free, or what $QS_EMU_FREE_BYTES / $QS_EMU_TOTAL_BYTES say
+ * (the tests of the run's memory check make a device that is too small). */
+static size_t env_bytes(const char *name, size_t dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    char *end = NULL;
+    unsigned long long x = strtoull(v, &end, 10);
+    return end && *end == '\0' ? (size_t)x : dflt;
+}
 cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot)
 {
-    *tot = 64ull << 30;
-    *fr = 60ull << 30;
+    *tot = env_bytes("QS_EMU_TOTAL_BYTES", 64ull << 30);
+    *fr = env_bytes("QS_EMU_FREE_BYTES", 60ull << 30);
     return cudaSuccess;
 }
 
 struct qs_emu_stream {
-    int unused;
+    std::vector<qs_emu_async> pending;
 };
 struct qs_emu_event {
     double t;
+    std::vector<qs_emu_async> pending;
 };
+void qs_emu_stream_add_async(cudaStream_t s, qs_emu_async a) { s->pending.push_back(a); }
+bool qs_emu_is_device(const void *p, size_t bytes) { return is_device(p, bytes); }
+static void drop_all(std::vector<qs_emu_async> &v)
+{
+    for (auto &a : v) a.drop(a.arg);
+    v.clear();
+}
 static double now_s(void)
 {
     struct timespec ts;
@@ -346,23 +374,49 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s)
 {
+    drop_all(s->pending);
     delete s;
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s)
+{
+    if (!s) return cudaSuccess;
+    for (auto &a : s->pending) a.wait(a.arg);
+    drop_all(s->pending); /* complete: drop only frees */
+    return cudaSuccess;
+}
 cudaError_t cudaEventCreate(cudaEvent_t *e)
 {
     *e = new qs_emu_event();
     return cudaSuccess;
 }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e)
 {
+    drop_all(e->pending);
     delete e;
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
     e->t = now_s();
+    if (s) { /* the event completes when what the stream has in flight does */
+        e->pending.insert(e->pending.end(), s->pending.begin(), s->pending.end());
+        s->pending.clear();
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e)
+{
+    for (auto &a : e->pending)
+        if (!a.test(a.arg)) return cudaErrorNotReady;
+    drop_all(e->pending);
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e)
+{
+    for (auto &a : e->pending) a.wait(a.arg);
+    drop_all(e->pending);
     return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
@@ -489,8 +543,13 @@ cusolverStatus_t cusolverDnXpotrf(cusolverDnHandle_t h, cusolverDnParams_t p, cu
 {
     const char ul = uplo == CUBLAS_FILL_MODE_LOWER ? 'L' : 'U';
     if (!dev_matrix(a, n, n, lda, ta == CUDA_R_64F ? 8 : 4, "cusolverDnXpotrf A")) return CUSOLVER_STATUS_EXECUTION_FAILED;
+    /* one OpenBLAS thread: its potrf's bits depend on the thread count, cuSOLVER's do not
+     * (on one GPU model), and the device path's exports must not depend on the ranks' cores */
+    int threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     lapack_int r = ta == CUDA_R_64F ? LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, ul, (lapack_int)n, (double *)a, (lapack_int)lda)
                                     : LAPACKE_spotrf_work(LAPACK_COL_MAJOR, ul, (lapack_int)n, (float *)a, (lapack_int)lda);
+    openblas_set_num_threads(threads);
     return set_info(info, r);
 }
 
