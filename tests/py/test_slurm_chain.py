@@ -37,7 +37,13 @@ def main():
         L.skip(f"resume is not supported by qshard run yet: {why}")
     # seconds per block on this machine, from a 4-block run of the same width
     calib = os.path.join(tmp, "calib.npy")
-    L.random_tokens(calib, 512, 64, 128, seed=2)
+    # Few calibration tokens (32 x 64): a resumed job first re-runs the forward of
+    # every finished block (docs/scheduling.md, "Resume"), and a job can only gain
+    # ground when that costs clearly less than the blocks' quantization, as in a
+    # real model (BLOOM-176B: forward ~7% of a block). With 512 x 64 tokens on
+    # this 384-wide model the forward was 80% of a block, and a resumed job
+    # spent its whole 27 s re-running the forward (11 requeues, no progress).
+    L.random_tokens(calib, 32, 64, 128, seed=2)
     small = os.path.join(tmp, "model-4")
     L.synth_model(qs, small, layers=4, hidden=HIDDEN)
     t0 = time.time()
