@@ -62,6 +62,7 @@
 #include <time.h>
 
 #include "kernels/cpu/gptq.h"
+#include "kernels/act_order.h"
 #include "kernels/tensor.h"
 
 #ifndef QS_GPTQ_CLOCK
@@ -73,21 +74,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(QS_GPTQ_CLOCK, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* ---- act-order ---------------------------------------------------------- */
-
-typedef struct diag_key {
-    float d;
-    int64_t i;
-} diag_key;
-
-static int cmp_desc(const void *a, const void *b)
-{
-    const diag_key *x = a, *y = b;
-    if (x->d > y->d) return -1;
-    if (x->d < y->d) return 1;
-    return x->i < y->i ? -1 : x->i > y->i; /* stable: ties keep original order */
 }
 
 /* ---- in-place symmetric permutation and reversal ------------------------ */
@@ -414,10 +400,9 @@ qs_status qs_quant_gptq(const qs_backend_i *be, const float *w, int64_t rows, in
     uint8_t *ct = qs_malloc((size_t)(rows + QS_GPTQ_LANES) * (size_t)B);
     int64_t *perm = malloc((size_t)n * sizeof(int64_t));
     unsigned char *dead = calloc((size_t)n, 1);
-    diag_key *keys = malloc((size_t)n * sizeof(diag_key));
     int32_t *gpos = malloc((size_t)n * sizeof(int32_t));
     qs_status st = QS_OK;
-    if (!bl || !tinv || !ws || !wp || !w1 || !e1 || !et || !qt || !ct || !perm || !dead || !keys || !gpos) {
+    if (!bl || !tinv || !ws || !wp || !w1 || !e1 || !et || !qt || !ct || !perm || !dead || !gpos) {
         st = qs_error_set(err, QS_ERR_NOMEM, "tensor '%s': gptq: cannot allocate work buffers for [%lld,%lld]", name,
                           (long long)rows, (long long)cols);
         goto done;
@@ -460,12 +445,9 @@ qs_status qs_quant_gptq(const qs_backend_i *be, const float *w, int64_t rows, in
     }
 
     /* Step 4: act-order permutation (stable by decreasing diagonal). */
-    if (o->act_order) {
-        for (int64_t c = 0; c < n; c++) keys[c] = (diag_key){h[c * n + c], c};
-        qsort(keys, (size_t)n, sizeof *keys, cmp_desc);
-        for (int64_t k = 0; k < n; k++) perm[k] = keys[k].i;
-    } else {
-        for (int64_t k = 0; k < n; k++) perm[k] = k;
+    if (qs_act_order_perm(h, n + 1, n, o->act_order, perm) != QS_OK) {
+        st = qs_error_set(err, QS_ERR_NOMEM, "tensor '%s': gptq: cannot allocate the act-order keys", name);
+        goto done;
     }
 
     /* Step 3: static group params from W with dead columns zeroed, in the
@@ -630,7 +612,6 @@ done:
     qs_free(ct);
     free(perm);
     free(dead);
-    free(keys);
     free(gpos);
     return st;
 }

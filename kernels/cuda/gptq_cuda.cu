@@ -44,6 +44,7 @@
 #include <time.h>
 
 #include "kernels/cuda/cuda_util.cuh"
+#include "kernels/act_order.h"
 #include "kernels/quant_grid.h"
 
 static double now_s(void)
@@ -51,21 +52,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* ---- act-order (the CPU's comparator) -------------------------------------------- */
-
-typedef struct diag_key {
-    float d;
-    int64_t i;
-} diag_key;
-
-static int cmp_desc(const void *a, const void *b)
-{
-    const diag_key *x = (const diag_key *)a, *y = (const diag_key *)b;
-    if (x->d > y->d) return -1;
-    if (x->d < y->d) return 1;
-    return x->i < y->i ? -1 : x->i > y->i; /* stable: ties keep original order */
 }
 
 /* ================================================================ kernels == */
@@ -358,9 +344,8 @@ static qs_status gptq_run(qs_cuda_ctx *cx, const float *w, int64_t rows, int64_t
     /* Steps 2, 4, 5 on the host, over the diagonal only. */
     qs_hbuf<float> diag;
     qs_hbuf<int64_t> perm, pr, deadlist;
-    qs_hbuf<diag_key> keys;
     qs_hbuf<int32_t> gpos;
-    if (!diag.alloc(n) || !perm.alloc(n) || !pr.alloc(n) || !deadlist.alloc(n) || !keys.alloc(n) || !gpos.alloc(n))
+    if (!diag.alloc(n) || !perm.alloc(n) || !pr.alloc(n) || !deadlist.alloc(n) || !gpos.alloc(n))
         return qs_error_set(err, QS_ERR_NOMEM, "tensor '%s': gptq: out of host memory", name);
     QS_CU_CHECK(cx, err,
                 cudaMemcpy2DAsync(diag.p, sizeof(float), d_h, (size_t)(n + 1) * sizeof(float), sizeof(float),
@@ -379,13 +364,8 @@ static qs_status gptq_run(qs_cuda_ctx *cx, const float *w, int64_t rows, int64_t
                                 name, (long long)c, (double)d);
         diag_sum += (double)diag.p[c];
     }
-    if (o->act_order) {
-        for (int64_t c = 0; c < n; c++) keys.p[c] = diag_key{diag.p[c], c};
-        qsort(keys.p, (size_t)n, sizeof *keys.p, cmp_desc);
-        for (int64_t k = 0; k < n; k++) perm.p[k] = keys.p[k].i;
-    } else {
-        for (int64_t k = 0; k < n; k++) perm.p[k] = k;
-    }
+    if (qs_act_order_perm(diag.p, 1, n, o->act_order, perm.p) != QS_OK)
+        return qs_error_set(err, QS_ERR_NOMEM, "tensor '%s': gptq: out of host memory", name);
     const double damp = o->damp * diag_sum / (double)n;
     for (int64_t c = 0; c < n; c++) diag.p[c] = (float)((double)diag.p[c] + damp);
     for (int64_t k = 0; k < n; k++) pr.p[k] = perm.p[n - 1 - k]; /* J · perm */
